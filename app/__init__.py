@@ -1,0 +1,1 @@
+"""Tumorscope app: the command line and the Streamlit pages."""

@@ -1,0 +1,1 @@
+"""Tumorscope core: BraTS cases, checks, cache, metrics, models, training and inference."""

@@ -1,0 +1,129 @@
+"""Preprocessed-case cache: crop + z-score done once, stored as .npy with its provenance."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .cases import Case, load_case
+from .nifti import atomic_save_npy, atomic_write_json
+from .preprocess import CropBox, bounding_box, brain_mask, crop, zscore
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+"""Bumped whenever preprocessing changes, so old cache entries are rebuilt."""
+
+CROP_MARGIN_VOX = 2
+
+
+def default_cache_dir() -> Path:
+    """``$TUMORSCOPE_CACHE``, else ``~/.cache/tumorscope``."""
+    env = os.environ.get("TUMORSCOPE_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "tumorscope"
+
+
+@dataclass(frozen=True)
+class CachedCase:
+    """A preprocessed case. ``image`` (4, x, y, z) float32 and ``label`` (x, y, z) uint8 are
+    memory-mapped, cropped to ``box``; ``affine`` is the source grid's, so
+    ``uncrop(..., box)`` puts any array back where it came from."""
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray | None
+    box: CropBox
+    affine: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    meta: dict[str, Any]
+
+
+def _fingerprint(case: Case) -> list[dict[str, Any]]:
+    out = []
+    for path in case.files:
+        st = path.stat()
+        out.append({"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    return out
+
+
+def case_cache_dir(case: Case, cache_dir: str | Path) -> Path:
+    """Folder of ``case`` in the cache; the source folder's hash keeps same-named ids apart."""
+    digest = hashlib.sha1(str(case.folder.resolve()).encode()).hexdigest()[:10]
+    return Path(cache_dir) / "preprocessed" / f"{case.case_id}-{digest}"
+
+
+def _valid_meta(folder: Path, case: Case) -> dict[str, Any] | None:
+    meta_path = folder / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if meta.get("version") != CACHE_VERSION or meta.get("sources") != _fingerprint(case):
+        return None
+    needed = ["image.npy"] + (["label.npy"] if meta.get("has_label") else [])
+    if not all((folder / n).is_file() for n in needed):
+        return None
+    return meta
+
+
+def preprocess_case(case: Case, cache_dir: str | Path, *, force: bool = False) -> CachedCase:
+    """Return the cached, preprocessed ``case``, building the cache entry if it is stale.
+
+    The entry is rebuilt when any source file's size or modification time changed, or
+    :data:`CACHE_VERSION` moved. Arrays are written first and ``meta.json`` last, each
+    atomically, so an interrupted build is never mistaken for a finished one.
+    """
+    folder = case_cache_dir(case, cache_dir)
+    meta = None if force else _valid_meta(folder, case)
+    if meta is None:
+        meta = _build(case, folder)
+    return _open(case.case_id, folder, meta)
+
+
+def _build(case: Case, folder: Path) -> dict[str, Any]:
+    data = load_case(case)
+    mask = brain_mask(data.image)
+    box = bounding_box(mask, margin_vox=CROP_MARGIN_VOX)
+    image, means, stds = zscore(crop(data.image, box), crop(mask, box))
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_save_npy(folder / "image.npy", image)
+    if data.label is not None:
+        atomic_save_npy(folder / "label.npy", crop(data.label, box))
+    meta = {
+        "version": CACHE_VERSION,
+        "case_id": case.case_id,
+        "layout": case.layout,
+        "label_convention": case.label_convention,
+        "sources": _fingerprint(case),
+        "has_label": data.label is not None,
+        "crop_box": box.to_dict(),
+        "affine": np.asarray(data.affine).tolist(),
+        "spacing_mm": list(data.spacing_mm),
+        "zscore_mean": means.tolist(),
+        "zscore_std": stds.tolist(),
+        "metadata": case.metadata,
+    }
+    atomic_write_json(folder / "meta.json", meta)
+    log.info("cached %s in %s (crop %s of %s)", case.case_id, folder, box.shape, box.original_shape)
+    return meta
+
+
+def _open(case_id: str, folder: Path, meta: dict[str, Any]) -> CachedCase:
+    image = np.load(folder / "image.npy", mmap_mode="r")
+    label = np.load(folder / "label.npy", mmap_mode="r") if meta["has_label"] else None
+    return CachedCase(
+        case_id=case_id,
+        image=image,
+        label=label,
+        box=CropBox.from_dict(meta["crop_box"]),
+        affine=np.asarray(meta["affine"], dtype=np.float64),
+        spacing_mm=tuple(meta["spacing_mm"]),
+        meta=meta,
+    )

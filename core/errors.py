@@ -1,0 +1,46 @@
+"""Every user-facing error type: each names the file, the value found and what was expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class TumorscopeError(Exception):
+    """Base of the errors the command line turns into one readable line.
+
+    ``path`` is the file or folder at fault (or ``None`` when the fault is not tied to a file),
+    ``fault`` a short sentence saying what is wrong with it.
+    """
+
+    def __init__(self, fault: str, *, path: str | Path | None = None) -> None:
+        self.path = None if path is None else Path(path)
+        self.fault = fault
+        super().__init__(f"{self.path}: {fault}" if self.path is not None else fault)
+
+
+class CaseFileMissingError(TumorscopeError, FileNotFoundError):
+    """A file a case needs (a modality, a label map) is not there."""
+
+
+class CorruptFileError(TumorscopeError, OSError):
+    """A file exists but cannot be decoded (truncated gzip, not a NIfTI, damaged header)."""
+
+
+class GeometryError(TumorscopeError, ValueError):
+    """Wrong dimensionality, shapes that differ between modalities, or affines that differ."""
+
+
+class VoxelValueError(TumorscopeError, ValueError):
+    """Non-finite voxels (NaN or inf) in an image."""
+
+
+class LabelError(TumorscopeError, ValueError):
+    """A label map holds values outside the label set of its layout, or non-integer values."""
+
+
+class ConfigError(TumorscopeError, ValueError):
+    """A configuration value or option is not one of the allowed values."""
+
+
+class LayoutError(TumorscopeError, ValueError):
+    """A folder does not look like any known BraTS layout, or holds no case."""

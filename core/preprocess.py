@@ -1,0 +1,112 @@
+"""Preprocessing as pure array functions: brain crop, per-channel z-score, and their inverse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import GeometryError
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """A box in voxel indices, ``start`` inclusive and ``stop`` exclusive along (i, j, k).
+
+    ``original_shape`` is the grid the box was cut from, kept so a crop can be undone.
+
+    >>> box = CropBox((1, 2, 3), (4, 6, 8), (10, 10, 10))
+    >>> box.shape
+    (3, 4, 5)
+    """
+
+    start: tuple[int, int, int]
+    stop: tuple[int, int, int]
+    original_shape: tuple[int, int, int]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(b - a for a, b in zip(self.start, self.stop, strict=True))
+
+    @property
+    def slices(self) -> tuple[slice, slice, slice]:
+        return tuple(slice(a, b) for a, b in zip(self.start, self.stop, strict=True))
+
+    def to_dict(self) -> dict[str, list[int]]:
+        return {"start": list(self.start), "stop": list(self.stop),
+                "original_shape": list(self.original_shape)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, list[int]]) -> CropBox:
+        return cls(tuple(d["start"]), tuple(d["stop"]), tuple(d["original_shape"]))
+
+
+def brain_mask(image: np.ndarray) -> np.ndarray:
+    """Voxels non-zero in any channel: BraTS images are skull-stripped with zero outside.
+
+    ``image`` is (C, X, Y, Z); returns a (X, Y, Z) bool mask.
+    """
+    return np.any(image != 0, axis=0)
+
+
+def bounding_box(mask: np.ndarray, *, margin_vox: int = 0) -> CropBox:
+    """Tight box around ``mask`` (X, Y, Z), grown by ``margin_vox`` and clipped to the grid.
+
+    An empty mask gives the whole grid (nothing to crop away is a defined case).
+
+    >>> m = np.zeros((10, 10, 10), bool); m[2:4, 3:5, 4:9] = True
+    >>> bounding_box(m, margin_vox=1)
+    CropBox(start=(1, 2, 3), stop=(5, 6, 10), original_shape=(10, 10, 10))
+    """
+    shape = tuple(int(s) for s in mask.shape)
+    if not mask.any():
+        return CropBox((0, 0, 0), shape, shape)
+    start, stop = [], []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = np.flatnonzero(mask.any(axis=other))
+        start.append(max(int(idx[0]) - margin_vox, 0))
+        stop.append(min(int(idx[-1]) + 1 + margin_vox, shape[axis]))
+    return CropBox(tuple(start), tuple(stop), shape)
+
+
+def crop(array: np.ndarray, box: CropBox) -> np.ndarray:
+    """Cut ``box`` out of the last three axes of ``array`` ((..., X, Y, Z))."""
+    if tuple(array.shape[-3:]) != box.original_shape:
+        raise GeometryError(
+            f"array of shape {array.shape} does not match crop box grid {box.original_shape}")
+    return array[(Ellipsis, *box.slices)]
+
+
+def uncrop(array: np.ndarray, box: CropBox, *, fill: float = 0) -> np.ndarray:
+    """Place ``array`` ((..., x, y, z) with the box's shape) back on the original grid.
+
+    >>> box = CropBox((1, 1, 1), (2, 3, 2), (3, 3, 3))
+    >>> uncrop(np.ones((1, 2, 1)), box).sum()
+    np.float64(2.0)
+    """
+    if tuple(array.shape[-3:]) != box.shape:
+        raise GeometryError(f"array of shape {array.shape} does not match crop box {box.shape}")
+    out = np.full((*array.shape[:-3], *box.original_shape), fill, dtype=array.dtype)
+    out[(Ellipsis, *box.slices)] = array
+    return out
+
+
+def zscore(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-channel z-score over ``mask`` voxels; voxels outside the mask are set to 0.
+
+    ``image`` (C, X, Y, Z), ``mask`` (X, Y, Z) bool. Returns (normalised float32 image,
+    means (C,), stds (C,)). A constant channel gets std 1 so it maps to zeros, not NaN.
+    """
+    out = np.zeros(image.shape, dtype=np.float32)
+    means = np.zeros(image.shape[0], dtype=np.float64)
+    stds = np.ones(image.shape[0], dtype=np.float64)
+    if not mask.any():
+        return out, means, stds
+    for c in range(image.shape[0]):
+        values = image[c][mask].astype(np.float64)
+        means[c] = values.mean()
+        std = values.std()
+        stds[c] = std if std > 0 else 1.0
+        out[c][mask] = ((values - means[c]) / stds[c]).astype(np.float32)
+    return out, means, stds

@@ -1,0 +1,1 @@
+"""Tumorscope render: VTK meshes, scenes, off-screen screenshots and exports."""

@@ -1,0 +1,61 @@
+"""Builders of small real NIfTI cases in each BraTS layout, shared by the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from tumorscope.core.cases import LAYOUT_KEYS, LAYOUT_SEPARATOR, MODALITIES
+
+SMALL_SHAPE = (24, 28, 24)
+BRATS_AFFINE = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 239.0], [0, 0, 1.0, 0], [0, 0, 0, 1]])
+
+
+def small_label(shape: tuple[int, int, int] = SMALL_SHAPE, *, enhancing: int = 4) -> np.ndarray:
+    """A nested tumour: edema ball, enhancing shell, necrotic centre."""
+    idx = np.indices(shape).astype(float)
+    centre = np.array(shape, dtype=float)[:, None, None, None] / 2
+    r = np.sqrt(((idx - centre) ** 2).sum(0))
+    label = np.zeros(shape, np.uint8)
+    label[r < 7] = 2
+    label[r < 4.5] = enhancing
+    label[r < 2.5] = 1
+    return label
+
+
+def small_image(shape: tuple[int, int, int] = SMALL_SHAPE, *, seed: int = 0) -> np.ndarray:
+    """Four channels, zero outside an ellipsoidal 'brain', positive inside."""
+    rng = np.random.default_rng(seed)
+    idx = np.indices(shape).astype(float)
+    centre = np.array(shape, dtype=float)[:, None, None, None] / 2
+    half = np.array(shape, dtype=float)[:, None, None, None] / 2 - 4
+    inside = (((idx - centre) / half) ** 2).sum(0) < 1
+    img = (rng.random((4, *shape)) * 100 + 50).astype(np.float32)
+    return img * inside
+
+
+def write_case(
+    root: Path,
+    case_id: str,
+    *,
+    layout: str = "brats2021",
+    shape: tuple[int, int, int] = SMALL_SHAPE,
+    with_label: bool = True,
+    suffix: str = ".nii.gz",
+    seed: int = 0,
+) -> Path:
+    """Write one case in ``layout`` naming under ``root/case_id``; return its folder."""
+    folder = root / case_id
+    folder.mkdir(parents=True, exist_ok=True)
+    keys, sep = LAYOUT_KEYS[layout], LAYOUT_SEPARATOR[layout]
+    image = small_image(shape, seed=seed)
+    for c, m in enumerate(MODALITIES):
+        path = folder / f"{case_id}{sep}{keys[m]}{suffix}"
+        nib.save(nib.Nifti1Image(image[c], BRATS_AFFINE), path)
+    if with_label:
+        enh = 3 if layout == "brats2023" else 4
+        nib.save(nib.Nifti1Image(small_label(shape, enhancing=enh), BRATS_AFFINE),
+                 folder / f"{case_id}{sep}seg{suffix}")
+    return folder

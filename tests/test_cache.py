@@ -1,0 +1,88 @@
+"""Preprocessing once into the .npy cache: crop, z-score, provenance, invalidation."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tumorscope.app.cli import main
+from tumorscope.core.cache import case_cache_dir, preprocess_case
+from tumorscope.core.cases import discover, load_case
+from tumorscope.core.preprocess import bounding_box, brain_mask, crop, uncrop, zscore
+
+
+def test_cache_round_trip_and_provenance(brats2021_root: Path, tmp_path: Path) -> None:
+    case = discover(brats2021_root)[0]
+    cached = preprocess_case(case, tmp_path / "cache")
+    source = load_case(case)
+    assert isinstance(cached.image, np.memmap) and cached.image.dtype == np.float32
+    assert cached.image.shape[0] == 4 and cached.image.shape[1:] == cached.box.shape
+    assert cached.box.original_shape == source.shape
+    assert cached.box.shape < source.shape  # the zero border was cropped away
+    np.testing.assert_array_equal(cached.affine, source.affine)
+    assert cached.spacing_mm == (1.0, 1.0, 1.0)
+    # The label maps back onto the source grid exactly.
+    np.testing.assert_array_equal(uncrop(np.asarray(cached.label), cached.box), source.label)
+    # z-score over brain voxels.
+    mask = crop(brain_mask(source.image), cached.box)
+    for c in range(4):
+        values = cached.image[c][mask]
+        assert abs(values.mean()) < 1e-4 and abs(values.std() - 1) < 1e-3
+        assert not cached.image[c][~mask].any()
+
+
+def test_cache_is_reused_then_invalidated_by_a_changed_source(brats2021_root: Path,
+                                                              tmp_path: Path) -> None:
+    case = discover(brats2021_root)[0]
+    cache = tmp_path / "cache"
+    preprocess_case(case, cache)
+    meta = case_cache_dir(case, cache) / "meta.json"
+    first = meta.stat().st_mtime_ns
+    time.sleep(0.01)
+    preprocess_case(case, cache)
+    assert meta.stat().st_mtime_ns == first  # reused, not rebuilt
+    t1 = case.images["t1"]
+    os.utime(t1, ns=(time.time_ns(), time.time_ns()))
+    preprocess_case(case, cache)
+    assert meta.stat().st_mtime_ns != first  # rebuilt after the source changed
+    leftovers = [p.name for p in meta.parent.iterdir() if ".tmp" in p.name]
+    assert leftovers == []
+
+
+def test_interrupted_build_without_meta_is_rebuilt(brats2021_root: Path, tmp_path: Path) -> None:
+    case = discover(brats2021_root)[0]
+    cache = tmp_path / "cache"
+    cached = preprocess_case(case, cache)
+    folder = case_cache_dir(case, cache)
+    expected = np.array(cached.image)
+    (folder / "meta.json").unlink()
+    np.save(folder / "image.npy", np.zeros(3))  # garbage left by a crash
+    again = preprocess_case(case, cache)
+    np.testing.assert_array_equal(again.image, expected)
+
+
+def test_bounding_box_margin_and_empty_mask() -> None:
+    mask = np.zeros((10, 10, 10), bool)
+    assert bounding_box(mask).shape == (10, 10, 10)
+    mask[0, 5, 9] = True
+    box = bounding_box(mask, margin_vox=2)
+    assert box.start == (0, 3, 7) and box.stop == (3, 8, 10)
+
+
+def test_zscore_constant_channel_is_zero_not_nan() -> None:
+    image = np.ones((2, 4, 4, 4), np.float32)
+    image[1] = np.arange(64).reshape(4, 4, 4)
+    out, means, stds = zscore(image, np.ones((4, 4, 4), bool))
+    assert np.isfinite(out).all() and not out[0].any()
+    assert stds[0] == 1.0 and means[1] == pytest.approx(31.5)
+
+
+def test_preprocess_cli(brats2021_root: Path, tmp_path: Path,
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["preprocess", str(brats2021_root), "--cache", str(tmp_path / "c"), "-q"]) == 0
+    assert "2 case(s) cached" in capsys.readouterr().out
+    assert len(list((tmp_path / "c" / "preprocessed").glob("*/meta.json"))) == 2
