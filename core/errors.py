@@ -44,3 +44,16 @@ class ConfigError(TumorscopeError, ValueError):
 
 class LayoutError(TumorscopeError, ValueError):
     """A folder does not look like any known BraTS layout, or holds no case."""
+
+
+def check_choice(option: str, value: object, allowed: tuple[str, ...], *,
+                 path: str | Path | None = None) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is one of ``allowed``, listing them.
+
+    >>> check_choice("norm", "layer", ("instance", "batch"))
+    Traceback (most recent call last):
+    ...
+    tumorscope.core.errors.ConfigError: norm must be one of ['instance', 'batch'], got 'layer'
+    """
+    if value not in allowed:
+        raise ConfigError(f"{option} must be one of {list(allowed)}, got {value!r}", path=path)

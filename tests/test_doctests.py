@@ -11,6 +11,8 @@ MODULES = [
     "tumorscope.core.labels",
     "tumorscope.core.nifti",
     "tumorscope.core.preprocess",
+    "tumorscope.core.config",
+    "tumorscope.core.errors",
 ]
 
 
