@@ -13,6 +13,7 @@ MODULES = [
     "tumorscope.core.preprocess",
     "tumorscope.core.config",
     "tumorscope.core.errors",
+    "tumorscope.core.infer",
 ]
 
 
