@@ -1,0 +1,185 @@
+"""Results store: the run directory that is the contract between core, render and the app.
+
+::
+
+    RUN/
+      config.yaml              resolved config of the training or prediction
+      checkpoints/             best.pt and last.pt, written atomically
+      log.csv                  one row per epoch: loss, Dice per region, lr, voxels/s
+      cases.json               per case: source files, layout, metadata (written by predict)
+      predictions/<case>.nii.gz
+      metrics.csv              one row per case x region, every metric, plus case metadata
+      meshes/<case>/           render's cache, keyed by the source files
+
+Nobody else parses these paths: scripts and the app go through :func:`open_runs` and
+:class:`Run`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import LayoutError
+from .nifti import atomic_write_json, atomic_write_text
+
+MARKERS = ("config.yaml", "predictions", "metrics.csv", "log.csv")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run directory. Every accessor tolerates parts that are not there yet."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # -- paths (the only place they are spelled) --
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    def checkpoint_path(self, which: str = "best") -> Path:
+        return self.checkpoint_dir / f"{which}.pt"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "log.csv"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.csv"
+
+    @property
+    def cases_path(self) -> Path:
+        return self.path / "cases.json"
+
+    def prediction_path(self, case_id: str) -> Path:
+        return self.path / "predictions" / f"{case_id}.nii.gz"
+
+    def probabilities_path(self, case_id: str) -> Path:
+        return self.path / "predictions" / f"{case_id}_prob.nii.gz"
+
+    def mesh_dir(self, case_id: str) -> Path:
+        return self.path / "meshes" / case_id
+
+    # -- reading --
+    def config(self) -> dict[str, Any] | None:
+        """The resolved config as plain values, or ``None`` if the run has none."""
+        if not self.config_path.is_file():
+            return None
+        try:
+            return yaml.safe_load(self.config_path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise LayoutError(f"config.yaml is not valid YAML ({exc})",
+                              path=self.config_path) from None
+
+    def case_ids(self) -> list[str]:
+        """Cases with a prediction, sorted."""
+        folder = self.path / "predictions"
+        if not folder.is_dir():
+            return []
+        return sorted(p.name[: -len(".nii.gz")] for p in folder.glob("*.nii.gz")
+                      if not p.name.endswith("_prob.nii.gz"))
+
+    def cases(self) -> dict[str, dict[str, Any]]:
+        """Per case: ``images`` (modality -> path), ``label`` (path or None), ``layout``,
+        ``metadata``, as recorded by predict."""
+        if not self.cases_path.is_file():
+            return {}
+        try:
+            return json.loads(self.cases_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise LayoutError(f"cases.json is not valid JSON ({exc})",
+                              path=self.cases_path) from None
+
+    def metrics_rows(self) -> list[dict[str, Any]]:
+        """Rows of metrics.csv (one per case x region) with numbers parsed."""
+        return _read_csv(self.metrics_path)
+
+    def log_rows(self) -> list[dict[str, Any]]:
+        """Rows of log.csv (one per epoch) with numbers parsed."""
+        return _read_csv(self.log_path)
+
+    # -- writing (atomic) --
+    def write_config(self, config: Mapping[str, Any]) -> None:
+        atomic_write_text(self.config_path, yaml.safe_dump(dict(config), sort_keys=False))
+
+    def write_cases(self, cases: Mapping[str, Mapping[str, Any]]) -> None:
+        atomic_write_json(self.cases_path, {k: dict(v) for k, v in cases.items()})
+
+    def write_metrics(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        _write_csv(self.metrics_path, rows)
+
+    def append_log(self, row: Mapping[str, Any]) -> None:
+        """Add one epoch row (rewrites the file atomically; logs are small)."""
+        _write_csv(self.log_path, [*self.log_rows(), row])
+
+
+def _parse(value: str) -> Any:
+    if value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        return float(value)
+    except ValueError:
+        return {"True": True, "False": False}.get(value, value)
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def _write_csv(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    rows = list(rows)
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
+    atomic_write_text(path, buf.getvalue())
+
+
+def is_run(path: Path) -> bool:
+    return path.is_dir() and any((path / m).exists() for m in MARKERS)
+
+
+def open_runs(root: str | Path) -> list[Run]:
+    """The runs in ``root``: ``root`` itself if it is a run, else its run sub-folders.
+
+    Raises :class:`LayoutError` naming ``root`` when it is missing or holds no run.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise LayoutError("results folder does not exist" if not root.exists()
+                          else "results path is not a folder", path=root)
+    if is_run(root):
+        return [Run(root)]
+    runs = [Run(p) for p in sorted(root.iterdir()) if is_run(p)]
+    if not runs:
+        raise LayoutError(
+            "no run found: a run folder holds config.yaml, predictions/, metrics.csv or "
+            "log.csv (make one with `tumorscope demo` or `tumorscope predict`)", path=root)
+    return runs
