@@ -14,7 +14,7 @@ import numpy as np
 
 from .cases import Case, load_case
 from .nifti import atomic_save_npy, atomic_write_json
-from .preprocess import CropBox, bounding_box, brain_mask, crop, zscore
+from .preprocess import CropBox, bounding_box, brain_mask, crop, resample, zoom_factors, zscore
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,9 @@ def default_cache_dir() -> Path:
 class CachedCase:
     """A preprocessed case. ``image`` (4, x, y, z) float32 and ``label`` (x, y, z) uint8 are
     memory-mapped, cropped to ``box``; ``affine`` is the source grid's, so
-    ``uncrop(..., box)`` puts any array back where it came from."""
+    ``uncrop(..., box)`` puts any array back where it came from. With a target spacing the
+    arrays are resampled after cropping; ``spacing_mm`` is then the target, and an array
+    must be resampled back to ``box.shape`` before ``uncrop``."""
 
     case_id: str
     image: np.ndarray
@@ -53,10 +55,13 @@ def _fingerprint(case: Case) -> list[dict[str, Any]]:
     return out
 
 
-def case_cache_dir(case: Case, cache_dir: str | Path) -> Path:
-    """Folder of ``case`` in the cache; the source folder's hash keeps same-named ids apart."""
+def case_cache_dir(case: Case, cache_dir: str | Path, *,
+                   spacing_mm: float | None = None) -> Path:
+    """Folder of ``case`` in the cache; the source folder's hash keeps same-named ids apart,
+    and each target spacing has its own entry."""
     digest = hashlib.sha1(str(case.folder.resolve()).encode()).hexdigest()[:10]
-    return Path(cache_dir) / "preprocessed" / f"{case.case_id}-{digest}"
+    grid = "native" if spacing_mm is None else f"{spacing_mm:g}mm"
+    return Path(cache_dir) / "preprocessed" / grid / f"{case.case_id}-{digest}"
 
 
 def _valid_meta(folder: Path, case: Case) -> dict[str, Any] | None:
@@ -73,29 +78,32 @@ def _valid_meta(folder: Path, case: Case) -> dict[str, Any] | None:
     return meta
 
 
-def preprocess_case(case: Case, cache_dir: str | Path, *, force: bool = False) -> CachedCase:
+def preprocess_case(
+    case: Case, cache_dir: str | Path, *, spacing_mm: float | None = None, force: bool = False
+) -> CachedCase:
     """Return the cached, preprocessed ``case``, building the cache entry if it is stale.
 
     The entry is rebuilt when any source file's size or modification time changed, or
     :data:`CACHE_VERSION` moved. Arrays are written first and ``meta.json`` last, each
     atomically, so an interrupted build is never mistaken for a finished one.
     """
-    folder = case_cache_dir(case, cache_dir)
+    folder = case_cache_dir(case, cache_dir, spacing_mm=spacing_mm)
     meta = None if force else _valid_meta(folder, case)
     if meta is None:
-        meta = _build(case, folder)
+        meta = _build(case, folder, spacing_mm)
     return _open(case.case_id, folder, meta)
 
 
-def _build(case: Case, folder: Path) -> dict[str, Any]:
+def _build(case: Case, folder: Path, spacing_mm: float | None) -> dict[str, Any]:
     data = load_case(case)
     mask = brain_mask(data.image)
     box = bounding_box(mask, margin_vox=CROP_MARGIN_VOX)
     image, means, stds = zscore(crop(data.image, box), crop(mask, box))
+    zoom = zoom_factors(data.spacing_mm, spacing_mm)
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_save_npy(folder / "image.npy", image)
+    atomic_save_npy(folder / "image.npy", resample(image, zoom, order=1))
     if data.label is not None:
-        atomic_save_npy(folder / "label.npy", crop(data.label, box))
+        atomic_save_npy(folder / "label.npy", resample(crop(data.label, box), zoom, order=0))
     meta = {
         "version": CACHE_VERSION,
         "case_id": case.case_id,
@@ -105,7 +113,8 @@ def _build(case: Case, folder: Path) -> dict[str, Any]:
         "has_label": data.label is not None,
         "crop_box": box.to_dict(),
         "affine": np.asarray(data.affine).tolist(),
-        "spacing_mm": list(data.spacing_mm),
+        "source_spacing_mm": list(data.spacing_mm),
+        "spacing_mm": list(data.spacing_mm) if spacing_mm is None else [spacing_mm] * 3,
         "zscore_mean": means.tolist(),
         "zscore_std": stds.tolist(),
         "metadata": case.metadata,

@@ -110,3 +110,34 @@ def zscore(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray,
         stds[c] = std if std > 0 else 1.0
         out[c][mask] = ((values - means[c]) / stds[c]).astype(np.float32)
     return out, means, stds
+
+
+def zoom_factors(
+    spacing_mm: tuple[float, float, float], target_spacing_mm: float | None
+) -> tuple[float, float, float]:
+    """Per-axis zoom from ``spacing_mm`` to isotropic ``target_spacing_mm`` (1 if None).
+
+    >>> zoom_factors((1.0, 1.0, 2.0), 2.0)
+    (0.5, 0.5, 1.0)
+    """
+    if target_spacing_mm is None:
+        return (1.0, 1.0, 1.0)
+    return tuple(s / target_spacing_mm for s in spacing_mm)
+
+
+def resample(array: np.ndarray, zoom: tuple[float, float, float], *, order: int) -> np.ndarray:
+    """Resample the last three axes of ``array`` ((..., X, Y, Z)) by ``zoom`` per axis.
+
+    ``order=1`` (trilinear) for images, ``order=0`` (nearest) for label maps, so labels
+    stay labels.
+    """
+    from scipy.ndimage import zoom as nd_zoom
+
+    if all(abs(z - 1) < 1e-6 for z in zoom):
+        return array
+    out_shape = tuple(max(int(round(s * z)), 1) for s, z in zip(array.shape[-3:], zoom,
+                                                               strict=True))
+    factors = [o / s for o, s in zip(out_shape, array.shape[-3:], strict=True)]
+    if array.ndim == 3:
+        return nd_zoom(array, factors, order=order, grid_mode=True, mode="grid-constant")
+    return np.stack([resample(a, zoom, order=order) for a in array])

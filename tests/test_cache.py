@@ -85,4 +85,19 @@ def test_preprocess_cli(brats2021_root: Path, tmp_path: Path,
                         capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["preprocess", str(brats2021_root), "--cache", str(tmp_path / "c"), "-q"]) == 0
     assert "2 case(s) cached" in capsys.readouterr().out
-    assert len(list((tmp_path / "c" / "preprocessed").glob("*/meta.json"))) == 2
+    assert len(list((tmp_path / "c" / "preprocessed").glob("native/*/meta.json"))) == 2
+
+
+def test_cache_at_target_spacing_resamples_after_crop(brats2021_root: Path,
+                                                      tmp_path: Path) -> None:
+    case = discover(brats2021_root)[0]
+    native = preprocess_case(case, tmp_path / "c")
+    coarse = preprocess_case(case, tmp_path / "c", spacing_mm=2.0)
+    assert coarse.spacing_mm == (2.0, 2.0, 2.0) and coarse.box == native.box
+    assert coarse.image.shape[1:] == tuple(round(s / 2) for s in native.box.shape)
+    assert coarse.label is not None
+    assert set(np.unique(coarse.label)) <= {0, 1, 2, 4}  # nearest keeps labels labels
+    # Tumour volume in mm^3 is kept to within a few percent by the resampling.
+    vol_native = np.count_nonzero(native.label)
+    vol_coarse = np.count_nonzero(coarse.label) * 8
+    assert abs(vol_coarse - vol_native) / vol_native < 0.2
