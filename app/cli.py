@@ -66,7 +66,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     failed: list[str] = []
     for case in tqdm(cases, desc="preprocess", unit="case", disable=args.quiet):
         try:
-            preprocess_case(case, cache_dir, force=args.force)
+            preprocess_case(case, cache_dir, spacing_mm=args.spacing_mm, force=args.force)
         except TumorscopeError as exc:
             failed.append(f"{case.case_id}: {exc}")
     for line in failed:
@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", type=Path, help="dataset folder")
     p.add_argument("--cache", type=Path, default=None,
                    help="cache folder (default $TUMORSCOPE_CACHE or ~/.cache/tumorscope)")
+    p.add_argument("--spacing-mm", type=float, default=None,
+                   help="resample to this isotropic spacing after cropping (default: keep)")
     p.add_argument("--force", action="store_true", help="rebuild entries even if fresh")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_preprocess)
