@@ -14,6 +14,7 @@ MODULES = [
     "tumorscope.core.config",
     "tumorscope.core.errors",
     "tumorscope.core.infer",
+    "tumorscope.core.metrics",
 ]
 
 
