@@ -75,6 +75,97 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from tumorscope.core.config import load_config
+    from tumorscope.core.train import train
+
+    overrides = list(args.set or [])
+    if args.data:
+        overrides.append(f"data.root={args.data}")
+    if args.device:
+        overrides.append(f"train.device={args.device}")
+    cfg = load_config(args.config, overrides=overrides)
+    out = args.out or Path("runs") / Path(str(args.config)).stem
+    run = train(cfg, out, resume=args.resume, progress=not args.quiet)
+    print(f"run written to {run.path}")
+    return 0
+
+
+def _print_dice_table(rows: list[dict]) -> None:
+    from tumorscope.core.labels import REGIONS
+
+    if not rows:
+        print("no case with ground truth: nothing to score")
+        return
+    print(f"{'region':<8}{'cases':>6}{'mean Dice':>11}{'median HD95 mm':>16}")
+    for region in REGIONS:
+        sel = [r for r in rows if r["region"] == region]
+        dices = sorted(float(r["dice"]) for r in sel)
+        hds = sorted(float(r["hd95_mm"]) for r in sel)
+        print(f"{region:<8}{len(sel):>6}{sum(dices) / len(dices):>11.3f}"
+              f"{hds[len(hds) // 2]:>16.2f}")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tumorscope.core.evaluate import evaluate_run
+    from tumorscope.core.infer import predict_run
+
+    run, failed = predict_run(args.checkpoint, args.input, args.out, cache_dir=args.cache,
+                              overlap=args.overlap, mirror=args.mirror,
+                              save_probabilities=args.save_probabilities, device=args.device,
+                              force=args.force, progress=not args.quiet)
+    for line in failed:
+        print(f"skipped {line}", file=sys.stderr)
+    print(f"{len(run.case_ids())} prediction(s) in {run.path / 'predictions'}")
+    if any(info.get("label") for info in run.cases().values()):
+        rows, skipped = evaluate_run(run, progress=not args.quiet)
+        for line in skipped:
+            print(f"not scored {line}", file=sys.stderr)
+        _print_dice_table(rows)
+    return 1 if failed else 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tumorscope.core.evaluate import evaluate_run
+    from tumorscope.core.store import open_runs
+
+    (run,) = open_runs(args.run)[:1]
+    rows, skipped = evaluate_run(run, args.labels, progress=not args.quiet)
+    for line in skipped:
+        print(f"not scored {line}", file=sys.stderr)
+    _print_dice_table(rows)
+    print(f"metrics written to {run.metrics_path}")
+    return 1 if skipped else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import json
+
+    from tumorscope.core.config import load_config
+    from tumorscope.core.demo import make_demo_cohort
+    from tumorscope.core.evaluate import evaluate_run
+    from tumorscope.core.infer import predict_run
+    from tumorscope.core.train import train
+
+    make_demo_cohort(args.data, n_cases=args.cases, seed=args.seed, progress=not args.quiet)
+    overrides = [f"data.root={args.data}", *(args.set or [])]
+    cfg = load_config(args.config, overrides=overrides)
+    run_dir = Path(args.out)
+    # An interrupted or finished demo run continues from its last checkpoint (a finished
+    # one just reloads), so running the command again never retrains from scratch.
+    train(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.pt").is_file(),
+          progress=not args.quiet)
+    split = json.loads((run_dir / "split.json").read_text())
+    run, failed = predict_run(run_dir / "checkpoints" / "best.pt", args.data, run_dir,
+                              case_ids=split["val"], progress=not args.quiet)
+    rows, _ = evaluate_run(run, progress=not args.quiet)
+    print(f"held-out cases: {len(split['val'])} (synthetic demo cohort in {args.data})")
+    _print_dice_table(rows)
+    print(f"run: {run.path}  — browse it with: streamlit run streamlit_app.py -- "
+          f"--results {run.path.parent}")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tumorscope",
@@ -112,6 +203,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild entries even if fresh")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_preprocess)
+
+    p = sub.add_parser("demo", help="the main job on the embedded demo cohort, end to end",
+                       description="Build the synthetic demo cohort if missing, train the "
+                                   "tiny-cpu preset on it (resuming an interrupted run), "
+                                   "predict the held-out cases, evaluate, print Dice.")
+    p.add_argument("--data", type=Path, default=Path("demo_data"), help="cohort folder")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
+    p.add_argument("--cases", type=int, default=20, help="cohort size (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")
+    p.add_argument("--config", default="tiny-cpu", help="preset or YAML (default tiny-cpu)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override one config key (repeatable)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train a 3D UNet from a preset or YAML config",
+                       description="Train on the cases of data.root (cached once), validating "
+                                   "on held-out cases; writes config.yaml, log.csv and "
+                                   "checkpoints/{best,last}.pt into --out. Ctrl-C saves; "
+                                   "--resume continues exactly. Runs under torchrun for DDP.")
+    p.add_argument("--config", default="tiny-cpu",
+                   help="preset name (tiny-cpu, default) or a YAML file (default tiny-cpu)")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<config>)")
+    p.add_argument("--data", default=None, help="dataset folder (overrides data.root)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 (train.device)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override one config key, e.g. --set optim.lr=1e-3 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from checkpoints/last.pt")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="segment every case of a folder with a checkpoint",
+                       description="Sliding-window inference over each brain crop, mapped "
+                                   "back to the source grid and written as NIfTI with the "
+                                   "source affine and header. Scores the cases that have "
+                                   "labels into metrics.csv. Finished cases are skipped.")
+    p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoints/*.pt file")
+    p.add_argument("--input", type=Path, required=True, help="dataset folder")
+    p.add_argument("--out", type=Path, required=True, help="run folder to write into")
+    p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder")
+    p.add_argument("--overlap", type=float, default=None, help="window overlap in [0, 1)")
+    p.add_argument("--mirror", action="store_true", help="mirroring test-time augmentation")
+    p.add_argument("--save-probabilities", action="store_true",
+                   help="also write <case>_prob.nii.gz with WT/TC/ET probabilities")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
+    p.add_argument("--force", action="store_true", help="predict finished cases again")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="score a run's predictions into metrics.csv",
+                       description="Dice, IoU, HD95 (mm), sensitivity, specificity and volumes "
+                                   "per case and region (WT, TC, ET).")
+    p.add_argument("run", type=Path, help="run folder")
+    p.add_argument("--labels", type=Path, default=None,
+                   help="dataset folder with ground truth (default: the labels recorded "
+                        "at prediction)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -15,6 +15,7 @@ MODULES = [
     "tumorscope.core.errors",
     "tumorscope.core.infer",
     "tumorscope.core.metrics",
+    "tumorscope.core.train",
 ]
 
 
