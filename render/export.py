@@ -1,0 +1,230 @@
+"""Mesh export: VTP, STL, OBJ, PLY, binary glTF (.glb) and a self-contained interactive HTML.
+
+Every file is written atomically. Coordinates stay world RAS+ millimetres in every format.
+
+The HTML is a plotly ``Mesh3d`` page with plotly.js inlined (about 5 MB): it opens from disk in
+any browser with no server and no network. ``pyvista.Plotter.export_html`` was not used: it
+needs the trame packages (not installed here), starts trame/aiohttp server machinery and
+crashes outside the main thread (e.g. in a Streamlit script), so it would need a child
+process with a timeout; plotly is already a dependency and is what the app's 3-D view uses.
+
+The ``.glb`` writer is our own (about 60 lines): VTK's ``vtkGLTFExporter`` writes JSON
+glTF whatever the suffix, which glTF viewers reject as a ``.glb``, and needs a render window.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal, get_args
+
+import numpy as np
+import pyvista as pv
+
+from tumorscope.core.errors import ConfigError
+from tumorscope.core.nifti import atomic_path, atomic_write_text
+
+from . import style
+from .scene import CAMERA_PRESETS, CAMERA_VECTORS, CameraPreset
+
+MeshFormat = Literal["vtp", "stl", "obj", "ply", "glb", "html"]
+MESH_FORMATS: tuple[str, ...] = get_args(MeshFormat)
+
+# glTF is +Y up with the model facing +Z; RAS+ is +Z (superior) up. A 180-degree turn about
+# (0, 1, 1) maps (x, y, z) -> (-x, z, y): superior up, anterior towards the viewer.
+_RAS_TO_GLTF_ROTATION = [0.0, 0.7071067811865476, 0.7071067811865476, 0.0]
+
+
+def _format_of(path: Path) -> str:
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in MESH_FORMATS:
+        raise ConfigError(
+            f"cannot export to {path.name!r}: suffix must be one of "
+            f"{['.' + f for f in MESH_FORMATS]}, got {path.suffix!r}", path=path)
+    return fmt
+
+
+def _look(name: str, shown: tuple[str, ...]) -> tuple[style.Colour, float]:
+    """Colour and opacity of a named mesh, the same as in the 3-D scene."""
+    if name == "brain":
+        return style.BRAIN_COLOUR, max(style.BRAIN_STYLE.opacity, 0.15)
+    try:
+        colour = style.region_colour(name)
+    except KeyError:
+        return style.TRUTH_NEUTRAL_COLOUR, 1.0
+    return colour, style.nested_opacity(name, shown)
+
+
+def export_mesh(mesh: pv.PolyData, path: str | Path, *, name: str = "mesh") -> Path:
+    """Write one world-mm surface to ``path``; the format follows the suffix.
+
+    ``.vtp`` keeps every point array (e.g. ``signed_distance_mm``); ``.stl``, ``.obj`` and
+    ``.ply`` keep geometry (and normals where the format has them); ``.glb`` and ``.html``
+    go through :func:`export_meshes` with ``name`` choosing the colour ("WT", "label_4", ...).
+
+    >>> import tempfile
+    >>> out = export_mesh(pv.Sphere(), Path(tempfile.mkdtemp()) / "s.stl")
+    >>> pv.read(out).n_cells
+    1680
+    """
+    path = Path(path)
+    fmt = _format_of(path)
+    if fmt in ("glb", "html"):
+        return export_meshes({name: mesh}, path)
+    with atomic_path(path) as tmp:
+        mesh.save(tmp)
+    return path
+
+
+def export_meshes(
+    meshes: Mapping[str, pv.PolyData],
+    path: str | Path,
+    *,
+    title: str | None = None,
+    camera: CameraPreset = "oblique",
+    max_triangles: int | None = 150_000,
+) -> Path:
+    """Write several named surfaces to one ``.glb`` or ``.html`` file, coloured as on screen.
+
+    ``meshes`` maps names ("WT", "TC", "ET", "label_1", "FP", "FN", "brain", others grey)
+    to world-mm surfaces; empty meshes are left out. In the ``.glb`` each becomes a node and
+    material of that name under a root node turning RAS+ into glTF's +Y-up frame (units
+    stay mm). The ``.html`` has one legend entry per mesh (click to hide), ``camera`` as the
+    initial view and meshes above ``max_triangles`` decimated to keep the page light.
+
+    >>> import tempfile
+    >>> out = export_meshes({"ET": pv.Sphere()}, Path(tempfile.mkdtemp()) / "case.glb")
+    >>> out.read_bytes()[:4]
+    b'glTF'
+    """
+    path = Path(path)
+    fmt = _format_of(path)
+    parts = {n: m for n, m in meshes.items() if m is not None and m.n_points > 0}
+    if fmt == "glb":
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(_glb_bytes(parts))
+    elif fmt == "html":
+        _check_camera(camera)
+        atomic_write_text(path, _plotly_html(parts, title=title, camera=camera,
+                                             max_triangles=max_triangles))
+    else:
+        if len(parts) > 1:
+            raise ConfigError(
+                f"{path.suffix} holds one surface; got {len(parts)} ({list(parts)}): export "
+                "each with export_mesh, or use .glb / .html for a multi-mesh scene", path=path)
+        export_mesh(next(iter(parts.values()), pv.PolyData()), path)
+    return path
+
+
+def _check_camera(camera: str) -> None:
+    if camera not in CAMERA_PRESETS:
+        raise ConfigError(f"camera must be one of {list(CAMERA_PRESETS)}, got {camera!r}")
+
+
+def _triangles(mesh: pv.PolyData) -> pv.PolyData:
+    return mesh if mesh.is_all_triangles else mesh.triangulate()
+
+
+def _glb_bytes(meshes: Mapping[str, pv.PolyData]) -> bytes:
+    """A binary glTF 2.0 file: one JSON chunk and one BIN chunk holding every array."""
+    blob = bytearray()
+    doc: dict = {
+        "asset": {"version": "2.0", "generator": "tumorscope.render"},
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"name": "RAS_mm", "rotation": _RAS_TO_GLTF_ROTATION, "children": []}],
+        "meshes": [], "materials": [], "accessors": [], "bufferViews": [],
+    }
+
+    def add_array(array: np.ndarray, *, target: int, kind: str, component: int) -> int:
+        data = np.ascontiguousarray(array).tobytes()
+        doc["bufferViews"].append({"buffer": 0, "byteOffset": len(blob),
+                                   "byteLength": len(data), "target": target})
+        blob.extend(data + b"\0" * (-len(data) % 4))  # accessors need 4-byte alignment
+        accessor = {"bufferView": len(doc["bufferViews"]) - 1, "componentType": component,
+                    "count": int(array.shape[0]) if kind == "VEC3" else int(array.size),
+                    "type": kind}
+        if kind == "VEC3":
+            accessor["min"] = array.min(axis=0).tolist()
+            accessor["max"] = array.max(axis=0).tolist()
+        doc["accessors"].append(accessor)
+        return len(doc["accessors"]) - 1
+
+    shown = tuple(meshes)
+    for name, mesh in meshes.items():
+        mesh = _triangles(mesh)
+        attributes = {"POSITION": add_array(np.asarray(mesh.points, np.float32),
+                                            target=34962, kind="VEC3", component=5126)}
+        if "Normals" in mesh.point_data:
+            normals = np.asarray(mesh.point_data["Normals"], np.float32)
+            attributes["NORMAL"] = add_array(normals, target=34962, kind="VEC3", component=5126)
+        indices = add_array(mesh.regular_faces.astype(np.uint32).ravel(), target=34963,
+                            kind="SCALAR", component=5125)
+        colour, opacity = _look(name, shown)
+        doc["materials"].append({
+            "name": name,
+            "pbrMetallicRoughness": {"baseColorFactor": [*colour.rgb_float, opacity],
+                                     "metallicFactor": 0.0, "roughnessFactor": 0.6},
+            "alphaMode": "BLEND" if opacity < 1 else "OPAQUE",
+            "doubleSided": True,
+        })
+        doc["meshes"].append({"name": name, "primitives": [{
+            "attributes": attributes, "indices": indices, "mode": 4,
+            "material": len(doc["materials"]) - 1}]})
+        doc["nodes"].append({"name": name, "mesh": len(doc["meshes"]) - 1})
+        doc["nodes"][0]["children"].append(len(doc["nodes"]) - 1)
+    if blob:
+        doc["buffers"] = [{"byteLength": len(blob)}]
+    else:
+        for key in ("meshes", "materials", "accessors", "bufferViews"):
+            del doc[key]
+    text = json.dumps(doc, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 4)
+    chunks = struct.pack("<II", len(text), 0x4E4F534A) + text  # "JSON"
+    if blob:
+        chunks += struct.pack("<II", len(blob), 0x004E4942) + bytes(blob)  # "BIN\0"
+    return struct.pack("<4sII", b"glTF", 2, 12 + len(chunks)) + chunks
+
+
+def _plotly_html(
+    meshes: Mapping[str, pv.PolyData], *, title: str | None, camera: str,
+    max_triangles: int | None,
+) -> str:
+    import plotly.graph_objects as go
+
+    shown = tuple(meshes)
+    traces = []
+    for name, mesh in meshes.items():
+        mesh = _triangles(mesh)
+        if max_triangles is not None and mesh.n_cells > max_triangles:
+            mesh = mesh.decimate(1.0 - max_triangles / mesh.n_cells)
+        colour, opacity = _look(name, shown)
+        points, faces = np.asarray(mesh.points), mesh.regular_faces
+        traces.append(go.Mesh3d(
+            x=points[:, 0], y=points[:, 1], z=points[:, 2],
+            i=faces[:, 0], j=faces[:, 1], k=faces[:, 2],
+            name=name, showlegend=True, color=colour.hex, opacity=opacity,
+            flatshading=False, hoverinfo="name",
+            lighting={"ambient": 0.45, "diffuse": 0.7, "specular": 0.2, "roughness": 0.6},
+        ))
+    direction, view_up = CAMERA_VECTORS[camera]
+    eye = 1.8 * np.asarray(direction) / np.linalg.norm(direction)
+    axis = {"backgroundcolor": style.BACKGROUND_COLOUR.hex, "color": style.TEXT_COLOUR.hex,
+            "gridcolor": "#444a55", "zerolinecolor": "#444a55"}
+    fig = go.Figure(traces)
+    fig.update_layout(
+        title=title, paper_bgcolor=style.BACKGROUND_COLOUR.hex,
+        font={"color": style.TEXT_COLOUR.hex}, margin={"l": 0, "r": 0, "t": 40, "b": 0},
+        scene={
+            "aspectmode": "data",
+            "xaxis": {**axis, "title": {"text": "x: L - R (mm)"}},
+            "yaxis": {**axis, "title": {"text": "y: P - A (mm)"}},
+            "zaxis": {**axis, "title": {"text": "z: I - S (mm)"}},
+            "camera": {"eye": dict(zip("xyz", eye.tolist(), strict=True)),
+                       "up": dict(zip("xyz", view_up, strict=True))},
+        },
+    )
+    return fig.to_html(include_plotlyjs=True, full_html=True, include_mathjax=False,
+                       default_width="100%", default_height="96vh")

@@ -1,0 +1,185 @@
+"""Colours, opacities and surface styles of regions, labels and errors: the one home for them.
+
+Plain data only (frozen dataclasses of 0-255 RGB tuples and hex strings, dicts, a colormap
+name), so the Streamlit pages' 2-D overlays and the 3-D scenes draw the same tumour in the
+same colours. Nothing here imports VTK.
+
+>>> REGION_COLOURS["ET"].hex
+'#ffd700'
+>>> LABEL_COLOURS[2].rgb
+(46, 184, 76)
+>>> label_lut_rgba(alpha=128)[4].tolist()
+[255, 215, 0, 128]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Colour:
+    """An sRGB colour, 0-255 per channel; ``hex`` and ``rgb_float`` are derived views.
+
+    >>> Colour((255, 0, 0)).hex
+    '#ff0000'
+    >>> Colour((255, 0, 0)).rgb_float
+    (1.0, 0.0, 0.0)
+    """
+
+    rgb: tuple[int, int, int]
+
+    def __post_init__(self) -> None:
+        if len(self.rgb) != 3 or any(not 0 <= int(c) <= 255 for c in self.rgb):
+            raise ValueError(f"colour must be three integers in 0..255, got {self.rgb!r}")
+
+    @property
+    def hex(self) -> str:
+        return "#{:02x}{:02x}{:02x}".format(*self.rgb)
+
+    @property
+    def rgb_float(self) -> tuple[float, float, float]:
+        return tuple(c / 255.0 for c in self.rgb)
+
+
+Representation = Literal["surface", "wireframe"]
+
+
+@dataclass(frozen=True)
+class SurfaceStyle:
+    """How a surface is drawn, independent of its colour.
+
+    ``representation`` "surface" is solid, "wireframe" shows the triangle edges only;
+    ``opacity`` is in 0..1; ``line_width_px`` matters for wireframes.
+    """
+
+    representation: Representation = "surface"
+    opacity: float = 1.0
+    line_width_px: float = 1.0
+    smooth_shading: bool = True
+
+
+# Regions follow the usual BraTS figure colours: edema/whole tumour green, core red,
+# enhancing yellow, so the nested surfaces read from outside (green) to inside (yellow).
+REGION_COLOURS: dict[str, Colour] = {
+    "WT": Colour((46, 184, 76)),
+    "TC": Colour((220, 38, 38)),
+    "ET": Colour((255, 215, 0)),
+}
+
+# Raw canonical labels (0 background is never drawn). Label 1 is a darker red than TC so a
+# label view and a region view side by side are not mistaken for one another.
+LABEL_COLOURS: dict[int, Colour] = {
+    1: Colour((200, 60, 50)),
+    2: Colour((46, 184, 76)),
+    4: Colour((255, 215, 0)),
+}
+
+# Voxel errors of a prediction against the truth. Red/blue match the ends of the diverging
+# distance colormap below (red = too much, blue = too little).
+ERROR_COLOURS: dict[str, Colour] = {
+    "FP": Colour((230, 30, 30)),
+    "FN": Colour((30, 100, 240)),
+}
+ERROR_NAMES: dict[str, str] = {"FP": "false positive", "FN": "false negative"}
+
+DISTANCE_CMAP: str = "RdBu_r"
+"""Matplotlib colormap for ``signed_distance_mm``: blue < 0 (inside truth), red > 0 (outside)."""
+
+DISTANCE_CLIM_MM: float = 5.0
+"""Default symmetric colour range of signed distances, +-5 mm (a few BraTS voxels)."""
+
+TRUTH_STYLES: dict[str, SurfaceStyle] = {
+    "wireframe": SurfaceStyle("wireframe", opacity=0.55, line_width_px=1.0,
+                              smooth_shading=False),
+    "translucent": SurfaceStyle("surface", opacity=0.3),
+}
+"""Ground truth is drawn see-through so the solid prediction inside it stays visible."""
+
+TRUTH_NEUTRAL_COLOUR: Colour = Colour((225, 225, 230))
+"""Truth colour when the prediction is coloured by distance, so region hues do not compete."""
+
+WIREFRAME_CELL_MM: float = 3.0
+"""Wireframes are drawn simplified to about one vertex per 3 mm, so the cage stays readable."""
+
+PREDICTION_STYLE: SurfaceStyle = SurfaceStyle("surface", opacity=1.0)
+ERROR_STYLE: SurfaceStyle = SurfaceStyle("surface", opacity=1.0)
+
+BRAIN_COLOUR: Colour = Colour((200, 200, 205))
+BRAIN_STYLE: SurfaceStyle = SurfaceStyle("surface", opacity=0.12)
+
+BACKGROUND_COLOUR: Colour = Colour((28, 30, 36))
+LEGEND_COLOUR: Colour = Colour((44, 47, 56))
+TEXT_COLOUR: Colour = Colour((235, 235, 235))
+
+OVERLAY_ALPHA: int = 110
+"""Default alpha (0-255) of label colours laid over a 2-D MRI slice."""
+
+
+NESTED_OPACITY: dict[str, float] = {"WT": 0.3, "TC": 0.5, "ET": 1.0}
+"""Opacity of a region drawn together with a region nested inside it (ET in TC in WT)."""
+
+_INSIDE: dict[str, tuple[str, ...]] = {"WT": ("TC", "ET"), "TC": ("ET",), "ET": ()}
+
+
+def nested_opacity(name: str, shown: Iterable[str], *, solid: float = 1.0) -> float:
+    """Opacity of ``name`` drawn with ``shown``: ``solid`` unless a region inside it is shown.
+
+    Outer regions hide the inner ones otherwise (TC inside WT, ET inside TC).
+
+    >>> nested_opacity("WT", ["WT", "ET"]), nested_opacity("WT", ["WT"])
+    (0.3, 1.0)
+    >>> nested_opacity("ET", ["WT", "TC", "ET"])
+    1.0
+    """
+    shown = tuple(shown)
+    if any(inner in shown for inner in _INSIDE.get(name, ())):
+        return min(solid, NESTED_OPACITY[name])
+    return solid
+
+
+def nesting_depth(name: str, shown: Iterable[str]) -> int:
+    """How many of the ``shown`` regions lie inside ``name`` (0 for the innermost or a label).
+
+    >>> nesting_depth("WT", ["WT", "TC", "ET"]), nesting_depth("TC", ["WT", "TC"])
+    (2, 0)
+    """
+    shown = tuple(shown)
+    return sum(inner in shown for inner in _INSIDE.get(name, ()))
+
+
+def region_colour(name: str) -> Colour:
+    """Colour of a region ("WT", "TC", "ET"), a raw label key ("label_1"...) or "FP"/"FN".
+
+    >>> region_colour("label_4") == LABEL_COLOURS[4]
+    True
+    """
+    if name in REGION_COLOURS:
+        return REGION_COLOURS[name]
+    if name in ERROR_COLOURS:
+        return ERROR_COLOURS[name]
+    if name.startswith("label_") and name[6:].isdigit() and int(name[6:]) in LABEL_COLOURS:
+        return LABEL_COLOURS[int(name[6:])]
+    allowed = [*REGION_COLOURS, *ERROR_COLOURS, *(f"label_{v}" for v in LABEL_COLOURS)]
+    raise KeyError(f"no colour for {name!r}; expected one of {allowed}")
+
+
+def label_lut_rgba(*, alpha: int = OVERLAY_ALPHA) -> np.ndarray:
+    """A (256, 4) uint8 lookup table: ``lut[label]`` is the RGBA overlay of a canonical label.
+
+    Background and unknown values are fully transparent. For a label slice ``s`` (uint8),
+    ``lut[s]`` is an (H, W, 4) RGBA image ready to alpha-blend over the MRI.
+
+    >>> lut = label_lut_rgba(alpha=255)
+    >>> lut[0].tolist(), lut[1].tolist()
+    ([0, 0, 0, 0], [200, 60, 50, 255])
+    """
+    lut = np.zeros((256, 4), dtype=np.uint8)
+    for value, colour in LABEL_COLOURS.items():
+        lut[value, :3] = colour.rgb
+        lut[value, 3] = alpha
+    return lut

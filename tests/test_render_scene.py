@@ -1,0 +1,165 @@
+"""The comparison scene off-screen: colours in the right places, presets, PNG output."""
+
+from __future__ import annotations
+
+import doctest
+import os
+from pathlib import Path
+
+os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from tumorscope.core.errors import ConfigError  # noqa: E402
+from tumorscope.render import scene as scene_module  # noqa: E402
+from tumorscope.render.mesh import brain_surface, error_meshes, region_meshes  # noqa: E402
+from tumorscope.render.scene import (  # noqa: E402
+    CAMERA_PRESETS,
+    comparison_scene,
+    save_png,
+    screenshot,
+)
+
+# BraTS-like affine: x and y flipped, 1 mm (world = RAS+ mm).
+AFFINE = np.array([[-1.0, 0, 0, 60.0], [0, -1.0, 0, 60.0], [0, 0, 1.0, 0], [0, 0, 0, 1]])
+SHAPE = (60, 60, 44)
+SIZE = (320, 240)
+
+
+def _world() -> np.ndarray:
+    idx = np.indices(SHAPE, dtype=np.float64).reshape(3, -1)
+    return (AFFINE[:3, :3] @ idx + AFFINE[:3, 3:4]).reshape(3, *SHAPE)
+
+
+def _ball(centre_mm, radius_mm) -> np.ndarray:
+    c = np.asarray(centre_mm, dtype=float)[:, None, None, None]
+    return np.sqrt(((_world() - c) ** 2).sum(0)) <= radius_mm
+
+
+CENTRE = np.array([30.0, 30.0, 22.0])  # world mm; index (30, 30, 22)
+
+
+def tumour(shift_mm=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """Edema ball; an enhancing lobe to the patient's right (+x), necrosis inside it."""
+    c = CENTRE + np.asarray(shift_mm)
+    lab = np.zeros(SHAPE, np.uint8)
+    lab[_ball(c, 14)] = 2
+    lab[_ball(c + [9, 0, 0], 7)] = 4
+    lab[_ball(c + [9, 0, 0], 3)] = 1
+    return lab
+
+
+@pytest.fixture(scope="module")
+def case() -> dict:
+    truth = region_meshes(tumour(), AFFINE)
+    pred = region_meshes(tumour((0.0, 4.0, 0.0)), AFFINE)
+    brain = brain_surface(np.where(_ball(CENTRE, 27), 100.0, 0.0), AFFINE)
+    return {"truth": truth, "pred": pred, "brain": brain}
+
+
+def _yellow(img: np.ndarray) -> np.ndarray:
+    r, g, b = (img[..., i].astype(int) for i in range(3))
+    return (r > 150) & (g > 140) & (b < 100) & (abs(r - g) < 70)
+
+
+def _shot(case: dict, **kwargs) -> np.ndarray:
+    options = {"brain": case["brain"], **kwargs}
+    camera = options.pop("camera", "oblique")
+    plotter = comparison_scene(case["truth"], case["pred"], camera=camera, **options)
+    try:
+        return screenshot(plotter, window_size=SIZE)
+    finally:
+        plotter.close()
+
+
+def test_screenshot_is_non_blank_and_sized(case: dict) -> None:
+    img = _shot(case, dice={"WT": 0.9, "TC": 0.8, "ET": 0.7})
+    assert img.shape == (SIZE[1], SIZE[0], 3) and img.dtype == np.uint8
+    assert img.reshape(-1, 3).std(0).min() > 10
+
+
+def test_enhancing_tumour_is_yellow_when_shown_and_absent_when_hidden(case: dict) -> None:
+    shown = _shot(case, camera="axial")
+    hidden = _shot(case, camera="axial", show=["WT", "TC"])
+    assert _yellow(shown).sum() > 200
+    assert _yellow(hidden).sum() == 0
+
+
+# Radiological convention: axial seen from the feet and coronal from the front put the
+# patient's right on the screen's left.
+@pytest.mark.parametrize("camera", ["axial", "coronal"])
+def test_right_sided_lobe_appears_on_screen_left(case: dict, camera: str) -> None:
+    img = _shot(case, camera=camera, show=["ET"], focus="brain")  # brain centred on the ball
+    cols = np.nonzero(_yellow(img))[1]
+    assert cols.size > 100
+    assert cols.mean() < SIZE[0] / 2 - 5
+
+
+def test_presets_differ_and_are_validated(case: dict) -> None:
+    images = {c: _shot(case, camera=c) for c in CAMERA_PRESETS}
+    for a in CAMERA_PRESETS:
+        for b in CAMERA_PRESETS:
+            if a < b:
+                diff = np.abs(images[a].astype(int) - images[b].astype(int)).mean()
+                assert diff > 2, (a, b)
+    with pytest.raises(ConfigError, match=r"camera must be one of \['axial'.*got 'top'"):
+        comparison_scene(case["truth"], case["pred"], camera="top")
+    with pytest.raises(ConfigError, match="colour_by"):
+        comparison_scene(case["truth"], case["pred"], colour_by="dice")
+
+
+# The prediction is the truth moved 4 mm anterior: over-segmented (red) in front, under-
+# segmented (blue) behind. Anterior is up in the axial view, left in the sagittal one.
+@pytest.mark.parametrize("camera, axis", [("axial", 0), ("sagittal", 1)])
+def test_signed_distance_mode_shows_over_and_under_segmentation(
+    case: dict, camera: str, axis: int
+) -> None:
+    img = _shot(case, colour_by="signed_distance", show=["WT"], camera=camera, brain=None)
+    r, g, b = (img[..., i].astype(int) for i in range(3))
+    red = (r > 150) & (r - b > 60) & (r - g > 40)
+    blue = (b > 150) & (b - r > 60)
+    assert red.sum() > 100 and blue.sum() > 100
+    assert np.nonzero(red)[axis].mean() < np.nonzero(blue)[axis].mean() - 10
+
+
+def test_errors_and_side_by_side(case: dict) -> None:
+    e = error_meshes(tumour((0.0, 4.0, 0.0)), tumour(), AFFINE)
+    plotter = comparison_scene(case["truth"], None, errors=e, show=["WT"])
+    img = screenshot(plotter, window_size=SIZE)
+    plotter.close()
+    r, b = img[..., 0].astype(int), img[..., 2].astype(int)
+    assert ((r > 150) & (r - b > 80)).sum() > 50 and ((b > 150) & (b - r > 80)).sum() > 50
+
+    img = _shot(case, layout="side_by_side")
+    left, right = img[:, : SIZE[0] // 2], img[:, SIZE[0] // 2:]
+    assert _yellow(left).sum() > 20 and _yellow(right).sum() > 20
+
+
+def test_transparent_background_and_png(case: dict, tmp_path: Path) -> None:
+    plotter = comparison_scene(case["truth"], case["pred"], brain=None)
+    rgba = screenshot(plotter, camera="sagittal", window_size=SIZE,
+                      transparent_background=True)
+    plotter.close()
+    assert rgba.shape == (SIZE[1], SIZE[0], 4)
+    corners = rgba[[0, 0, -1, -1], [0, -1, 0, -1], 3]
+    assert (corners == 0).all()
+    assert (rgba[..., 3] == 255).sum() > 500
+
+    path = save_png(tmp_path / "shots" / "case.png", rgba)
+    back = np.asarray(Image.open(path))
+    assert np.array_equal(back, rgba)
+    assert [p.name for p in path.parent.iterdir()] == ["case.png"]
+
+
+def test_empty_scene_still_renders() -> None:
+    plotter = comparison_scene({}, None, dice={"WT": float("nan")})
+    img = screenshot(plotter, window_size=(160, 120), camera="axial")
+    plotter.close()
+    assert img.shape == (120, 160, 3)
+
+
+def test_docstring_example() -> None:
+    result = doctest.testmod(scene_module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
