@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class TumorscopeError(Exception):
@@ -46,14 +50,16 @@ class LayoutError(TumorscopeError, ValueError):
     """A folder does not look like any known BraTS layout, or holds no case."""
 
 
-def check_choice(option: str, value: object, allowed: tuple[str, ...], *,
-                 path: str | Path | None = None) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is one of ``allowed``, listing them.
+def check_choice(option: str, value: T, allowed: Iterable[object], *,
+                 path: str | Path | None = None) -> T:
+    """Return ``value`` if it is one of ``allowed``, else raise :class:`ConfigError` listing them.
 
     >>> check_choice("norm", "layer", ("instance", "batch"))
     Traceback (most recent call last):
     ...
     tumorscope.core.errors.ConfigError: norm must be one of ['instance', 'batch'], got 'layer'
     """
+    allowed = tuple(allowed)
     if value not in allowed:
         raise ConfigError(f"{option} must be one of {list(allowed)}, got {value!r}", path=path)
+    return value

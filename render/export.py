@@ -23,7 +23,7 @@ from typing import Literal, get_args
 import numpy as np
 import pyvista as pv
 
-from tumorscope.core.errors import ConfigError
+from tumorscope.core.errors import ConfigError, check_choice
 from tumorscope.core.nifti import atomic_path, atomic_write_text
 
 from . import style
@@ -119,8 +119,7 @@ def export_meshes(
 
 
 def _check_camera(camera: str) -> None:
-    if camera not in CAMERA_PRESETS:
-        raise ConfigError(f"camera must be one of {list(CAMERA_PRESETS)}, got {camera!r}")
+    check_choice("camera", camera, CAMERA_PRESETS)
 
 
 def _triangles(mesh: pv.PolyData) -> pv.PolyData:

@@ -17,7 +17,7 @@ import numpy as np
 import pyvista as pv
 from vtkmodules.vtkRenderingAnnotation import vtkAnnotatedCubeActor, vtkCornerAnnotation
 
-from tumorscope.core.errors import ConfigError
+from tumorscope.core.errors import ConfigError, check_choice
 from tumorscope.core.labels import REGION_NAMES, REGIONS
 from tumorscope.core.nifti import atomic_path
 
@@ -41,13 +41,6 @@ CAMERA_VECTORS: dict[str, tuple[tuple[float, float, float], tuple[float, float, 
 }
 
 _DEPTH_FACTOR, _DEPTH_UNITS = 2.0, 200.0
-
-
-def _check_choice(value: str, allowed: Iterable[str], what: str) -> str:
-    allowed = tuple(allowed)
-    if value not in allowed:
-        raise ConfigError(f"{what} must be one of {list(allowed)}, got {value!r}")
-    return value
 
 
 def _nonempty(mesh: pv.PolyData | None) -> bool:
@@ -147,7 +140,7 @@ def set_camera(plotter: pv.Plotter, preset: CameraPreset, *, zoom: float = 1.0) 
     ``preset`` is one of "axial", "coronal", "sagittal", "oblique" (see the module
     docstring for the conventions); ``zoom`` > 1 moves in after the fit.
     """
-    _check_choice(preset, CAMERA_PRESETS, "camera")
+    check_choice("camera", preset, CAMERA_PRESETS)
     direction, view_up = CAMERA_VECTORS[preset]
     for renderer in plotter.renderers:
         bounds = np.asarray(renderer.ComputeVisiblePropBounds(), dtype=float)
@@ -211,14 +204,14 @@ def comparison_scene(
     (150, 200, 3)
     >>> p.close()
     """
-    shown = tuple(_check_choice(n, style.REGION_COLOURS, "shown region") for n in show)
-    _check_choice(colour_by, get_args(ColourBy), "colour_by")
-    _check_choice(layout, get_args(Layout), "layout")
-    _check_choice(truth_style, get_args(TruthStyle), "truth_style")
-    _check_choice(camera, CAMERA_PRESETS, "camera")
-    _check_choice(focus, get_args(Focus), "focus")
+    shown = tuple(check_choice("shown region", n, style.REGION_COLOURS) for n in show)
+    check_choice("colour_by", colour_by, get_args(ColourBy))
+    check_choice("layout", layout, get_args(Layout))
+    check_choice("truth_style", truth_style, get_args(TruthStyle))
+    check_choice("camera", camera, CAMERA_PRESETS)
+    check_choice("focus", focus, get_args(Focus))
     for key in errors or {}:
-        _check_choice(key, style.ERROR_COLOURS, "errors key")
+        check_choice("errors key", key, style.ERROR_COLOURS)
     if not distance_clim_mm > 0:
         raise ConfigError(f"distance_clim_mm must be > 0, got {distance_clim_mm}")
     truth = dict(truth or {})
