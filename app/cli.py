@@ -166,6 +166,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    from tumorscope.core.store import open_runs
+    from tumorscope.render.case import render_run
+
+    written = []
+    for run in open_runs(args.run):
+        out = args.out if len(open_runs(args.run)) == 1 else args.out / run.name
+        written += render_run(run, out, case_ids=args.case or None,
+                              cameras=args.camera or ["oblique"],
+                              window_size=(args.width, args.height), progress=not args.quiet)
+    print(f"{len(written)} screenshot(s) in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tumorscope",
@@ -251,6 +265,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="predict finished cases again")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("render", help="off-screen 3D screenshots of every case of a run",
+                       description="Mesh truth and prediction per region (cached in the run), "
+                                   "build the comparison scene and write "
+                                   "<case>_<camera>.png; no display needed.")
+    p.add_argument("run", type=Path, help="run folder (or a folder of runs)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
+    p.add_argument("--case", action="append", help="only this case (repeatable)")
+    p.add_argument("--camera", action="append", default=None,
+                   choices=["axial", "coronal", "sagittal", "oblique"],
+                   help="camera preset (repeatable; default oblique)")
+    p.add_argument("--width", type=int, default=1024, help="image width in pixels")
+    p.add_argument("--height", type=int, default=768, help="image height in pixels")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("evaluate", help="score a run's predictions into metrics.csv",
                        description="Dice, IoU, HD95 (mm), sensitivity, specificity and volumes "

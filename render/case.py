@@ -1,0 +1,115 @@
+"""A run's case as meshes and scenes: truth, prediction and brain read through the store,
+meshed once and cached in ``RUN/meshes/<case>/``; PNGs for a whole run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyvista as pv
+
+from tumorscope.core.errors import LayoutError, check_choice
+from tumorscope.core.nifti import atomic_path, atomic_write_json, read_nifti
+from tumorscope.core.store import Run
+
+from .mesh import brain_surface, cached_region_meshes
+from .scene import CAMERA_PRESETS, comparison_scene, save_png
+
+
+@dataclass(frozen=True)
+class CaseMeshes:
+    """World-mm surfaces of one case: ``truth`` is ``None`` without ground truth."""
+
+    case_id: str
+    truth: dict[str, pv.PolyData] | None
+    prediction: dict[str, pv.PolyData]
+    brain: pv.PolyData | None
+    dice: dict[str, float]
+    synthetic: bool = False
+
+
+def _source_key(path: Path) -> dict[str, Any]:
+    st = path.stat()
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def cached_brain_surface(image_path: str | Path, cache_dir: str | Path) -> pv.PolyData:
+    """:func:`brain_surface` of a skull-stripped image, cached as ``brain.vtp`` beside a key
+    of the source's (path, size, mtime) so it is rebuilt only when the image changes."""
+    image_path, cache_dir = Path(image_path), Path(cache_dir)
+    mesh_path, key_path = cache_dir / "brain.vtp", cache_dir / "brain.json"
+    key = _source_key(image_path)
+    try:
+        if json.loads(key_path.read_text()) == key and mesh_path.is_file():
+            return pv.read(mesh_path)
+    except (OSError, json.JSONDecodeError):
+        pass
+    vol = read_nifti(image_path)
+    mesh = brain_surface(vol.data, vol.affine, simplify_mm=3.0)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(mesh_path) as tmp:
+        mesh.save(tmp)
+    atomic_write_json(key_path, key)
+    return mesh
+
+
+def case_meshes(run: Run, case_id: str) -> CaseMeshes:
+    """Meshes of ``case_id`` in ``run`` (cached in the run), and its Dice per region."""
+    if case_id not in run.case_ids():
+        raise LayoutError(f"no prediction for case {case_id!r} in the run", path=run.path)
+    info = run.cases().get(case_id, {})
+    convention = info.get("label_convention", "brats2020")
+    cache = run.mesh_dir(case_id)
+    prediction = cached_region_meshes(run.prediction_path(case_id), cache / "prediction",
+                                      convention=convention)
+    truth = None
+    if info.get("label") and Path(info["label"]).is_file():
+        truth = cached_region_meshes(info["label"], cache / "truth", convention=convention)
+    brain = None
+    t1 = info.get("images", {}).get("t1")
+    if t1 and Path(t1).is_file():
+        brain = cached_brain_surface(t1, cache)
+    dice = {str(r["region"]): float(r["dice"]) for r in run.metrics_rows()
+            if r.get("case_id") == case_id and r.get("dice") is not None}
+    synthetic = bool(info.get("metadata", {}).get("synthetic", False))
+    return CaseMeshes(case_id, truth, prediction, brain, dice, synthetic)
+
+
+def case_scene(meshes: CaseMeshes, **options: Any) -> pv.Plotter:
+    """The standard comparison scene of a case; ``options`` go to ``comparison_scene``."""
+    default_title = meshes.case_id + ("  (synthetic demo data)" if meshes.synthetic else "")
+    return comparison_scene(meshes.truth, meshes.prediction, brain=meshes.brain,
+                            dice=meshes.dice or None, title=options.pop("title", default_title),
+                            **options)
+
+
+def render_run(
+    run: Run,
+    out_dir: str | Path,
+    *,
+    case_ids: Sequence[str] | None = None,
+    cameras: Iterable[str] = ("oblique",),
+    window_size: tuple[int, int] = (1024, 768),
+    progress: bool = True,
+) -> list[Path]:
+    """Write ``<case>_<camera>.png`` for each case of ``run`` into ``out_dir``."""
+    from tqdm import tqdm
+
+    cameras = tuple(cameras)
+    for cam in cameras:
+        check_choice("camera", cam, CAMERA_PRESETS)
+    ids = list(case_ids) if case_ids else run.case_ids()
+    out = Path(out_dir)
+    written: list[Path] = []
+    for case_id in tqdm(ids, desc="render", unit="case", disable=not progress):
+        meshes = case_meshes(run, case_id)
+        for cam in cameras:
+            plotter = case_scene(meshes, camera=cam, window_size=window_size)
+            try:
+                written.append(save_png(out / f"{case_id}_{cam}.png", plotter))
+            finally:
+                plotter.close()
+    return written
