@@ -1,0 +1,123 @@
+"""Bytes for the download buttons: the 3-D view as PNG, meshes (GLB, HTML, VTP), slices, CSV.
+
+Each builder is a plain function returning ``bytes``; the pages hand them to
+``st.download_button`` as zero-argument callables, so nothing is rendered or written until
+the user clicks (Streamlit runs the callable then, on its own thread).
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import zipfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from tumorscope.core.labels import REGIONS
+
+PNG_SIZE_PX = (1280, 960)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """An ``(H, W, 3|4)`` uint8 array as PNG bytes.
+
+    >>> png_bytes(np.zeros((2, 3, 3), np.uint8))[:4]
+    b'\\x89PNG'
+    """
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def csv_bytes(table: pd.DataFrame) -> bytes:
+    """A table as UTF-8 CSV without the index."""
+    return table.to_csv(index=False).encode("utf-8")
+
+
+def scene_png(
+    truth: Mapping[str, Any] | None,
+    prediction: Mapping[str, Any] | None,
+    *,
+    show: Iterable[str] = REGIONS,
+    colour_by: str = "region",
+    camera: str = "oblique",
+    brain: Any | None = None,
+    errors: Mapping[str, Any] | None = None,
+    dice: Mapping[str, float] | None = None,
+    title: str | None = None,
+    window_size: tuple[int, int] = PNG_SIZE_PX,
+) -> bytes:
+    """The 3-D view rendered off-screen by render's comparison scene, same camera preset.
+
+    Truth is drawn translucent, as in the page. Opacity sliders of the page do not carry
+    over: render's scene draws its standard opacities.
+    """
+    from tumorscope.render.scene import comparison_scene, screenshot
+
+    plotter = comparison_scene(
+        truth, prediction, brain=brain, errors=errors or None, dice=dice, show=tuple(show),
+        colour_by=colour_by, truth_style="translucent", camera=camera, title=title,
+        window_size=window_size)
+    try:
+        return png_bytes(screenshot(plotter))
+    finally:
+        plotter.close()
+
+
+def named_meshes(truth: Mapping[str, Any] | None, prediction: Mapping[str, Any] | None, *,
+                 show: Iterable[str] = REGIONS, brain: Any | None = None,
+                 errors: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One flat name -> mesh map for export: prediction regions keep their region names
+    (and colours), truth ones are ``truth_WT`` ... (render's neutral grey)."""
+    shown = [r for r in REGIONS if r in set(show)]
+    meshes: dict[str, Any] = {}
+    for region in shown:
+        if prediction and region in prediction:
+            meshes[region] = prediction[region]
+    for region in shown:
+        if truth and region in truth:
+            meshes[f"truth_{region}"] = truth[region]
+    meshes.update(errors or {})
+    if brain is not None:
+        meshes["brain"] = brain
+    return {n: m for n, m in meshes.items() if m is not None and m.n_points > 0}
+
+
+def _via_file(suffix: str, write: Any) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="tumorscope-export-") as folder:
+        path = Path(folder) / f"scene{suffix}"
+        write(path)
+        return path.read_bytes()
+
+
+def meshes_glb(meshes: Mapping[str, Any]) -> bytes:
+    """All meshes in one binary glTF (``render.export``), coloured as on screen."""
+    from tumorscope.render.export import export_meshes
+
+    return _via_file(".glb", lambda path: export_meshes(meshes, path))
+
+
+def meshes_html(meshes: Mapping[str, Any], *, title: str, camera: str) -> bytes:
+    """A self-contained interactive HTML page of the meshes (``render.export``)."""
+    from tumorscope.render.export import export_meshes
+
+    return _via_file(".html", lambda path: export_meshes(meshes, path, title=title,
+                                                         camera=camera))
+
+
+def meshes_vtp_zip(meshes: Mapping[str, Any]) -> bytes:
+    """A zip of one ``.vtp`` per mesh (VTP holds one surface; point arrays are kept)."""
+    from tumorscope.render.export import export_mesh
+
+    buffer = io.BytesIO()
+    with tempfile.TemporaryDirectory(prefix="tumorscope-export-") as folder, \
+            zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, mesh in meshes.items():
+            path = export_mesh(mesh, Path(folder) / f"{name}.vtp", name=name)
+            archive.write(path, arcname=path.name)
+    return buffer.getvalue()

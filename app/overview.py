@@ -1,0 +1,273 @@
+"""Cohort overview page: patients table (sort, filter, open), score plots, training curves."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from tumorscope.app import data, state
+from tumorscope.app.exports import csv_bytes
+from tumorscope.core.labels import REGION_NAMES, REGIONS
+from tumorscope.core.metrics import HD95_DEFINITION, METRIC_DOCS
+from tumorscope.render import style
+
+if TYPE_CHECKING:
+    from tumorscope.app.streamlit_main import Context
+
+SYNTHETIC_NOTE = ("Synthetic demo data: tumours grown inside the ICBM152 brain template, "
+                  "not patients.")
+SORTABLE = ("mean Dice", *(data.wide_column("dice", r) for r in REGIONS),
+            *(data.wide_column("hd95_mm", r) for r in REGIONS), "patient", "age")
+TABLE_KEY = "overview_table"
+CHART_HEIGHT_PX = 360
+
+
+def render(ctx: Context) -> None:
+    assert ctx.run is not None
+    metrics, table = data.cohort(ctx.run)
+    st.title("Cohort overview")
+    scored = int(table["ground truth"].sum())
+    st.caption(f"Run **{ctx.run.name}** in `{ctx.run.path.parent}` · {len(table)} patients, "
+               f"{scored} with ground truth · {HD95_DEFINITION}")
+    if table["synthetic"].any():
+        st.info(SYNTHETIC_NOTE, icon=":material/science:")
+    if table.empty:
+        st.warning("This run has no predictions yet: make them with `tumorscope predict`.")
+    else:
+        _summary(metrics)
+        _patients(ctx, table)
+    if len(metrics):
+        _score_plots(metrics)
+    elif not table.empty:
+        st.info("No patient has ground truth, so there are no scores to plot.")
+    _training(ctx)
+    _docs(ctx)
+
+
+# --------------------------------------------------------------------------------------------
+# summary and table
+
+
+def _summary(metrics: pd.DataFrame) -> None:
+    if metrics.empty:
+        return
+    columns = st.columns(len(REGIONS) * 2)
+    for i, region in enumerate(REGIONS):
+        rows = metrics[metrics["region"] == region]
+        columns[i].metric(f"mean Dice {region}", f"{rows['dice'].mean():.3f}",
+                          help=f"{REGION_NAMES[region]}, over {len(rows)} patients")
+        columns[len(REGIONS) + i].metric(f"median HD95 {region}",
+                                         f"{rows['hd95_mm'].median():.1f} mm")
+
+
+def worst_first_ascending(column: str) -> bool:
+    """Sort direction that puts the worst patients first: low Dice, high HD95.
+
+    >>> worst_first_ascending("Dice WT"), worst_first_ascending("HD95 ET (mm)")
+    (True, False)
+    """
+    return not column.startswith("HD95")
+
+
+def filter_and_sort(table: pd.DataFrame, *, search: str, grades: list[str], sort_by: str,
+                    order: str) -> pd.DataFrame:
+    """Rows matching the search text and grades, worst or best first; unscored rows last."""
+    shown = table
+    if search.strip():
+        shown = shown[shown["patient"].str.contains(search.strip(), case=False, regex=False)]
+    if grades:
+        shown = shown[shown["grade"].isin(grades)]
+    ascending = True
+    if sort_by not in ("patient", "age"):
+        ascending = worst_first_ascending(sort_by) == (order == "worst first")
+    return shown.sort_values(sort_by, ascending=ascending, na_position="last",
+                             kind="stable").reset_index(drop=True)
+
+
+def _column_config() -> dict[str, object]:
+    config: dict[str, object] = {
+        "patient": st.column_config.TextColumn("patient", pinned=True),
+        "age": st.column_config.NumberColumn("age", format="%.0f"),
+        "mean Dice": st.column_config.ProgressColumn(
+            "mean Dice", min_value=0.0, max_value=1.0, format="%.3f",
+            help="Mean of the WT, TC and ET Dice."),
+    }
+    for region in REGIONS:
+        config[data.wide_column("dice", region)] = st.column_config.NumberColumn(
+            format="%.3f", help=METRIC_DOCS["dice"])
+        config[data.wide_column("hd95_mm", region)] = st.column_config.NumberColumn(
+            format="%.1f", help=METRIC_DOCS["hd95_mm"])
+        for key in ("volume_truth_ml", "volume_pred_ml"):
+            config[data.wide_column(key, region)] = st.column_config.NumberColumn(
+                format="%.1f", help=METRIC_DOCS[key])
+    return config
+
+
+def _open_selected() -> None:
+    """Row clicked in the table: make it the patient and open the patient page."""
+    table_state = st.session_state.get(TABLE_KEY)
+    rows = table_state.selection.rows if table_state is not None else []
+    order = st.session_state.get("_ov_rows", [])
+    if rows and rows[0] < len(order):
+        st.session_state["case_id"] = order[rows[0]]
+        state.request_page("patient")
+
+
+def _open_picked() -> None:
+    st.session_state["case_id"] = st.session_state["ov_pick"]
+    state.request_page("patient")
+
+
+def _patients(ctx: Context, table: pd.DataFrame) -> None:
+    st.subheader("Patients")
+    search, grades, sort_by, order = st.columns([2, 2, 2, 2])
+    search.text_input("Search patient", key="ov_search", placeholder="id contains…")
+    grade_options = sorted(g for g in table["grade"].dropna().unique())
+    # A grade kept from another run would make the widget raise: keep only this run's.
+    st.session_state["ov_grades"] = [g for g in st.session_state["ov_grades"]
+                                     if g in grade_options]
+    grades.multiselect("Grade", grade_options, key="ov_grades", placeholder="all grades")
+    sort_by.selectbox("Sort by", SORTABLE, key="ov_sort")
+    order.segmented_control("Order", ["worst first", "best first"], key="ov_order",
+                            required=True)
+    shown = filter_and_sort(table, search=st.session_state["ov_search"],
+                            grades=st.session_state["ov_grades"],
+                            sort_by=st.session_state["ov_sort"],
+                            order=st.session_state["ov_order"] or "worst first")
+    st.session_state["_ov_rows"] = shown["patient"].tolist()
+    st.dataframe(shown, key=TABLE_KEY, on_select=_open_selected, selection_mode="single-row",
+                 hide_index=True, column_config=_column_config(),
+                 height=min(38 + 35 * max(len(shown), 1), 420))
+    pick, button, download = st.columns([3, 2, 2], vertical_alignment="bottom")
+    ids = shown["patient"].tolist() or table["patient"].tolist()
+    if st.session_state.get("ov_pick") not in ids:
+        st.session_state["ov_pick"] = ids[0]
+    pick.selectbox("Open a patient", ids, key="ov_pick",
+                   help="Or click a row's checkbox in the table.")
+    button.button("Open patient view", key="btn_open_patient", on_click=_open_picked,
+                  icon=":material/open_in_new:", type="primary")
+    download.download_button("Table as CSV", data=csv_bytes(shown),
+                             file_name=f"{ctx.run.name if ctx.run else 'run'}_patients.csv",
+                             mime="text/csv", key="btn_table_csv",
+                             icon=":material/download:")
+
+
+# --------------------------------------------------------------------------------------------
+# plots
+
+
+def distribution_figure(metrics: pd.DataFrame, metric: str, *, kind: str = "box",
+                        title: str) -> go.Figure:
+    """Per-region distribution of ``metric`` with every patient as a point (hover: id)."""
+    figure = go.Figure()
+    for region in REGIONS:
+        rows = metrics[metrics["region"] == region]
+        common = {"y": rows[metric], "name": region, "text": rows["case_id"],
+                  "marker": {"color": style.REGION_COLOURS[region].hex, "size": 7},
+                  "line": {"color": style.REGION_COLOURS[region].hex},
+                  "hovertemplate": "%{text}<br>%{y:.3f}<extra>" + region + "</extra>"}
+        if kind == "violin":
+            figure.add_trace(go.Violin(points="all", box={"visible": True}, pointpos=0,
+                                       jitter=0.4, **common))
+        else:
+            figure.add_trace(go.Box(boxpoints="all", jitter=0.4, pointpos=0, **common))
+    figure.update_layout(title=title, height=CHART_HEIGHT_PX, showlegend=False,
+                         margin={"t": 50, "b": 30})
+    return figure
+
+
+def volume_figure(metrics: pd.DataFrame) -> go.Figure:
+    """Predicted against true volume per patient and region, with the identity line."""
+    figure = go.Figure()
+    top = float(pd.concat([metrics["volume_truth_ml"], metrics["volume_pred_ml"]]).max())
+    top = top * 1.05 if top > 0 else 1.0
+    figure.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="identity",
+                                line={"color": "#888888", "dash": "dash"}))
+    for region in REGIONS:
+        rows = metrics[metrics["region"] == region]
+        figure.add_trace(go.Scatter(
+            x=rows["volume_truth_ml"], y=rows["volume_pred_ml"], mode="markers", name=region,
+            text=rows["case_id"], marker={"color": style.REGION_COLOURS[region].hex,
+                                          "size": 9, "line": {"width": 0.5, "color": "#333"}},
+            hovertemplate="%{text}<br>true %{x:.1f} mL<br>pred %{y:.1f} mL<extra>"
+                          + region + "</extra>"))
+    figure.update_layout(title="Predicted vs true volume", height=CHART_HEIGHT_PX,
+                         xaxis_title="true volume (mL)", yaxis_title="predicted volume (mL)",
+                         margin={"t": 50, "b": 30})
+    return figure
+
+
+def dice_volume_figure(metrics: pd.DataFrame) -> go.Figure:
+    """Dice of each region against that region's true volume: are small tumours harder?"""
+    figure = go.Figure()
+    for region in REGIONS:
+        rows = metrics[metrics["region"] == region]
+        figure.add_trace(go.Scatter(
+            x=rows["volume_truth_ml"], y=rows["dice"], mode="markers", name=region,
+            text=rows["case_id"], marker={"color": style.REGION_COLOURS[region].hex,
+                                          "size": 9, "line": {"width": 0.5, "color": "#333"}},
+            hovertemplate="%{text}<br>%{x:.1f} mL<br>Dice %{y:.3f}<extra>" + region
+                          + "</extra>"))
+    figure.update_layout(title="Dice vs tumour volume", height=CHART_HEIGHT_PX,
+                         xaxis_title="true volume of the region (mL)", yaxis_title="Dice",
+                         yaxis_range=[-0.02, 1.02], margin={"t": 50, "b": 30})
+    return figure
+
+
+def training_figure(log: pd.DataFrame) -> go.Figure:
+    """Loss and validation Dice (per region and mean) per epoch, from the run's log."""
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("Training loss", "Validation Dice"))
+    if "loss" in log:
+        figure.add_trace(go.Scatter(x=log["epoch"], y=log["loss"], mode="lines+markers",
+                                    name="loss", line={"color": "#5b8def"}), row=1, col=1)
+    for column, colour, dash in [*((f"dice_{r}", style.REGION_COLOURS[r].hex, "solid")
+                                   for r in REGIONS), ("dice_mean", "#888888", "dash")]:
+        if column in log and log[column].notna().any():
+            rows = log[log[column].notna()]
+            figure.add_trace(go.Scatter(x=rows["epoch"], y=rows[column], mode="lines+markers",
+                                        name=column.replace("dice_", "Dice "),
+                                        line={"color": colour, "dash": dash}), row=1, col=2)
+    figure.update_xaxes(title_text="epoch")
+    figure.update_yaxes(title_text="Dice", range=[0, 1], row=1, col=2)
+    figure.update_layout(height=CHART_HEIGHT_PX, margin={"t": 50, "b": 30})
+    return figure
+
+
+def _score_plots(metrics: pd.DataFrame) -> None:
+    head, kind = st.columns([4, 2], vertical_alignment="bottom")
+    head.subheader("Scores per region")
+    kind.segmented_control("Distribution as", ["box", "violin"], key="ov_dist", required=True)
+    dist = st.session_state["ov_dist"] or "box"
+    left, right = st.columns(2)
+    left.plotly_chart(distribution_figure(metrics, "dice", kind=dist, title="Dice"),
+                      key="chart_dice")
+    right.plotly_chart(distribution_figure(metrics, "hd95_mm", kind=dist, title="HD95 (mm)"),
+                       key="chart_hd95")
+    st.subheader("Volumes")
+    left, right = st.columns(2)
+    left.plotly_chart(volume_figure(metrics), key="chart_volume")
+    right.plotly_chart(dice_volume_figure(metrics), key="chart_dice_volume")
+
+
+def _training(ctx: Context) -> None:
+    assert ctx.run is not None
+    st.subheader("Training")
+    log = data.training_log(ctx.run)
+    if log.empty or "epoch" not in log:
+        st.caption("This run has no training log (log.csv): it only holds predictions.")
+        return
+    st.plotly_chart(training_figure(log), key="chart_training")
+
+
+def _docs(ctx: Context) -> None:
+    assert ctx.run is not None
+    with st.expander("What the columns mean"):
+        st.markdown("\n".join(f"- **{key}**: {text}" for key, text in METRIC_DOCS.items()))
+    config = ctx.run.config()
+    if config:
+        with st.expander("Run configuration"):
+            st.json(config, expanded=1)

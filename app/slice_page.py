@@ -1,0 +1,206 @@
+"""Slice viewer page: three linked views, window/level, truth/prediction/disagreement overlays."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import streamlit as st
+
+from tumorscope.app import data, exports, slices
+from tumorscope.core.labels import LABEL_NAMES, REGION_NAMES, REGIONS
+from tumorscope.render import style
+
+if TYPE_CHECKING:
+    from tumorscope.app.streamlit_main import Context
+
+OVERLAY_LABELS = {
+    "prediction": "Prediction", "truth": "Ground truth",
+    "both": "Truth outline + prediction", "disagreement": "Disagreement (FP red, FN blue)",
+    "none": "None",
+}
+VIEW_SLIDERS = {"axial": ("sl_z", "Axial slice (z, I → S)"),
+                "coronal": ("sl_y", "Coronal slice (y, P → A)"),
+                "sagittal": ("sl_x", "Sagittal slice (x, L → R)")}
+POSITION_KEYS = ("sl_x", "sl_y", "sl_z")
+CONVENTION_NOTE = (
+    "Radiological convention: the patient's right is on the image left. Axial is seen from "
+    "the feet (anterior up), coronal from the front, sagittal from the patient's left "
+    "(anterior left). Volumes are flipped to RAS order from the file's affine "
+    "(this file: {codes}); nothing is resampled.")
+
+
+def render(ctx: Context) -> None:
+    assert ctx.run is not None and ctx.case_id is not None
+    pat = data.patient(ctx.run, ctx.case_id)
+    title, button = st.columns([5, 1], vertical_alignment="bottom")
+    title.title(f"Slices · {pat.case_id}")
+    if button.button("Patient 3D", key="btn_to_patient", icon=":material/view_in_ar:"):
+        ctx.open("patient")
+    if pat.synthetic:
+        st.caption(":material/science: Synthetic demo data, not a patient.")
+    if not pat.images:
+        st.warning(f"No images are recorded for {pat.case_id} in {ctx.run.cases_path}.")
+        return
+    modality = _modality_picker(pat)
+    volumes = data.case_volumes(pat, modality)
+    _reset_on_new_case(pat, volumes)
+    _reset_window_on_change(pat, modality)
+    _overlay_controls(pat)
+    _window_controls(pat, modality, volumes)
+    images = _views(volumes)
+    _legend(pat)
+    _readout(volumes)
+    st.caption(CONVENTION_NOTE.format(codes="".join(volumes.image.source_axcodes)))
+    st.download_button(
+        "Slices (PNG)", key="btn_slices_png", mime="image/png", icon=":material/image:",
+        file_name=f"{pat.case_id}_{modality}_x{st.session_state['sl_x']}"
+                  f"_y{st.session_state['sl_y']}_z{st.session_state['sl_z']}.png",
+        data=lambda: exports.png_bytes(slices.combine_views(images)))
+
+
+def _modality_picker(pat: data.Patient) -> str:
+    options = list(pat.images)
+    if st.session_state.get("sl_modality") not in options:
+        st.session_state["sl_modality"] = "flair" if "flair" in options else options[0]
+    st.segmented_control("Modality", options, key="sl_modality", required=True)
+    return st.session_state["sl_modality"] or options[0]
+
+
+def tumour_mask(volumes: data.CaseVolumes) -> np.ndarray:
+    """Whole tumour of the truth, else of the prediction (what 'the tumour' means here)."""
+    source = volumes.truth if volumes.truth is not None else volumes.prediction
+    return source.data != 0
+
+
+def _jump(position: tuple[int, int, int]) -> None:
+    for key, value in zip(POSITION_KEYS, position, strict=True):
+        st.session_state[key] = int(value)
+
+
+def _reset_on_new_case(pat: data.Patient, volumes: data.CaseVolumes) -> None:
+    """A new patient opens on its largest tumour slices (or the volume's centre)."""
+    case_key = f"{pat.run.path}|{pat.case_id}"
+    shape = volumes.image.shape
+    inside = all(0 <= int(st.session_state.get(k, -1)) < n
+                 for k, n in zip(POSITION_KEYS, shape, strict=True))
+    if st.session_state.get("sl_case") == case_key and inside:
+        return
+    st.session_state["sl_case"] = case_key
+    _jump(slices.largest_slices(tumour_mask(volumes)) or slices.centre(shape))
+
+
+def _auto_window(pat: data.Patient, modality: str) -> tuple[float, float]:
+    path = pat.images[modality]
+    return data.auto_window(str(path), data.stamp(path))
+
+
+def _set_window(level: float, width: float) -> None:
+    st.session_state["sl_level"] = float(level)
+    st.session_state["sl_width"] = float(width)
+
+
+def _reset_window_on_change(pat: data.Patient, modality: str) -> None:
+    key = f"{pat.run.path}|{pat.case_id}|{modality}"
+    if st.session_state.get("sl_window_for") != key:
+        st.session_state["sl_window_for"] = key
+        _set_window(*_auto_window(pat, modality))
+
+
+def _overlay_controls(pat: data.Patient) -> None:
+    options = list(OVERLAY_LABELS) if pat.has_truth else ["prediction", "none"]
+    if st.session_state.get("sl_overlay") not in options:
+        st.session_state["sl_overlay"] = "prediction"
+    overlay, drawn, alpha, region = st.columns([3, 2, 2, 2])
+    overlay.selectbox("Overlay", options, key="sl_overlay",
+                      format_func=OVERLAY_LABELS.__getitem__,
+                      help=None if pat.has_truth else "No ground truth for this case.")
+    chosen = st.session_state["sl_overlay"]
+    drawn.segmented_control("Drawn as", ["filled", "outline"], key="sl_style", required=True,
+                            disabled=chosen in ("both", "none"))
+    alpha.slider("Fill opacity", 0.05, 1.0, step=0.05, key="sl_alpha",
+                 disabled=chosen == "none")
+    region.selectbox("Disagreement of", REGIONS, key="sl_region",
+                     disabled=chosen != "disagreement",
+                     format_func=lambda r: f"{r} ({REGION_NAMES[r]})")
+
+
+def _window_controls(pat: data.Patient, modality: str, volumes: data.CaseVolumes) -> None:
+    path = pat.images[modality]
+    low, high = data.intensity_range(str(path), data.stamp(path))
+    span = high - low
+    step = span / 500.0
+    # Keep stored values inside this image's range (a slider outside its range raises).
+    st.session_state["sl_level"] = float(np.clip(st.session_state["sl_level"], low, high))
+    st.session_state["sl_width"] = float(np.clip(st.session_state["sl_width"], step, span))
+    level, width, jump, reset = st.columns([3, 3, 2, 2], vertical_alignment="bottom")
+    level.slider("Level (window centre)", low, high, step=step, key="sl_level",
+                 format="%.3g")
+    width.slider("Window width", step, span, step=step, key="sl_width", format="%.3g")
+    target = slices.largest_slices(tumour_mask(volumes))
+    jump.button("Largest tumour slice", key="btn_jump", on_click=_jump,
+                args=(target,), disabled=target is None, icon=":material/my_location:",
+                help="Largest whole-tumour cross-section in each view "
+                     "(ground truth if there is one, else the prediction).")
+    reset.button("Auto window", key="btn_auto_window", on_click=_set_window,
+                 args=_auto_window(pat, modality), icon=":material/contrast:",
+                 help="0.5-99.5th percentile of the brain's intensities.")
+
+
+def _views(volumes: data.CaseVolumes) -> dict[str, np.ndarray]:
+    s = st.session_state
+    xyz = (int(s["sl_x"]), int(s["sl_y"]), int(s["sl_z"]))
+    shape = volumes.image.shape
+    images: dict[str, np.ndarray] = {}
+    # Images in one row and sliders in the next, so the sliders line up whatever the views'
+    # heights (axial is 240 x 240 mm, coronal and sagittal 240 x 155 mm in BraTS).
+    columns = st.columns(3)
+    slider_columns = st.columns(3)
+    for column, slider_column, view in zip(columns, slider_columns, slices.VIEWS,
+                                           strict=True):
+        images[view] = slices.render_view(
+            volumes.image.data, view, xyz, spacing_mm=volumes.image.spacing_mm,
+            level=float(s["sl_level"]), width=float(s["sl_width"]),
+            truth=volumes.truth.data if volumes.truth is not None else None,
+            prediction=volumes.prediction.data, overlay=s["sl_overlay"],
+            overlay_style=s["sl_style"] or "filled", alpha=float(s["sl_alpha"]),
+            region=s["sl_region"])
+        key, label = VIEW_SLIDERS[view]
+        axis = slices.AXIS_OF_VIEW[view]
+        column.image(images[view], caption=view, output_format="PNG", width="stretch")
+        slider_column.slider(label, 0, shape[axis] - 1, key=key)
+    return images
+
+
+def _chip(colour: style.Colour, text: str) -> str:
+    return (f"<span style='display:inline-block;width:0.9em;height:0.9em;"
+            f"background:{colour.hex};border-radius:2px;margin:0 0.3em 0 0.9em;"
+            f"vertical-align:-0.1em'></span>{text}")
+
+
+def _legend(pat: data.Patient) -> None:
+    overlay = st.session_state["sl_overlay"]
+    if overlay == "none":
+        return
+    if overlay == "disagreement":
+        chips = [_chip(style.ERROR_COLOURS[k], style.ERROR_NAMES[k]) for k in ("FP", "FN")]
+    else:
+        chips = [_chip(c, f"{LABEL_NAMES[v]} ({v})") for v, c in style.LABEL_COLOURS.items()]
+        if overlay == "both":
+            chips.append(_chip(style.TRUTH_NEUTRAL_COLOUR, "ground-truth outline (fill: "
+                                                           "prediction)"))
+    chips.append(_chip(style.Colour(slices.CROSSHAIR_RGB), "crosshair"))
+    st.markdown(" ".join(chips), unsafe_allow_html=True)
+
+
+def _readout(volumes: data.CaseVolumes) -> None:
+    """What lies under the crosshair: voxel, world position, intensity and labels."""
+    s = st.session_state
+    xyz = (int(s["sl_x"]), int(s["sl_y"]), int(s["sl_z"]))
+    world = volumes.image.affine @ np.array([*xyz, 1.0])
+    parts = [f"voxel (RAS) {xyz}", "world ({:.1f}, {:.1f}, {:.1f}) mm".format(*world[:3]),
+             f"intensity {float(volumes.image.data[xyz]):.3g}",
+             f"prediction: {LABEL_NAMES.get(int(volumes.prediction.data[xyz]), '?')}"]
+    if volumes.truth is not None:
+        parts.append(f"truth: {LABEL_NAMES.get(int(volumes.truth.data[xyz]), '?')}")
+    st.caption(" · ".join(parts))

@@ -1,0 +1,293 @@
+"""Axial, coronal and sagittal slice images with overlays: pure numpy, RAS-ordered volumes in.
+
+Volumes come in RAS+ index order (``data[x, y, z]``, index increasing towards the patient's
+Right, Anterior, Superior; see :func:`tumorscope.app.data.to_ras`). Views follow the
+radiological convention, as render's axial/coronal camera presets do:
+
+=========  =========================  ============  ============
+view       seen from                  image left    image top
+=========  =========================  ============  ============
+axial      the feet                   patient R     anterior
+coronal    the front                  patient R     superior
+sagittal   the patient's left         anterior      superior
+=========  =========================  ============  ============
+
+So in every view both image axes run from high index to low; :data:`EDGE_LETTERS` names the
+four edges and :func:`render_view` prints them on the image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from tumorscope.core.labels import REGION_LABELS
+from tumorscope.render import style
+
+View = Literal["axial", "coronal", "sagittal"]
+VIEWS: tuple[View, ...] = ("axial", "coronal", "sagittal")
+
+# slice axis, row axis, column axis (RAS index axes) of each view.
+VIEW_AXES: dict[str, tuple[int, int, int]] = {
+    "axial": (2, 1, 0), "coronal": (1, 2, 0), "sagittal": (0, 2, 1)}
+AXIS_OF_VIEW: dict[str, int] = {v: axes[0] for v, axes in VIEW_AXES.items()}
+
+EDGE_LETTERS: dict[str, tuple[str, str, str, str]] = {
+    "axial": ("R", "L", "A", "P"),      # left, right, top, bottom
+    "coronal": ("R", "L", "S", "I"),
+    "sagittal": ("A", "P", "S", "I"),
+}
+
+Overlay = Literal["prediction", "truth", "both", "disagreement", "none"]
+OVERLAYS: tuple[Overlay, ...] = ("prediction", "truth", "both", "disagreement", "none")
+OverlayStyle = Literal["outline", "filled"]
+
+CROSSHAIR_RGB = (0, 230, 230)
+"""Cyan crosshair: no region, label or error colour in render.style is near it."""
+CROSSHAIR_ALPHA = 0.55
+DISPLAY_PX = 480
+"""Longest side of the volume's field of view on screen, in pixels (all views share px/mm)."""
+
+
+def slice_2d(volume: np.ndarray, view: str, index: int) -> np.ndarray:
+    """The ``(rows, cols)`` plane of a RAS ``(X, Y, Z)`` volume at ``index``, display-oriented.
+
+    >>> v = np.arange(24).reshape(2, 3, 4)
+    >>> slice_2d(v, "axial", 0).shape, slice_2d(v, "coronal", 0).shape
+    ((3, 2), (4, 2))
+    >>> int(slice_2d(v, "axial", 0)[0, 0]) == int(v[1, 2, 0])  # top-left: right, anterior
+    True
+    """
+    axis, row_axis, col_axis = VIEW_AXES[view]
+    plane = np.take(volume, int(index), axis=axis)
+    rest = [a for a in range(3) if a != axis]
+    plane = plane.transpose(rest.index(row_axis), rest.index(col_axis))
+    return plane[::-1, ::-1]
+
+
+def display_position(shape: Sequence[int], view: str, xyz: Sequence[int]) -> tuple[int, int]:
+    """(row, col) in the view's plane of the voxel ``xyz`` (RAS indices): where the crosshair is.
+
+    >>> display_position((10, 20, 30), "axial", (0, 0, 5))
+    (19, 9)
+    """
+    _, row_axis, col_axis = VIEW_AXES[view]
+    return (shape[row_axis] - 1 - int(xyz[row_axis]), shape[col_axis] - 1 - int(xyz[col_axis]))
+
+
+def window(plane: np.ndarray, *, level: float, width: float) -> np.ndarray:
+    """Map intensities to 0..255 grey: ``level`` is the centre, ``width`` the range shown.
+
+    >>> window(np.array([0.0, 50.0, 100.0]), level=50.0, width=100.0).tolist()
+    [0, 128, 255]
+    """
+    width = max(float(width), 1e-6)
+    scaled = (np.asarray(plane, dtype=np.float32) - (level - width / 2.0)) / width
+    return np.round(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def edges(label: np.ndarray) -> np.ndarray:
+    """Boolean outline of a 2-D label plane: nonzero pixels with a 4-neighbour of another value.
+
+    Works on label maps (boundaries between labels count) and on boolean masks alike.
+
+    >>> m = np.zeros((5, 5), int); m[1:4, 1:4] = 2
+    >>> int(edges(m).sum()), bool(edges(m)[2, 2])
+    (8, False)
+    """
+    label = np.asarray(label)
+    padded = np.pad(label, 1, mode="edge")
+    centre = padded[1:-1, 1:-1]
+    differs = ((padded[:-2, 1:-1] != centre) | (padded[2:, 1:-1] != centre)
+               | (padded[1:-1, :-2] != centre) | (padded[1:-1, 2:] != centre))
+    return (label != 0) & differs
+
+
+def paint(rgb: np.ndarray, mask: np.ndarray, colour: Sequence[int], alpha: float) -> None:
+    """Alpha-blend ``colour`` over ``rgb`` (float, H x W x 3, in place) where ``mask`` is set."""
+    if alpha <= 0 or not mask.any():
+        return
+    rgb[mask] = (1.0 - alpha) * rgb[mask] + alpha * np.asarray(colour, dtype=np.float32)
+
+
+def paint_labels(rgb: np.ndarray, label: np.ndarray, *, mode: OverlayStyle,
+                 alpha: float) -> None:
+    """Canonical labels (1, 2, 4) in render.style's label colours, filled or outlined.
+
+    Outlines are drawn opaque: one pixel wide, any translucency would make them vanish.
+    """
+    outline = edges(label) if mode == "outline" else None
+    for value, colour in style.LABEL_COLOURS.items():
+        mask = label == value
+        if outline is not None:
+            paint(rgb, mask & outline, colour.rgb, 1.0)
+        else:
+            paint(rgb, mask, colour.rgb, alpha)
+
+
+def paint_disagreement(rgb: np.ndarray, prediction: np.ndarray, truth: np.ndarray, *,
+                       mode: OverlayStyle, alpha: float) -> None:
+    """False positives (predicted, not true) red and false negatives (missed) blue."""
+    for key, mask in (("FP", prediction & ~truth), ("FN", truth & ~prediction)):
+        colour = style.ERROR_COLOURS[key].rgb
+        if mode == "outline":
+            paint(rgb, edges(mask), colour, 1.0)
+        else:
+            paint(rgb, mask, colour, alpha)
+
+
+def region_mask(label: np.ndarray, region: str) -> np.ndarray:
+    """Boolean mask of a nested region (WT, TC, ET) in a canonical label array."""
+    return np.isin(label, REGION_LABELS[region])
+
+
+@lru_cache(maxsize=4)
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow < 10.1 or no FreeType: the small bitmap font
+        return ImageFont.load_default()
+
+
+def pixel_size_mm(spacing_mm: Sequence[float], view: str) -> tuple[float, float]:
+    """(row height, column width) of one voxel of ``view`` in mm."""
+    _, row_axis, col_axis = VIEW_AXES[view]
+    return float(spacing_mm[row_axis]), float(spacing_mm[col_axis])
+
+
+def px_per_mm(shape: Sequence[int], spacing_mm: Sequence[float],
+              display_px: int = DISPLAY_PX) -> float:
+    """Screen scale shared by the three views, so one millimetre is as long in each."""
+    extent = max(n * s for n, s in zip(shape, spacing_mm, strict=True))
+    return display_px / extent
+
+
+def render_view(
+    image: np.ndarray,
+    view: str,
+    xyz: Sequence[int],
+    *,
+    spacing_mm: Sequence[float],
+    level: float,
+    width: float,
+    truth: np.ndarray | None = None,
+    prediction: np.ndarray | None = None,
+    overlay: Overlay = "prediction",
+    overlay_style: OverlayStyle = "filled",
+    alpha: float = 0.45,
+    region: str = "WT",
+    crosshair: bool = True,
+    display_px: int = DISPLAY_PX,
+) -> np.ndarray:
+    """One view as an ``(H, W, 3)`` uint8 image: windowed MRI, overlay, crosshair, R/L letters.
+
+    ``image``, ``truth`` and ``prediction`` are RAS ``(X, Y, Z)`` arrays on one grid (labels
+    canonical); ``xyz`` the crosshair voxel (its ``view`` axis picks the slice). Overlays:
+    "prediction" / "truth" labels in ``overlay_style``; "both" truth boundaries (neutral
+    colour) over the filled prediction; "disagreement" FP red / FN blue of ``region``;
+    "none". Overlays needing the truth fall back to the prediction alone when ``truth`` is
+    ``None``. Pixels are resized so that every view has the same mm per pixel, with
+    ``display_px`` for the longest extent.
+
+    >>> img = np.random.default_rng(0).random((20, 24, 16)).astype(np.float32)
+    >>> render_view(img, "axial", (10, 12, 8), spacing_mm=(1, 1, 1), level=0.5, width=1.0,
+    ...             display_px=48).shape
+    (48, 40, 3)
+    """
+    index = int(xyz[AXIS_OF_VIEW[view]])
+    rgb = np.repeat(window(slice_2d(image, view, index), level=level, width=width)[..., None],
+                    3, axis=2).astype(np.float32)
+    pred = slice_2d(prediction, view, index) if prediction is not None else None
+    true = slice_2d(truth, view, index) if truth is not None else None
+    if true is None and overlay in ("truth", "both", "disagreement"):
+        overlay = "prediction"
+    if overlay == "prediction" and pred is not None:
+        paint_labels(rgb, pred, mode=overlay_style, alpha=alpha)
+    elif overlay == "truth" and true is not None:
+        paint_labels(rgb, true, mode=overlay_style, alpha=alpha)
+    elif overlay == "both" and pred is not None and true is not None:
+        paint_labels(rgb, pred, mode="filled", alpha=alpha)
+        # Truth boundaries in render's neutral truth colour: label-coloured outlines would
+        # vanish into a fill of the same colour exactly where the two agree.
+        paint(rgb, edges(true), style.TRUTH_NEUTRAL_COLOUR.rgb, 1.0)
+    elif overlay == "disagreement" and pred is not None and true is not None:
+        paint_disagreement(rgb, region_mask(pred, region), region_mask(true, region),
+                           mode=overlay_style, alpha=alpha)
+    out = _resize(rgb.astype(np.uint8), view, image.shape, spacing_mm, display_px)
+    if crosshair:
+        _draw_crosshair(out, view, image.shape, xyz)
+    return _draw_letters(out, EDGE_LETTERS[view], size_px=max(12, display_px // 24))
+
+
+def _resize(rgb: np.ndarray, view: str, shape: Sequence[int], spacing_mm: Sequence[float],
+            display_px: int) -> np.ndarray:
+    scale = px_per_mm(shape, spacing_mm, display_px)
+    row_mm, col_mm = pixel_size_mm(spacing_mm, view)
+    size = (max(1, round(rgb.shape[1] * col_mm * scale)),
+            max(1, round(rgb.shape[0] * row_mm * scale)))
+    # Nearest keeps label edges and outlines crisp when enlarging; bilinear when shrinking.
+    resample = Image.NEAREST if size[0] >= rgb.shape[1] else Image.BILINEAR
+    return np.array(Image.fromarray(rgb).resize(size, resample))
+
+
+def _draw_crosshair(rgb: np.ndarray, view: str, shape: Sequence[int],
+                    xyz: Sequence[int]) -> None:
+    rows, cols = (shape[a] for a in VIEW_AXES[view][1:])
+    row, col = display_position(shape, view, xyz)
+    # Centre of the voxel, in screen pixels.
+    r = min(rgb.shape[0] - 1, int((row + 0.5) * rgb.shape[0] / rows))
+    c = min(rgb.shape[1] - 1, int((col + 0.5) * rgb.shape[1] / cols))
+    colour = np.asarray(CROSSHAIR_RGB, dtype=np.float32)
+    for line in (rgb[r, :], rgb[:, c]):
+        line[:] = ((1 - CROSSHAIR_ALPHA) * line + CROSSHAIR_ALPHA * colour).astype(np.uint8)
+
+
+def _draw_letters(rgb: np.ndarray, letters: tuple[str, str, str, str], *,
+                  size_px: int) -> np.ndarray:
+    image = Image.fromarray(np.ascontiguousarray(rgb))
+    draw = ImageDraw.Draw(image)
+    font = _font(size_px)
+    h, w = rgb.shape[:2]
+    pad = 4
+    spots = {
+        letters[0]: (pad, h / 2, "lm"), letters[1]: (w - pad, h / 2, "rm"),
+        letters[2]: (w / 2, pad, "mt"), letters[3]: (w / 2, h - pad, "mb"),
+    }
+    for text, (x, y, anchor) in spots.items():
+        draw.text((x, y), text, fill=(255, 255, 255), font=font, anchor=anchor,
+                  stroke_width=2, stroke_fill=(0, 0, 0))
+    return np.asarray(image)
+
+
+def largest_slices(mask: np.ndarray) -> tuple[int, int, int] | None:
+    """RAS indices (x, y, z) of the sagittal, coronal and axial slice with the most tumour.
+
+    ``None`` when the mask is empty.
+
+    >>> m = np.zeros((10, 10, 10), bool); m[2:5, 6, 1:9] = True; m[3, 2:8, 4] = True
+    >>> largest_slices(m)
+    (3, 6, 4)
+    """
+    if not mask.any():
+        return None
+    return tuple(int(np.argmax(mask.sum(axis=tuple(a for a in range(3) if a != axis))))
+                 for axis in range(3))
+
+
+def centre(shape: Sequence[int]) -> tuple[int, int, int]:
+    """The middle voxel of a volume."""
+    return tuple(int(n) // 2 for n in shape)
+
+
+def combine_views(images: Mapping[str, np.ndarray], *, gap_px: int = 8) -> np.ndarray:
+    """The views side by side on one dark strip (for the slices PNG download)."""
+    height = max(im.shape[0] for im in images.values())
+    strip = []
+    for im in images.values():
+        pad = np.zeros((height - im.shape[0], im.shape[1], 3), np.uint8)
+        strip += [np.vstack([im, pad]), np.zeros((height, gap_px, 3), np.uint8)]
+    return np.hstack(strip[:-1])

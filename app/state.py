@@ -1,0 +1,51 @@
+"""Session state of the app: defaults set once at the top of each run, page-change requests."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import streamlit as st
+
+from tumorscope.app import data
+
+# Widget values that must survive a page change. Streamlit drops the state of widgets that a
+# rerun does not draw, so these are re-stored each run (the documented keep-alive idiom).
+PERSISTENT_PREFIXES = ("ov_", "p3d_", "sl_")
+PERSISTENT_KEYS = ("results_dir", "run_name", "case_id")
+
+DEFAULTS: dict[str, Any] = {
+    "ov_search": "", "ov_grades": [], "ov_sort": "mean Dice", "ov_order": "worst first",
+    "ov_dist": "box",
+    "p3d_regions": ["WT", "TC", "ET"], "p3d_truth": True, "p3d_pred": True,
+    "p3d_colour": "region colours", "p3d_truth_opacity": 0.3, "p3d_pred_opacity": 1.0,
+    "p3d_brain": True, "p3d_errors": False, "p3d_error_region": "WT", "p3d_camera": "oblique",
+    "sl_modality": "flair", "sl_overlay": "prediction", "sl_style": "filled", "sl_alpha": 0.45,
+    "sl_region": "WT",
+}
+
+GOTO_KEY = "_goto"
+
+
+def init_state() -> None:
+    """Session defaults, set once, before any widget is drawn; keep page widgets alive."""
+    if "results_dir" not in st.session_state:
+        folder, source = data.initial_results_dir(sys.argv[1:], os.environ)
+        st.session_state["results_dir"] = folder
+        st.session_state["results_source"] = source
+    for key, value in DEFAULTS.items():
+        st.session_state.setdefault(key, value)
+    for key in list(st.session_state.keys()):
+        if str(key).startswith(PERSISTENT_PREFIXES) or key in PERSISTENT_KEYS:
+            st.session_state[key] = st.session_state[key]
+
+
+def request_page(page: str) -> None:
+    """From a widget callback (where switching is not allowed): switch on the next run."""
+    st.session_state[GOTO_KEY] = page
+
+
+def take_page_request() -> str | None:
+    """The page a callback asked for, once."""
+    return st.session_state.pop(GOTO_KEY, None)

@@ -1,0 +1,130 @@
+"""The Streamlit app's frame: session state, results folder, run and patient pickers, pages.
+
+``streamlit run streamlit_app.py [-- --results DIR]`` calls :func:`main` on every rerun.
+The results folder comes from the sidebar field, initialised from ``--results DIR``, else
+``$TUMORSCOPE_RESULTS``, else ``runs/`` (where ``tumorscope demo`` writes ``runs/demo``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+# VTK reads this when it first opens a render window; set before anything imports vtk
+# (render/__init__ does the same), so off-screen PNGs need no X server.
+os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+
+import streamlit as st  # noqa: E402
+
+from tumorscope.app import data, state  # noqa: E402
+from tumorscope.core.errors import TumorscopeError  # noqa: E402
+from tumorscope.core.store import Run  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+PAGE_TITLES = {"overview": "Cohort overview", "patient": "Patient 3D", "slices": "Slice viewer"}
+PAGE_ICONS = {"overview": ":material/table_chart:", "patient": ":material/view_in_ar:",
+              "slices": ":material/layers:"}
+
+
+@dataclass
+class Context:
+    """What every page gets: the results, the chosen run and patient, and the other pages."""
+
+    results: data.Results
+    run: Run | None = None
+    case_id: str | None = None
+    pages: dict[str, Any] = field(default_factory=dict)
+    problem: str | None = None
+
+    def open(self, page: str) -> None:
+        """Switch to another page (ends this run)."""
+        st.switch_page(self.pages[page])
+
+
+def _sidebar(ctx: Context) -> None:
+    with st.sidebar:
+        st.text_input(
+            "Results folder", key="results_dir",
+            help="A run folder, or a folder of runs. Also settable with "
+                 "`streamlit run streamlit_app.py -- --results DIR` or $TUMORSCOPE_RESULTS.")
+        ctx.results = data.find_results(st.session_state["results_dir"])
+        if not ctx.results.runs:
+            return
+        names = [r.name for r in ctx.results.runs]
+        if st.session_state.get("run_name") not in names:
+            st.session_state["run_name"] = names[0]
+        if len(names) > 1:
+            st.selectbox("Run", names, key="run_name")
+        else:
+            st.caption(f"Run: **{names[0]}**")
+        ctx.run = ctx.results.run(st.session_state["run_name"])
+        assert ctx.run is not None  # names is not empty
+        ids = ctx.run.case_ids()
+        if not ids:
+            return
+        if st.session_state.get("case_id") not in ids:
+            st.session_state["case_id"] = ids[0]
+        cases = data.run_cases(ctx.run)
+        st.selectbox("Patient", ids, key="case_id",
+                     format_func=lambda c: c if cases.get(c, {}).get("label")
+                     else f"{c} (no ground truth)")
+        ctx.case_id = st.session_state["case_id"]
+
+
+def guarded(render: Callable[[Context], None], ctx: Context, *,
+            needs_case: bool) -> Callable[[], None]:
+    """A page that shows a missing/broken results folder or a bad file as one clear line."""
+
+    def page() -> None:
+        problem = ctx.results.problem or ctx.problem
+        if problem:
+            st.title("Tumorscope")
+            st.error(problem, icon=":material/folder_off:")
+            if ctx.results.root == data.DEFAULT_RESULTS:
+                st.code(data.BUILD_COMMAND, language="bash")
+            return
+        if needs_case and ctx.case_id is None:
+            st.title(PAGE_TITLES["patient"])
+            st.warning(f"Run `{ctx.run.name if ctx.run else '?'}` has no predictions yet: "
+                       "make them with `tumorscope predict --checkpoint RUN/checkpoints/best.pt "
+                       "--input DATA --out RUN`.")
+            return
+        try:
+            render(ctx)
+        except TumorscopeError as exc:
+            st.error(f"Cannot show this page: {exc}", icon=":material/report:")
+        except Exception as exc:  # the page's edge: a person sees one line, the log the rest
+            log.exception("page failed")
+            st.error(f"Cannot show this page ({type(exc).__name__}): {exc}",
+                     icon=":material/report:")
+
+    return page
+
+
+def main() -> None:
+    """Draw the app for one rerun."""
+    from tumorscope.app import overview, patient, slice_page
+
+    st.set_page_config(page_title="Tumorscope", page_icon=":material/neurology:",
+                       layout="wide")
+    state.init_state()
+    ctx = Context(results=data.Results(data.DEFAULT_RESULTS))
+    try:
+        _sidebar(ctx)
+    except TumorscopeError as exc:  # e.g. a damaged cases.json: say so on the page
+        ctx.problem = f"Cannot read this run: {exc}"
+    renderers = {"overview": (overview.render, False), "patient": (patient.render, True),
+                 "slices": (slice_page.render, True)}
+    ctx.pages = {
+        name: st.Page(guarded(fn, ctx, needs_case=needs), title=PAGE_TITLES[name],
+                      icon=PAGE_ICONS[name], url_path=name, default=name == "overview")
+        for name, (fn, needs) in renderers.items()}
+    navigation = st.navigation(list(ctx.pages.values()))
+    goto = state.take_page_request()
+    if goto in ctx.pages:
+        ctx.open(goto)
+    navigation.run()

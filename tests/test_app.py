@@ -1,0 +1,330 @@
+"""The Streamlit app, used as a person would: real results made by the project's own commands,
+the real ``streamlit_app.py`` driven through ``streamlit.testing.v1.AppTest``."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from tumorscope.app import data, exports, slices
+from tumorscope.app.cli import main as cli_main
+from tumorscope.core.store import Run
+
+REPO = Path(__file__).resolve().parents[1]
+APP = REPO / "streamlit_app.py"
+TIMEOUT_S = 180  # the first patient page builds meshes of an untrained net's noisy output
+
+
+def build_results(base: Path) -> Path:
+    """Demo cohort (3 cases), a 1-epoch tiny training and its predictions; returns the run.
+
+    Idempotent, so the browser test's module can share the folder this module builds.
+    """
+    data_dir, run_dir, cache_dir = base / "D", base / "R", base / "C"
+    if (run_dir / "metrics.csv").is_file():
+        return run_dir
+    assert cli_main(["demo-data", "--out", str(data_dir), "--cases", "3", "--seed", "1"]) == 0
+    assert cli_main([
+        "train", "--config", "tiny-cpu", "--data", str(data_dir), "--out", str(run_dir),
+        "--set", "train.epochs=1", "--set", "train.steps_per_epoch=2",
+        "--set", "model.features=[4,8,16]", "--set", "data.patch_size_vox=32",
+        "--set", f"data.cache_dir={cache_dir}", "-q"]) == 0
+    assert cli_main(["predict", "--checkpoint", str(run_dir / "checkpoints" / "best.pt"),
+                     "--input", str(data_dir), "--out", str(run_dir), "--cache",
+                     str(cache_dir), "-q"]) == 0
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_results(tmp_path_factory.getbasetemp() / "app_results")
+
+
+@pytest.fixture(scope="session")
+def no_truth_run(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the run where the first case has no ground truth (and so no scores)."""
+    copy = tmp_path_factory.mktemp("no_truth") / "R"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("checkpoints", "meshes"))
+    run = Run(copy)
+    cases = run.cases()
+    first = sorted(cases)[0]
+    cases[first]["label"] = None
+    run.write_cases(cases)
+    run.write_metrics([r for r in run.metrics_rows() if r["case_id"] != first])
+    return copy
+
+
+def app(results: Path | str) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)
+    at.session_state["results_dir"] = str(results)
+    return at
+
+
+def ok(at: AppTest) -> AppTest:
+    """Fail with the page's own message if a page raised or showed an error box."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def titles(at: AppTest) -> list[str]:
+    return [t.value for t in at.title]
+
+
+def plotly_specs(at: AppTest) -> dict[str, dict]:
+    return {e.proto.id.rsplit("-", 1)[-1]: json.loads(e.proto.spec)
+            for e in at.get("plotly_chart")}
+
+
+def image_urls(at: AppTest) -> list[str]:
+    return [e.proto.imgs[0].url for e in at.image]
+
+
+def open_patient(at: AppTest, case_id: str) -> AppTest:
+    at.selectbox(key="ov_pick").select(case_id)
+    return ok(at.button(key="btn_open_patient").click().run())
+
+
+# --------------------------------------------------------------------------------------------
+# overview
+
+
+def test_overview_shows_every_patient_table_and_charts(run_dir: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(data.RESULTS_ENV, str(run_dir))  # the env var is one way in
+    at = ok(AppTest.from_file(str(APP), default_timeout=TIMEOUT_S).run())
+    assert titles(at) == ["Cohort overview"]
+    table = at.dataframe[0].value
+    ids = Run(run_dir).case_ids()
+    assert sorted(table["patient"]) == ids
+    assert {"Dice WT", "HD95 ET (mm)", "WT true (mL)", "ET pred (mL)"} <= set(table.columns)
+    # Worst first by default: mean Dice ascending.
+    assert list(table["mean Dice"]) == sorted(table["mean Dice"])
+    charts = plotly_specs(at)
+    assert {"chart_dice", "chart_hd95", "chart_volume", "chart_dice_volume",
+            "chart_training"} <= set(charts)
+    assert [t["type"] for t in charts["chart_dice"]["data"]] == ["box"] * 3
+    assert any(t.get("name") == "identity" for t in charts["chart_volume"]["data"])
+    assert any("synthetic demo data" in i.value.lower() for i in at.info)
+
+    at.segmented_control(key="ov_order").set_value("best first").run()
+    best = ok(at).dataframe[0].value
+    assert list(best["mean Dice"]) == sorted(best["mean Dice"], reverse=True)
+    at.text_input(key="ov_search").input(ids[1]).run()
+    assert list(ok(at).dataframe[0].value["patient"]) == [ids[1]]
+    at.segmented_control(key="ov_dist").set_value("violin").run()
+    assert plotly_specs(ok(at))["chart_dice"]["data"][0]["type"] == "violin"
+
+
+def test_results_folder_from_command_line(run_dir: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(data.RESULTS_ENV, str(tmp_path / "not-this-one"))
+    monkeypatch.setattr(sys, "argv", ["streamlit_app.py", "--results", str(run_dir.parent)])
+    at = ok(AppTest.from_file(str(APP), default_timeout=TIMEOUT_S).run())
+    assert titles(at) == ["Cohort overview"]
+    assert at.session_state["results_dir"] == str(run_dir.parent)
+
+
+def test_folder_of_runs_offers_a_run_picker(run_dir: Path, tmp_path: Path) -> None:
+    for name in ("first", "second"):
+        shutil.copytree(run_dir, tmp_path / name,
+                        ignore=shutil.ignore_patterns("checkpoints", "meshes"))
+    second = Run(tmp_path / "second")
+    kept = second.case_ids()[:2]
+    second.write_metrics([r for r in second.metrics_rows() if r["case_id"] in kept])
+    at = ok(app(tmp_path).run())
+    assert at.sidebar.selectbox(key="run_name").options == ["first", "second"]
+    assert at.dataframe[0].value["ground truth"].all()
+    at.sidebar.selectbox(key="run_name").select("second").run()
+    table = ok(at).dataframe[0].value
+    assert sorted(table.loc[table["Dice WT"].notna(), "patient"]) == kept
+
+
+def test_selecting_a_patient_shows_its_metrics_and_3d_scene(run_dir: Path) -> None:
+    case_id = Run(run_dir).case_ids()[1]
+    at = open_patient(ok(app(run_dir).run()), case_id)
+    assert titles(at) == [f"Patient {case_id}"]
+    rows = {r["region"]: r for r in Run(run_dir).metrics_rows() if r["case_id"] == case_id}
+    tiles = {m.label: m.value for m in at.metric}
+    assert tiles["Dice WT"] == f"{rows['WT']['dice']:.3f}"
+    assert tiles["Grade"] == rows["WT"]["grade"]
+    scores = at.dataframe[0].value  # the only table on the patient page
+    assert list(scores["region"]) == ["WT", "TC", "ET"]
+    assert np.allclose(scores["hd95_mm"], [rows[r]["hd95_mm"] for r in ("WT", "TC", "ET")])
+    scene = plotly_specs(at)["chart_3d"]
+    names = [t["name"] for t in scene["data"]]
+    assert names[0] == "brain" and any(n.startswith("truth WT") for n in names)
+    assert any(n.startswith("prediction WT") for n in names)
+    assert all(t["type"] == "mesh3d" for t in scene["data"])
+    assert at.session_state["case_id"] == case_id
+
+    # Distance colouring, one region, FP/FN surfaces, another camera.
+    at.radio(key="p3d_colour").set_value("signed distance to truth").run()
+    pred = [t for t in plotly_specs(ok(at))["chart_3d"]["data"]
+            if t["name"].startswith("prediction")]
+    assert pred and all("intensity" in t for t in pred)
+    at.pills(key="p3d_regions").set_value(["ET"])
+    at.toggle(key="p3d_brain").set_value(False)
+    at.toggle(key="p3d_errors").set_value(True).run()
+    at.selectbox(key="p3d_camera").select("axial").run()
+    scene = plotly_specs(ok(at))["chart_3d"]
+    names = [t["name"] for t in scene["data"]]
+    assert "brain" not in names and not any("WT" in n for n in names)
+    assert scene["layout"]["scene"]["camera"]["eye"]["z"] < 0  # axial: seen from the feet
+    assert {b.label for b in at.download_button} >= {"3D view (PNG)", "Meshes (GLB)",
+                                                     "Meshes (HTML)", "Scores (CSV)"}
+
+
+def test_slice_sliders_overlays_and_jump(run_dir: Path) -> None:
+    case_id = Run(run_dir).case_ids()[0]
+    at = open_patient(ok(app(run_dir).run()), case_id)
+    at = ok(at.button(key="btn_to_slices").click().run())
+    assert titles(at) == [f"Slices · {case_id}"]
+    before = image_urls(at)
+    assert len(before) == 3
+    z = at.slider(key="sl_z").value
+    at.slider(key="sl_z").set_value(z - 10 if z >= 10 else z + 10).run()
+    after = image_urls(ok(at))
+    assert after[0] != before[0]  # the axial slice itself changed
+    assert after[1:] != before[1:]  # and the crosshair moved in the other two
+
+    at.segmented_control(key="sl_modality").set_value("t1").run()
+    assert image_urls(ok(at)) != after
+    at.segmented_control(key="sl_style").set_value("outline").run()
+    for overlay in ("truth", "both", "disagreement", "none", "prediction"):
+        at.selectbox(key="sl_overlay").select(overlay).run()
+        ok(at)
+    at.slider(key="sl_level").set_value(at.slider(key="sl_level").value * 0.9).run()
+    ok(at)
+
+    at.slider(key="sl_x").set_value(0).run()
+    at.button(key="btn_jump").click().run()
+    label = data.load_label(str(Run(run_dir).cases()[case_id]["label"]),
+                            data.stamp(Run(run_dir).cases()[case_id]["label"]), "brats2020")
+    expected = slices.largest_slices(label.data != 0)
+    assert tuple(at.slider(key=k).value for k in ("sl_x", "sl_y", "sl_z")) == expected
+
+
+def test_case_without_ground_truth_shows_prediction_only(no_truth_run: Path) -> None:
+    first = Run(no_truth_run).case_ids()[0]
+    at = ok(app(no_truth_run).run())
+    table = at.dataframe[0].value.set_index("patient")
+    assert not table.loc[first, "ground truth"] and np.isnan(table.loc[first, "Dice WT"])
+    assert table.loc[first, "WT pred (mL)"] > 0  # read from the prediction itself
+
+    at = open_patient(at, first)
+    assert any("no ground truth" in i.value.lower() for i in at.info)
+    assert at.toggle(key="p3d_truth").disabled and at.radio(key="p3d_colour").disabled
+    names = [t["name"] for t in plotly_specs(at)["chart_3d"]["data"]]
+    assert names and not any(n.startswith("truth") for n in names)
+    at = ok(at.button(key="btn_to_slices").click().run())
+    assert at.selectbox(key="sl_overlay").options == ["Prediction", "None"]
+
+
+# --------------------------------------------------------------------------------------------
+# broken or missing results
+
+
+def test_missing_default_results_names_the_command(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(data.RESULTS_ENV, raising=False)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "`tumorscope demo`" in at.error[0].value
+
+
+@pytest.mark.parametrize("damage", ["empty", "missing", "bad_metrics", "bad_cases",
+                                    "bad_prediction"])
+def test_broken_results_show_one_clear_message(damage: str, run_dir: Path,
+                                               tmp_path: Path) -> None:
+    folder = tmp_path / "R"
+    if damage == "empty":
+        folder.mkdir()
+    elif damage != "missing":
+        shutil.copytree(run_dir, folder, ignore=shutil.ignore_patterns("checkpoints", "meshes"))
+    case_id = Run(run_dir).case_ids()[0]
+    if damage == "bad_metrics":
+        (folder / "metrics.csv").write_text("a,b\n1,2\n")
+    elif damage == "bad_cases":
+        (folder / "cases.json").write_text("{not json")
+    elif damage == "bad_prediction":
+        path = Run(folder).prediction_path(case_id)
+        path.write_bytes(path.read_bytes()[:200])  # a truncated gzip
+    at = app(folder).run()
+    if damage == "bad_prediction":  # the overview is fine; that patient's pages say why not
+        ok(at).selectbox(key="ov_pick").select(case_id)
+        at.button(key="btn_open_patient").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.error) == 1
+    message = at.error[0].value
+    expected = {"empty": "no run found", "missing": "does not exist",
+                "bad_metrics": "missing column", "bad_cases": "not valid JSON",
+                "bad_prediction": "corrupt"}[damage]
+    assert expected in message and "Traceback" not in message
+
+
+# --------------------------------------------------------------------------------------------
+# pieces the pages are built from
+
+
+def test_exports_write_real_files(run_dir: Path) -> None:
+    run = Run(run_dir)
+    pat = data.patient(run, run.case_ids()[0])
+    truth, pred = data.truth_meshes(pat), data.prediction_meshes(pat)
+    png = exports.scene_png(truth, pred, camera="axial", window_size=(320, 240))
+    image = np.asarray(Image.open(io.BytesIO(png)))
+    assert image.shape == (240, 320, 3) and image.std() > 5
+    named = exports.named_meshes(truth, pred)
+    assert {"WT", "truth_WT"} <= set(named)
+    assert exports.meshes_glb(named)[:4] == b"glTF"
+    assert b"plotly" in exports.meshes_html(named, title="t", camera="oblique")[:200_000]
+    with zipfile.ZipFile(io.BytesIO(exports.meshes_vtp_zip(named))) as archive:
+        assert {f"{n}.vtp" for n in named} == set(archive.namelist())
+
+
+def test_orientation_is_radiological_whatever_the_affine() -> None:
+    """A marker at the patient's right-anterior-superior corner lands top-left in axial."""
+    volume = np.zeros((6, 7, 5), np.float32)
+    for affine in (np.diag([1.0, 1.0, 1.0, 1.0]), np.diag([-1.0, -1.0, 1.0, 1.0]),
+                   np.array([[0, -1.0, 0, 0], [1.0, 0, 0, 0], [0, 0, 2.0, 0], [0, 0, 0, 1]])):
+        # Write the marker where this affine puts the RAS corner, then turn back to RAS.
+        ras = data.to_ras(np.arange(volume.size).reshape(volume.shape), affine)
+        right_anterior_superior = tuple(n - 1 for n in ras.shape)  # RAS index order
+        source_index = np.unravel_index(int(ras.data[right_anterior_superior]), volume.shape)
+        marked = np.zeros(volume.shape, np.float32)
+        marked[source_index] = 1.0
+        shown = data.to_ras(marked, affine)
+        axial = slices.slice_2d(shown.data, "axial", shown.shape[2] - 1)
+        assert axial[0, 0] == 1.0  # top-left: anterior up, patient right on the image left
+        coronal = slices.slice_2d(shown.data, "coronal", shown.shape[1] - 1)
+        assert coronal[0, 0] == 1.0  # top-left: superior up, patient right on the left
+
+
+@pytest.mark.parametrize("module", ["tumorscope.app.data", "tumorscope.app.slices",
+                                    "tumorscope.app.scene3d", "tumorscope.app.overview",
+                                    "tumorscope.app.exports"])
+def test_docstring_examples(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_app_pages_start_without_torch() -> None:
+    code = ("import sys; import tumorscope.app.streamlit_main, tumorscope.app.overview, "
+            "tumorscope.app.patient, tumorscope.app.slice_page, tumorscope.app.scene3d, "
+            "tumorscope.app.exports; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False", out.stderr

@@ -1,0 +1,194 @@
+"""The app in a real browser: ``streamlit run`` driven by Debian's headless chromium.
+
+Screenshots go to ``$TUMORSCOPE_SCREENSHOTS`` (else the test's temp folder). The README's
+pictures come from the same code run against the demo results::
+
+    python tests/test_app_browser.py --results runs --out docs
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+APP = REPO / "streamlit_app.py"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+VIEWPORT = {"width": 1600, "height": 1250}
+SERVER_START_S = 60
+PAGE_READY_MS = 150_000  # a fresh server meshes an untrained net's noisy predictions first
+ERROR_WORDS = ("Traceback", "Error")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def streamlit_server(results: Path, log_path: Path) -> Iterator[str]:
+    """``streamlit run streamlit_app.py -- --results RESULTS`` on a free port; yields its URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "streamlit", "run", str(APP),
+               "--server.headless", "true", "--server.port", str(port),
+               "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+               "--", "--results", str(results)]
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"streamlit exited with {server.returncode}:\n"
+                            f"{log_path.read_text()[-3000:]}")
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not answer on {url} within {SERVER_START_S} s")
+            time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def launch_chromium(playwright: Any) -> Any:
+    if not CHROMIUM.is_file():
+        pytest.fail(f"chromium is missing at {CHROMIUM}: install Debian's package "
+                    "(apt-get install chromium); this test never downloads a browser")
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+
+
+def wait_until_drawn(page: Any, heading: str, *, plots: int) -> None:
+    """Heading shown, the script finished, and ``plots`` plotly charts painted."""
+    page.get_by_role("heading", name=heading).first.wait_for(timeout=PAGE_READY_MS)
+    page.wait_for_function(
+        "n => document.querySelectorAll('.js-plotly-plot').length >= n", arg=plots,
+        timeout=PAGE_READY_MS)
+    # Streamlit shows its status widget ("Running…") while the script runs.
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+        timeout=PAGE_READY_MS, polling=250)
+    page.wait_for_timeout(2500)  # WebGL scenes paint a frame or two after the DOM is there
+
+
+def click_first_row(page: Any) -> None:
+    """Tick the first row's selection box of the patients table (a canvas grid)."""
+    grid = page.locator("[data-testid='stDataFrame']").first
+    box = grid.bounding_box()
+    row_px = 35  # Streamlit's default header and row height
+    page.mouse.click(box["x"] + 16, box["y"] + row_px + row_px / 2)
+
+
+def shoot(page: Any, path: Path) -> np.ndarray:
+    page.screenshot(path=str(path))
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def check_content(pixels: np.ndarray, text: str, headings: list[str]) -> None:
+    assert pixels.std() > 12, "the page looks blank"
+    for word in ERROR_WORDS:
+        assert word not in text, f"{word!r} on the page:\n{text[:2000]}"
+    for heading in headings:
+        assert heading in text, f"heading {heading!r} missing from the page"
+
+
+def green_share(pixels: np.ndarray) -> float:
+    """Share of clearly green pixels: render.style's WT colour is green, nothing else is."""
+    rgb = pixels.astype(int)
+    green = (rgb[..., 1] > rgb[..., 0] + 30) & (rgb[..., 1] > rgb[..., 2] + 30)
+    return float(green.mean())
+
+
+def browse(results: Path, out: Path, log_path: Path) -> dict[str, Path]:
+    """Overview, then the patient page via its button, then the slices; one PNG each."""
+    from playwright.sync_api import sync_playwright
+
+    shots = {}
+    with streamlit_server(results, log_path) as url, sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.goto(url)
+            wait_until_drawn(page, "Cohort overview", plots=5)
+            shots["overview"] = out / "app-overview.png"
+            check_content(shoot(page, shots["overview"]), page.inner_text("body"),
+                          ["Cohort overview", "Patients", "Scores per region", "Training"])
+
+            click_first_row(page)  # a person clicks a patient in the table to open it
+            page.wait_for_url("**/patient", timeout=PAGE_READY_MS)
+            wait_until_drawn(page, "Patient ", plots=1)
+            shots["patient"] = out / "app-patient.png"
+            check_content(shoot(page, shots["patient"]), page.inner_text("body"),
+                          ["Patient ", "Regions", "Scores", "Downloads"])
+            scene = page.locator(".js-plotly-plot").first.screenshot()
+            assert green_share(np.asarray(Image.open(io.BytesIO(scene)).convert("RGB"))) \
+                > 0.002, "the 3-D view shows no tumour surface"
+
+            page.get_by_role("button", name="Slice viewer").click()
+            page.wait_for_url("**/slices", timeout=PAGE_READY_MS)
+            wait_until_drawn(page, "Slices", plots=0)
+            page.locator("[data-testid='stImage']").nth(2).wait_for(timeout=PAGE_READY_MS)
+            shots["slices"] = out / "app-slices.png"
+            check_content(shoot(page, shots["slices"]), page.inner_text("body"),
+                          ["Slices", "axial", "coronal", "sagittal"])
+        finally:
+            browser.close()
+    return shots
+
+
+@pytest.mark.browser
+def test_pages_in_headless_chromium(run_dir: Path, tmp_path: Path) -> None:
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        pytest.fail("the playwright package is missing: pip install playwright (only the "
+                    "Python package; the test drives /usr/bin/chromium)")
+    out = Path(os.environ.get("TUMORSCOPE_SCREENSHOTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    shots = browse(run_dir, out, tmp_path / "streamlit.log")
+    assert all(p.is_file() and p.stat().st_size > 10_000 for p in shots.values())
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # The same small results as test_app.py's, built once per session for both modules.
+    from test_app import build_results
+
+    return build_results(tmp_path_factory.getbasetemp() / "app_results")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Screenshots of the app for the README.")
+    parser.add_argument("--results", type=Path, default=Path("runs"))
+    parser.add_argument("--out", type=Path, default=Path("docs"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as folder:
+        for name, path in browse(args.results.resolve(), args.out,
+                                 Path(folder) / "streamlit.log").items():
+            print(f"{name}: {path}")
