@@ -294,7 +294,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
     n_params = count_parameters(model)
     if dinfo.main:
         print(f"model: UNet {list(model.config.features)}, {n_params:,} parameters, "
-              f"device {device}, autocast {amp}, world size {dinfo.world_size}")
+              f"device {device}, autocast {amp}, world size {dinfo.world_size}", flush=True)
     if device.type == "cuda" and cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     loss_fn: nn.Module = make_loss(cfg.loss.name, **cfg.loss.options)
@@ -363,6 +363,9 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
         save_checkpoint(run.checkpoint_path(which), payload)
 
     net.train()
+    if dinfo.main:
+        print(f"training steps {step} to {total_steps} "
+              f"({cfg.train.epochs} epochs x {cfg.train.steps_per_epoch})", flush=True)
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step",
                disable=not (progress and dinfo.main))
     epoch_loss, epoch_vox, t0 = 0.0, 0, time.perf_counter()

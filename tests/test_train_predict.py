@@ -171,3 +171,20 @@ def test_bad_checkpoint_is_one_line_error(tmp_path: Path,
                  str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "bad.pt: checkpoint cannot be read" in err and "Traceback" not in err
+
+
+def test_ctrl_c_saves_last_checkpoint_and_exits_cleanly(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen(_train_cli(data, tmp_path / "cache", out, "train.epochs=500"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("model: UNet")
+    line = proc.stdout.readline()  # printed just before the first step
+    assert line.startswith("training steps 0 to 2000"), line
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert 0 < ckpt["step"] < 500 * 4
