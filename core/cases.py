@@ -277,7 +277,15 @@ def discover(root: str | Path) -> list[Case]:
         raise LayoutError("not a folder" if root.exists() else "folder does not exist",
                           path=root)
     cases: list[Case] = []
-    for dirpath, dirnames, _ in os.walk(root):
+    seen_dirs: set[str] = set()
+    # Symlinked case folders are common (a curated subset of a big release); follow them,
+    # but visit each real folder once so a link cycle cannot loop.
+    for dirpath, dirnames, _ in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen_dirs:
+            dirnames[:] = []
+            continue
+        seen_dirs.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         folder = Path(dirpath)
         found = _cases_in_folder(folder)

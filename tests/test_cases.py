@@ -87,6 +87,15 @@ def test_flat_folder_and_single_case_folder(tmp_path: Path) -> None:
     assert [c.case_id for c in discover(folder)] == ["BraTS2021_00001"]
 
 
+def test_symlinked_case_folders_are_followed_once(tmp_path: Path) -> None:
+    real = write_case(tmp_path / "release", "BraTS2021_00005")
+    subset = tmp_path / "subset"
+    subset.mkdir()
+    (subset / "BraTS2021_00005").symlink_to(real)
+    (subset / "loop").symlink_to(subset)  # a cycle must not hang discovery
+    assert [c.case_id for c in discover(subset)] == ["BraTS2021_00005"]
+
+
 def test_empty_or_missing_folder_is_layout_error(tmp_path: Path) -> None:
     with pytest.raises(errors.LayoutError, match="no BraTS case found"):
         discover(tmp_path)
