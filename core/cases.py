@@ -34,8 +34,7 @@ from .errors import (
     LayoutError,
     TumorscopeError,
 )
-from .labels import check_labels, to_canonical
-from .nifti import NIFTI_SUFFIXES, read_header, read_nifti, voxel_spacing_mm
+from .nifti import NIFTI_SUFFIXES, read_header, read_label, read_nifti, voxel_spacing_mm
 
 log = logging.getLogger(__name__)
 
@@ -367,13 +366,12 @@ def _read_case(case: Case, *, stop_at_first: bool) -> tuple[CaseData | None, lis
             return None, faults, None
     if case.label is not None:
         try:
-            vol = read_nifti(case.label)
-            check_labels(vol.data, convention=case.label_convention, path=str(case.label))
+            vol = read_label(case.label, convention=case.label_convention)
         except TumorscopeError as exc:
             faults.append(Fault(exc))
         else:
             if consistent(case.label, vol.data.shape, vol.affine):
-                label = to_canonical(vol.data, convention=case.label_convention)
+                label = vol.data
     if faults or reference is None:
         return None, faults, None if reference is None else reference[1]
     image = np.stack([arrays[m] for m in MODALITIES])

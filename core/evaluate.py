@@ -7,9 +7,8 @@ from typing import Any
 
 from .cases import discover
 from .errors import TumorscopeError
-from .labels import check_labels, to_canonical
 from .metrics import region_metrics
-from .nifti import read_nifti
+from .nifti import read_label
 from .store import Run
 
 METADATA_COLUMNS = ("grade", "age", "synthetic")
@@ -44,13 +43,9 @@ def evaluate_run(run: Run, labels_dir: str | Path | None = None, *,
         label_path, convention, meta = truth[case_id]
         pred_path = run.prediction_path(case_id)
         try:
-            gt = read_nifti(label_path, dtype=None)
-            check_labels(gt.data, convention=convention, path=str(label_path))
-            pr = read_nifti(pred_path, dtype=None)
-            check_labels(pr.data, convention=convention, path=str(pred_path))
-            scores = region_metrics(to_canonical(pr.data, convention=convention),
-                                    to_canonical(gt.data, convention=convention),
-                                    spacing_mm=gt.spacing_mm)
+            gt = read_label(label_path, convention=convention)
+            pr = read_label(pred_path, convention=convention)
+            scores = region_metrics(pr.data, gt.data, spacing_mm=gt.spacing_mm)
         except TumorscopeError as exc:
             skipped.append(f"{case_id}: {exc}")
             continue

@@ -124,14 +124,24 @@ def from_canonical(label: np.ndarray, *, convention: str = "brats2020") -> np.nd
     return out
 
 
+def region_mask(label: np.ndarray, region: str) -> np.ndarray:
+    """Boolean mask of ``region`` ("WT", "TC" or "ET") in a canonical label map.
+
+    >>> region_mask(np.array([0, 1, 2, 4]), "TC").tolist()
+    [False, True, False, True]
+    """
+    if region not in REGION_LABELS:
+        raise LabelError(f"region must be one of {list(REGION_LABELS)}, got {region!r}")
+    return np.isin(np.asarray(label), REGION_LABELS[region])
+
+
 def labels_to_regions(label: np.ndarray) -> np.ndarray:
     """Canonical label map ``(X, Y, Z)`` -> boolean region stack ``(3, X, Y, Z)`` (WT, TC, ET).
 
     >>> labels_to_regions(np.array([0, 1, 2, 4])).astype(int).tolist()
     [[0, 1, 1, 1], [0, 1, 0, 1], [0, 0, 0, 1]]
     """
-    label = np.asarray(label)
-    return np.stack([np.isin(label, REGION_LABELS[r]) for r in REGIONS])
+    return np.stack([region_mask(label, r) for r in REGIONS])
 
 
 def regions_to_labels(regions: np.ndarray) -> np.ndarray:

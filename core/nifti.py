@@ -173,6 +173,21 @@ def read_nifti(
     return Volume(data, np.asarray(img.affine, dtype=np.float64), img.header, path)
 
 
+def read_label(path: str | Path, *, convention: str = "brats2020") -> Volume:
+    """Read a label map, check its values against ``convention`` and return it canonical.
+
+    The one way label files are read: ``data`` is uint8 with values {0, 1, 2, 4} (BraTS
+    2023's 3 becomes 4); unknown or fractional values raise :class:`LabelError` naming
+    ``path``.
+    """
+    from .labels import check_labels, to_canonical
+
+    vol = read_nifti(path, dtype=None)
+    check_labels(vol.data, convention=convention, path=str(path))
+    return Volume(to_canonical(vol.data, convention=convention), vol.affine, vol.header,
+                  vol.path)
+
+
 def write_nifti(
     path: str | Path,
     data: np.ndarray,
