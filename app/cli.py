@@ -116,7 +116,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                               force=args.force, progress=not args.quiet)
     for line in failed:
         print(f"skipped {line}", file=sys.stderr)
-    print(f"{len(run.case_ids())} prediction(s) in {run.path / 'predictions'}")
+    print(f"{len(run.case_ids())} prediction(s) in {run.predictions_dir}")
     if any(info.get("label") for info in run.cases().values()):
         rows, skipped = evaluate_run(run, progress=not args.quiet)
         for line in skipped:
@@ -126,10 +126,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tumorscope.core.errors import LayoutError
     from tumorscope.core.evaluate import evaluate_run
     from tumorscope.core.store import open_runs
 
-    (run,) = open_runs(args.run)[:1]
+    runs = open_runs(args.run)
+    if len(runs) > 1:
+        raise LayoutError(f"holds {len(runs)} runs ({', '.join(r.name for r in runs)}); "
+                          "name one run folder", path=args.run)
+    (run,) = runs
     rows, skipped = evaluate_run(run, args.labels, progress=not args.quiet)
     for line in skipped:
         print(f"not scored {line}", file=sys.stderr)
@@ -139,24 +144,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import json
-
     from tumorscope.core.config import load_config
     from tumorscope.core.demo import make_demo_cohort
     from tumorscope.core.evaluate import evaluate_run
     from tumorscope.core.infer import predict_run
+    from tumorscope.core.store import Run
     from tumorscope.core.train import train
 
     make_demo_cohort(args.data, n_cases=args.cases, seed=args.seed, progress=not args.quiet)
     overrides = [f"data.root={args.data}", *(args.set or [])]
     cfg = load_config(args.config, overrides=overrides)
-    run_dir = Path(args.out)
+    run = Run(Path(args.out))
     # An interrupted or finished demo run continues from its last checkpoint (a finished
     # one just reloads), so running the command again never retrains from scratch.
-    train(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.pt").is_file(),
-          progress=not args.quiet)
-    split = json.loads((run_dir / "split.json").read_text())
-    run, failed = predict_run(run_dir / "checkpoints" / "best.pt", args.data, run_dir,
+    train(cfg, run.path, resume=run.checkpoint_path("last").is_file(), progress=not args.quiet)
+    split = run.split()
+    run, failed = predict_run(run.checkpoint_path("best"), args.data, run.path,
                               case_ids=split["val"], progress=not args.quiet)
     rows, _ = evaluate_run(run, progress=not args.quiet)
     print(f"held-out cases: {len(split['val'])} (synthetic demo cohort in {args.data})")
@@ -170,14 +173,20 @@ def cmd_render(args: argparse.Namespace) -> int:
     from tumorscope.core.store import open_runs
     from tumorscope.render.case import render_run
 
-    written = []
-    for run in open_runs(args.run):
-        out = args.out if len(open_runs(args.run)) == 1 else args.out / run.name
-        written += render_run(run, out, case_ids=args.case or None,
-                              cameras=args.camera or ["oblique"],
-                              window_size=(args.width, args.height), progress=not args.quiet)
-    print(f"{len(written)} screenshot(s) in {args.out}")
-    return 0
+    runs = open_runs(args.run)
+    written: list[Path] = []
+    skipped: list[str] = []
+    for run in runs:
+        out = args.out if len(runs) == 1 else args.out / run.name
+        done, bad = render_run(run, out, case_ids=args.case or None,
+                               cameras=args.camera or ["oblique"],
+                               window_size=(args.width, args.height), progress=not args.quiet)
+        written += done
+        skipped += bad
+    for line in skipped:
+        print(f"skipped {line}", file=sys.stderr)
+    print(f"{len(written)} screenshot(s) in {args.out}, {len(skipped)} case(s) skipped")
+    return 1 if skipped else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -303,6 +312,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except TumorscopeError as exc:
         print(f"tumorscope {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # unwritable output folder, disk full, permission denied
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"tumorscope {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"tumorscope {args.command}: interrupted", file=sys.stderr)

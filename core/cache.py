@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .cases import Case, load_case
-from .nifti import atomic_save_npy, atomic_write_json
+from .nifti import atomic_save_npy, atomic_write_json, file_key
 from .preprocess import CropBox, bounding_box, brain_mask, crop, resample, zoom_factors, zscore
 
 log = logging.getLogger(__name__)
@@ -48,11 +48,7 @@ class CachedCase:
 
 
 def _fingerprint(case: Case) -> list[dict[str, Any]]:
-    out = []
-    for path in case.files:
-        st = path.stat()
-        out.append({"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
-    return out
+    return [file_key(path) for path in case.files]
 
 
 def case_cache_dir(case: Case, cache_dir: str | Path, *,

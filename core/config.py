@@ -20,7 +20,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from .errors import ConfigError, check_choice
+from .errors import ConfigError, check_choice, yaml_problem
 
 PRESETS: tuple[str, ...] = ("tiny-cpu", "default")
 
@@ -236,5 +236,5 @@ def load_config(source: str | Path, *, overrides: list[str] | None = None) -> Co
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML ({exc})", path=where) from None
+        raise ConfigError(f"not valid YAML ({yaml_problem(exc)})", path=where) from None
     return config_from_dict(apply_overrides(raw, overrides or []), source=where)

@@ -63,3 +63,11 @@ def check_choice(option: str, value: T, allowed: Iterable[object], *,
     if value not in allowed:
         raise ConfigError(f"{option} must be one of {list(allowed)}, got {value!r}", path=path)
     return value
+
+
+def yaml_problem(exc: Exception) -> str:
+    """One line out of a YAML error: what is wrong and where (line, column)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"

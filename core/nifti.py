@@ -38,6 +38,13 @@ def nifti_stem(path: str | Path) -> str:
     return Path(name).stem
 
 
+def file_key(path: str | Path) -> dict[str, object]:
+    """What identifies a file's version for caches: resolved path, size and mtime (ns)."""
+    path = Path(path)
+    st = path.stat()
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
 def _full_suffix(path: Path) -> str:
     name = path.name
     for suffix in NIFTI_SUFFIXES:

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from .errors import LayoutError
+from .errors import LayoutError, yaml_problem
 from .nifti import atomic_write_json, atomic_write_text
 
 MARKERS = ("config.yaml", "predictions", "metrics.csv", "log.csv")
@@ -67,11 +67,23 @@ class Run:
     def cases_path(self) -> Path:
         return self.path / "cases.json"
 
+    @property
+    def split_path(self) -> Path:
+        return self.path / "split.json"
+
+    @property
+    def ddp_check_path(self) -> Path:
+        return self.path / "ddp_check.json"
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.path / "predictions"
+
     def prediction_path(self, case_id: str) -> Path:
-        return self.path / "predictions" / f"{case_id}.nii.gz"
+        return self.predictions_dir / f"{case_id}.nii.gz"
 
     def probabilities_path(self, case_id: str) -> Path:
-        return self.path / "predictions" / f"{case_id}_prob.nii.gz"
+        return self.predictions_dir / f"{case_id}_prob.nii.gz"
 
     def mesh_dir(self, case_id: str) -> Path:
         return self.path / "meshes" / case_id
@@ -84,12 +96,12 @@ class Run:
         try:
             return yaml.safe_load(self.config_path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise LayoutError(f"config.yaml is not valid YAML ({exc})",
+            raise LayoutError(f"config.yaml is not valid YAML ({yaml_problem(exc)})",
                               path=self.config_path) from None
 
     def case_ids(self) -> list[str]:
         """Cases with a prediction, sorted."""
-        folder = self.path / "predictions"
+        folder = self.predictions_dir
         if not folder.is_dir():
             return []
         return sorted(p.name[: -len(".nii.gz")] for p in folder.glob("*.nii.gz")
@@ -106,6 +118,24 @@ class Run:
             raise LayoutError(f"cases.json is not valid JSON ({exc})",
                               path=self.cases_path) from None
 
+    def split(self) -> dict[str, list[str]]:
+        """Training and validation case ids of a training run ({} if it has none)."""
+        if not self.split_path.is_file():
+            return {}
+        try:
+            return json.loads(self.split_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise LayoutError(f"split.json is not valid JSON ({exc})",
+                              path=self.split_path) from None
+
+    def dice_by_region(self, case_id: str | None = None) -> dict[str, dict[str, float]]:
+        """Dice per case and region from metrics.csv: ``{case_id: {region: dice}}``."""
+        out: dict[str, dict[str, float]] = {}
+        for row in self.metrics_rows():
+            if row.get("dice") is not None and (case_id is None or row["case_id"] == case_id):
+                out.setdefault(str(row["case_id"]), {})[str(row["region"])] = float(row["dice"])
+        return out
+
     def metrics_rows(self) -> list[dict[str, Any]]:
         """Rows of metrics.csv (one per case x region) with numbers parsed."""
         return _read_csv(self.metrics_path)
@@ -117,6 +147,9 @@ class Run:
     # -- writing (atomic) --
     def write_config(self, config: Mapping[str, Any]) -> None:
         atomic_write_text(self.config_path, yaml.safe_dump(dict(config), sort_keys=False))
+
+    def write_split(self, split: Mapping[str, list[str]]) -> None:
+        atomic_write_json(self.split_path, dict(split))
 
     def write_cases(self, cases: Mapping[str, Mapping[str, Any]]) -> None:
         atomic_write_json(self.cases_path, {k: dict(v) for k, v in cases.items()})

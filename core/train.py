@@ -324,9 +324,8 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
     elif dinfo.main:
         run.path.mkdir(parents=True, exist_ok=True)
         run.write_config(cfg.to_dict())
-        atomic_write_json(run.path / "split.json",
-                          {"train": [c.case_id for c in train_cases],
-                           "val": [c.case_id for c in val_cases]})
+        run.write_split({"train": [c.case_id for c in train_cases],
+                         "val": [c.case_id for c in val_cases]})
 
     net: nn.Module = model
     if dinfo.world_size > 1:
@@ -440,6 +439,6 @@ def _record_ddp_sync(model: nn.Module, run: Run, dinfo: DistInfo) -> None:
     dist.all_gather(gathered, flat)
     if dinfo.main:
         diff = max(float((g - gathered[0]).abs().max()) for g in gathered)
-        atomic_write_json(run.path / "ddp_check.json",
+        atomic_write_json(run.ddp_check_path,
                           {"world_size": dinfo.world_size, "max_abs_weight_diff": diff})
     dist.barrier()

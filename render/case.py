@@ -11,8 +11,8 @@ from typing import Any
 
 import pyvista as pv
 
-from tumorscope.core.errors import LayoutError, check_choice
-from tumorscope.core.nifti import atomic_path, atomic_write_json, read_nifti
+from tumorscope.core.errors import LayoutError, TumorscopeError, check_choice
+from tumorscope.core.nifti import atomic_path, atomic_write_json, file_key, read_nifti
 from tumorscope.core.store import Run
 
 from .mesh import brain_surface, cached_region_meshes
@@ -31,17 +31,12 @@ class CaseMeshes:
     synthetic: bool = False
 
 
-def _source_key(path: Path) -> dict[str, Any]:
-    st = path.stat()
-    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
 def cached_brain_surface(image_path: str | Path, cache_dir: str | Path) -> pv.PolyData:
     """:func:`brain_surface` of a skull-stripped image, cached as ``brain.vtp`` beside a key
     of the source's (path, size, mtime) so it is rebuilt only when the image changes."""
     image_path, cache_dir = Path(image_path), Path(cache_dir)
     mesh_path, key_path = cache_dir / "brain.vtp", cache_dir / "brain.json"
-    key = _source_key(image_path)
+    key = file_key(image_path)
     try:
         if json.loads(key_path.read_text()) == key and mesh_path.is_file():
             return pv.read(mesh_path)
@@ -56,11 +51,18 @@ def cached_brain_surface(image_path: str | Path, cache_dir: str | Path) -> pv.Po
     return mesh
 
 
-def case_meshes(run: Run, case_id: str) -> CaseMeshes:
-    """Meshes of ``case_id`` in ``run`` (cached in the run), and its Dice per region."""
-    if case_id not in run.case_ids():
+def case_meshes(
+    run: Run, case_id: str, *, cases: dict[str, dict[str, Any]] | None = None,
+    dice: dict[str, float] | None = None,
+) -> CaseMeshes:
+    """Meshes of ``case_id`` in ``run`` (cached in the run), and its Dice per region.
+
+    ``cases`` (``run.cases()``) and ``dice`` may be passed in when many cases are drawn, so
+    the run's tables are read once rather than once per case.
+    """
+    if not run.prediction_path(case_id).is_file():
         raise LayoutError(f"no prediction for case {case_id!r} in the run", path=run.path)
-    info = run.cases().get(case_id, {})
+    info = (run.cases() if cases is None else cases).get(case_id, {})
     convention = info.get("label_convention", "brats2020")
     cache = run.mesh_dir(case_id)
     prediction = cached_region_meshes(run.prediction_path(case_id), cache / "prediction",
@@ -72,8 +74,8 @@ def case_meshes(run: Run, case_id: str) -> CaseMeshes:
     t1 = info.get("images", {}).get("t1")
     if t1 and Path(t1).is_file():
         brain = cached_brain_surface(t1, cache)
-    dice = {str(r["region"]): float(r["dice"]) for r in run.metrics_rows()
-            if r.get("case_id") == case_id and r.get("dice") is not None}
+    if dice is None:
+        dice = run.dice_by_region(case_id).get(case_id, {})
     synthetic = bool(info.get("metadata", {}).get("synthetic", False))
     return CaseMeshes(case_id, truth, prediction, brain, dice, synthetic)
 
@@ -94,8 +96,12 @@ def render_run(
     cameras: Iterable[str] = ("oblique",),
     window_size: tuple[int, int] = (1024, 768),
     progress: bool = True,
-) -> list[Path]:
-    """Write ``<case>_<camera>.png`` for each case of ``run`` into ``out_dir``."""
+) -> tuple[list[Path], list[str]]:
+    """Write ``<case>_<camera>.png`` for each case of ``run`` into ``out_dir``.
+
+    Returns the files written and one line per case skipped (a missing or unreadable
+    prediction or label file); one bad case does not stop the others.
+    """
     from tqdm import tqdm
 
     cameras = tuple(cameras)
@@ -104,12 +110,18 @@ def render_run(
     ids = list(case_ids) if case_ids else run.case_ids()
     out = Path(out_dir)
     written: list[Path] = []
+    skipped: list[str] = []
+    cases, dice = run.cases(), run.dice_by_region()
     for case_id in tqdm(ids, desc="render", unit="case", disable=not progress):
-        meshes = case_meshes(run, case_id)
+        try:
+            meshes = case_meshes(run, case_id, cases=cases, dice=dice.get(case_id, {}))
+        except TumorscopeError as exc:
+            skipped.append(f"{case_id}: {exc}")
+            continue
         for cam in cameras:
             plotter = case_scene(meshes, camera=cam, window_size=window_size)
             try:
                 written.append(save_png(out / f"{case_id}_{cam}.png", plotter))
             finally:
                 plotter.close()
-    return written
+    return written, skipped

@@ -76,5 +76,31 @@ def test_render_command_writes_pngs_per_case_and_camera(
     assert axial.shape[:2] == (240, 320) and axial.std() > 5
     assert not np.array_equal(axial, sagittal)
     assert "4 screenshot(s)" in capsys.readouterr().out
-    assert main(["render", str(run_with_predictions.path), "--out", str(out), "--case",
-                 "nope", "-q"]) == 2
+
+
+def test_render_skips_a_bad_case_and_draws_the_others(
+    run_with_predictions: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = run_with_predictions
+    bad = run.prediction_path("BraTS2021_00001")
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated gzip
+    out = tmp_path / "png"
+    args = ["render", str(run.path), "--out", str(out), "--width", "160", "--height", "120",
+            "-q"]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert sorted(p.name for p in out.glob("*.png")) == ["BraTS2021_00000_oblique.png"]
+    assert "skipped BraTS2021_00001" in captured.err and str(bad) in captured.err
+    assert "Traceback" not in captured.err
+    assert main([*args, "--case", "nope"]) == 1
+    assert "no prediction for case 'nope'" in capsys.readouterr().err
+
+
+def test_unwritable_output_is_a_one_line_error(
+    run_with_predictions: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["demo-data", "--out", str(blocker / "sub"), "--cases", "1", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error:" in err and "Traceback" not in err
