@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import ConfigError, GeometryError
+from .errors import ConfigError, GeometryError, check_choice
 
 LossName = Literal["dice", "bce", "weighted_bce", "jaccard", "focal", "dice_bce"]
 LOSS_NAMES: tuple[str, ...] = get_args(LossName)
@@ -399,9 +399,7 @@ def make_loss(name: LossName = DEFAULT_LOSS, **options: object) -> nn.Module:
     ...
     tumorscope.core.errors.ConfigError: loss must be one of ['dice', 'bce', 'weighted_bce', 'jaccard', 'focal', 'dice_bce'], got 'tversky'
     """  # noqa: E501
-    if name not in LOSSES:
-        raise ConfigError(f"loss must be one of {list(LOSS_NAMES)}, got {name!r}")
-    cls = LOSSES[name]
+    cls = LOSSES[check_choice("loss", name, LOSS_NAMES)]
     params = inspect.signature(cls.__init__).parameters
     allowed = [p for p in params if params[p].kind is inspect.Parameter.KEYWORD_ONLY]
     unknown = sorted(set(options) - set(allowed))
@@ -427,10 +425,7 @@ def downsample_target(
     >>> downsample_target(t, (2, 2, 2)).sum().item(), downsample_target(t, (2, 2, 2), mode="nearest").sum().item()
     (1.0, 0.0)
     """  # noqa: E501
-    if mode not in get_args(TargetDownsampling):
-        raise ConfigError(
-            f"target_downsampling must be one of {list(get_args(TargetDownsampling))}, got {mode!r}"
-        )
+    check_choice("target_downsampling", mode, get_args(TargetDownsampling))
     size = tuple(int(s) for s in size)
     if tuple(target.shape[2:]) == size:
         return target
@@ -470,11 +465,7 @@ class DeepSupervisionLoss(nn.Module):
         target_downsampling: TargetDownsampling = "maxpool",
     ) -> None:
         super().__init__()
-        if target_downsampling not in get_args(TargetDownsampling):
-            raise ConfigError(
-                f"target_downsampling must be one of {list(get_args(TargetDownsampling))}, "
-                f"got {target_downsampling!r}"
-            )
+        check_choice("target_downsampling", target_downsampling, get_args(TargetDownsampling))
         if weights is not None:
             weights = [float(w) for w in weights]
             if not weights or any(w < 0 for w in weights) or sum(weights) <= 0:
