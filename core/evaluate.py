@@ -24,18 +24,15 @@ def evaluate_run(run: Run, labels_dir: str | Path | None = None, *,
     """
     from tqdm import tqdm
 
-    recorded = run.cases()
     truth: dict[str, tuple[Path, str, dict[str, Any]]] = {}
     if labels_dir is not None:
         for case in discover(labels_dir):
             if case.label is not None:
                 truth[case.case_id] = (case.label, case.label_convention, case.metadata)
     else:
-        for case_id, info in recorded.items():
-            if info.get("label"):
-                truth[case_id] = (Path(info["label"]), info.get("label_convention",
-                                                                 "brats2020"),
-                                  info.get("metadata", {}))
+        for case_id, record in run.case_records().items():
+            if record.label is not None:
+                truth[case_id] = (record.label, record.label_convention, record.metadata)
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
     ids = [c for c in run.case_ids() if c in truth]

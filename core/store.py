@@ -21,7 +21,7 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,45 @@ from .errors import LayoutError, yaml_problem
 from .nifti import atomic_write_json, atomic_write_text
 
 MARKERS = ("config.yaml", "predictions", "metrics.csv", "log.csv")
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    """What predict recorded about a case in ``cases.json``: its source files and metadata."""
+
+    case_id: str
+    images: dict[str, Path]
+    label: Path | None
+    layout: str = "brats2021"
+    label_convention: str = "brats2020"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def synthetic(self) -> bool:
+        return bool(self.metadata.get("synthetic", False))
+
+    @property
+    def has_truth(self) -> bool:
+        return self.label is not None and self.label.is_file()
+
+    @property
+    def brain_image(self) -> Path | None:
+        """The image the brain context surface is drawn from: T1, else any modality."""
+        for modality in ("t1", "t1ce", "t2", "flair"):
+            if modality in self.images and self.images[modality].is_file():
+                return self.images[modality]
+        return None
+
+    @classmethod
+    def from_dict(cls, case_id: str, d: Mapping[str, Any]) -> CaseRecord:
+        return cls(
+            case_id=case_id,
+            images={m: Path(p) for m, p in (d.get("images") or {}).items()},
+            label=Path(d["label"]) if d.get("label") else None,
+            layout=d.get("layout", "brats2021"),
+            label_convention=d.get("label_convention", "brats2020"),
+            metadata=dict(d.get("metadata") or {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -117,6 +156,15 @@ class Run:
         except json.JSONDecodeError as exc:
             raise LayoutError(f"cases.json is not valid JSON ({exc})",
                               path=self.cases_path) from None
+
+    def case_records(self) -> dict[str, CaseRecord]:
+        """Every case of ``cases.json`` as a :class:`CaseRecord`."""
+        return {k: CaseRecord.from_dict(k, v) for k, v in self.cases().items()}
+
+    def case_record(self, case_id: str) -> CaseRecord:
+        """The record of one case; a case predicted without a record gets an empty one."""
+        info = self.cases().get(case_id)
+        return CaseRecord.from_dict(case_id, info or {})
 
     def split(self) -> dict[str, list[str]]:
         """Training and validation case ids of a training run ({} if it has none)."""

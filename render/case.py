@@ -4,7 +4,7 @@ meshed once and cached in ``RUN/meshes/<case>/``; PNGs for a whole run."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ import pyvista as pv
 
 from tumorscope.core.errors import LayoutError, TumorscopeError, check_choice
 from tumorscope.core.nifti import atomic_path, atomic_write_json, file_key, read_nifti
-from tumorscope.core.store import Run
+from tumorscope.core.store import CaseRecord, Run
 
 from .mesh import brain_surface, cached_region_meshes
 from .scene import CAMERA_PRESETS, comparison_scene, save_png
@@ -52,32 +52,29 @@ def cached_brain_surface(image_path: str | Path, cache_dir: str | Path) -> pv.Po
 
 
 def case_meshes(
-    run: Run, case_id: str, *, cases: dict[str, dict[str, Any]] | None = None,
+    run: Run, case_id: str, *, cases: Mapping[str, CaseRecord] | None = None,
     dice: dict[str, float] | None = None,
 ) -> CaseMeshes:
     """Meshes of ``case_id`` in ``run`` (cached in the run), and its Dice per region.
 
-    ``cases`` (``run.cases()``) and ``dice`` may be passed in when many cases are drawn, so
+    ``cases`` (``run.case_records()``) and ``dice`` may be passed in when many cases are drawn, so
     the run's tables are read once rather than once per case.
     """
     if not run.prediction_path(case_id).is_file():
         raise LayoutError(f"no prediction for case {case_id!r} in the run", path=run.path)
-    info = (run.cases() if cases is None else cases).get(case_id, {})
-    convention = info.get("label_convention", "brats2020")
+    record = cases[case_id] if cases and case_id in cases else run.case_record(case_id)
     cache = run.mesh_dir(case_id)
     prediction = cached_region_meshes(run.prediction_path(case_id), cache / "prediction",
-                                      convention=convention)
+                                      convention=record.label_convention)
     truth = None
-    if info.get("label") and Path(info["label"]).is_file():
-        truth = cached_region_meshes(info["label"], cache / "truth", convention=convention)
-    brain = None
-    t1 = info.get("images", {}).get("t1")
-    if t1 and Path(t1).is_file():
-        brain = cached_brain_surface(t1, cache)
+    if record.has_truth:
+        truth = cached_region_meshes(record.label, cache / "truth",
+                                     convention=record.label_convention)
+    brain = None if record.brain_image is None else cached_brain_surface(record.brain_image,
+                                                                         cache)
     if dice is None:
         dice = run.dice_by_region(case_id).get(case_id, {})
-    synthetic = bool(info.get("metadata", {}).get("synthetic", False))
-    return CaseMeshes(case_id, truth, prediction, brain, dice, synthetic)
+    return CaseMeshes(case_id, truth, prediction, brain, dice, record.synthetic)
 
 
 def case_scene(meshes: CaseMeshes, **options: Any) -> pv.Plotter:
@@ -111,7 +108,7 @@ def render_run(
     out = Path(out_dir)
     written: list[Path] = []
     skipped: list[str] = []
-    cases, dice = run.cases(), run.dice_by_region()
+    cases, dice = run.case_records(), run.dice_by_region()
     for case_id in tqdm(ids, desc="render", unit="case", disable=not progress):
         try:
             meshes = case_meshes(run, case_id, cases=cases, dice=dice.get(case_id, {}))

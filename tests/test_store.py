@@ -56,3 +56,22 @@ def test_malformed_files_name_the_file(tmp_path: Path) -> None:
     assert info.value.path == run.config_path
     with pytest.raises(LayoutError, match="cases.json is not valid JSON"):
         run.cases()
+
+
+def test_case_records_and_dice_by_region(tmp_path: Path) -> None:
+    run = Run(tmp_path)
+    flair = tmp_path / "A_flair.nii.gz"
+    flair.write_bytes(b"")
+    run.write_cases({
+        "A": {"images": {"t1": str(tmp_path / "gone.nii.gz"), "flair": str(flair)},
+              "label": None, "label_convention": "brats2023",
+              "metadata": {"synthetic": True}},
+    })
+    run.write_metrics([{"case_id": "A", "region": "WT", "dice": 0.5},
+                       {"case_id": "B", "region": "ET", "dice": 1.0}])
+    record = run.case_record("A")
+    assert record.label_convention == "brats2023" and record.synthetic
+    assert not record.has_truth and record.brain_image == flair  # T1 missing: next modality
+    assert run.case_record("Z").images == {}
+    assert run.dice_by_region() == {"A": {"WT": 0.5}, "B": {"ET": 1.0}}
+    assert run.dice_by_region("B") == {"B": {"ET": 1.0}}
