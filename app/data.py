@@ -25,9 +25,9 @@ import streamlit as st
 
 from tumorscope.core.cases import MODALITIES
 from tumorscope.core.errors import GeometryError, LayoutError, TumorscopeError
-from tumorscope.core.labels import REGIONS, check_labels, labels_to_regions, to_canonical
-from tumorscope.core.nifti import read_nifti, voxel_spacing_mm
-from tumorscope.core.store import Run, open_runs
+from tumorscope.core.labels import REGIONS, labels_to_regions
+from tumorscope.core.nifti import read_label, read_nifti, voxel_spacing_mm
+from tumorscope.core.store import CaseRecord, Run, open_runs
 
 log = logging.getLogger(__name__)
 
@@ -211,8 +211,8 @@ def cohort(run: Run) -> tuple[pd.DataFrame, pd.DataFrame]:
 @st.cache_data(show_spinner=False, max_entries=256)
 def predicted_volumes_ml(path: str, mtime_ns: int, convention: str) -> dict[str, float]:
     """Region volumes (mL) of one prediction file, for patients that metrics.csv leaves out."""
-    volume = read_nifti(path, dtype=None)
-    regions = labels_to_regions(to_canonical(volume.data, convention=convention))
+    volume = read_label(path, convention=convention)
+    regions = labels_to_regions(volume.data)
     voxel_ml = float(np.prod(volume.spacing_mm)) / 1000.0
     return {r: float(regions[i].sum()) * voxel_ml for i, r in enumerate(REGIONS)}
 
@@ -247,25 +247,27 @@ def run_cases(run: Run) -> dict[str, dict[str, Any]]:
 
 @dataclass(frozen=True)
 class Patient:
-    """What the pages need to know about one case of a run; no voxels."""
+    """What the pages need to know about one case of a run (the store's record); no voxels."""
 
     run: Run
-    case_id: str
-    info: Mapping[str, Any]
+    record: CaseRecord
+
+    @property
+    def case_id(self) -> str:
+        return self.record.case_id
 
     @property
     def images(self) -> dict[str, Path]:
-        found = {m: Path(p) for m, p in self.info.get("images", {}).items()}
-        return {m: found[m] for m in MODALITIES if m in found}
+        """Recorded modalities in the fixed t1, t1ce, t2, flair order."""
+        return {m: self.record.images[m] for m in MODALITIES if m in self.record.images}
 
     @property
     def label_path(self) -> Path | None:
-        label = self.info.get("label")
-        return Path(label) if label else None
+        return self.record.label
 
     @property
     def has_truth(self) -> bool:
-        return self.label_path is not None and self.label_path.is_file()
+        return self.record.has_truth
 
     @property
     def prediction_path(self) -> Path:
@@ -273,19 +275,19 @@ class Patient:
 
     @property
     def convention(self) -> str:
-        return str(self.info.get("label_convention", "brats2020"))
+        return self.record.label_convention
 
     @property
     def metadata(self) -> dict[str, Any]:
-        return dict(self.info.get("metadata", {}))
+        return dict(self.record.metadata)
 
     @property
     def synthetic(self) -> bool:
-        return bool(self.metadata.get("synthetic", False))
+        return self.record.synthetic
 
 
 def patient(run: Run, case_id: str) -> Patient:
-    return Patient(run, case_id, run_cases(run).get(case_id, {}))
+    return Patient(run, CaseRecord.from_dict(case_id, run_cases(run).get(case_id, {})))
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,9 +342,8 @@ def load_image(path: str, mtime_ns: int) -> RasVolume:
 @st.cache_resource(show_spinner=False, max_entries=12)
 def load_label(path: str, mtime_ns: int, convention: str) -> RasVolume:
     """A label map (truth or prediction), checked, canonical uint8 {0, 1, 2, 4}, RAS-ordered."""
-    volume = read_nifti(path, dtype=None, check_finite=False)
-    check_labels(volume.data, convention=convention, path=path)
-    return to_ras(to_canonical(volume.data, convention=convention), volume.affine)
+    volume = read_label(path, convention=convention)
+    return to_ras(volume.data, volume.affine)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -410,32 +411,14 @@ def mesh_cache_dir(pat: Patient, which: str = "") -> Path:
     return Path(tempfile.gettempdir()) / "tumorscope-meshes" / key / pat.case_id / which
 
 
-def display_mesh(mesh: Any, max_triangles: int = DISPLAY_MAX_TRIANGLES) -> Any:
-    """``mesh`` if small enough for a browser, else render's clustered copy of ~that size.
-
-    Quadric decimation takes ~12 s on the 1M-triangle surface of a noisy prediction;
-    :func:`~tumorscope.render.mesh.simplify` (vertex clustering) ~0.2 s.
-    """
-    from tumorscope.render.mesh import simplify
-
-    if mesh.n_cells <= max_triangles:
-        return mesh
-    # About two triangles per clustering cell on a surface: cell = sqrt(2 * area / target).
-    cell_mm = max(0.5, float(np.sqrt(2.0 * mesh.area / max_triangles)))
-    simplified = simplify(mesh, cell_mm=cell_mm)
-    while simplified.n_cells > 1.5 * max_triangles:  # folded, noisy surfaces need coarser
-        cell_mm *= 1.5
-        simplified = simplify(mesh, cell_mm=cell_mm)
-    return simplified
-
-
 @st.cache_resource(show_spinner=False, max_entries=24)
 def label_meshes(path: str, mtime_ns: int, cache_dir: str, convention: str) -> dict[str, Any]:
     """WT/TC/ET surfaces of a label file via render's disk cache, simplified for display."""
-    from tumorscope.render.mesh import cached_region_meshes
+    from tumorscope.render.mesh import cached_region_meshes, simplify_to
 
     meshes = cached_region_meshes(path, cache_dir, convention=convention)
-    return {name: display_mesh(mesh) for name, mesh in meshes.items()}
+    return {name: simplify_to(mesh, max_triangles=DISPLAY_MAX_TRIANGLES)
+            for name, mesh in meshes.items()}
 
 
 def truth_meshes(pat: Patient) -> dict[str, Any] | None:
@@ -460,10 +443,8 @@ def _brain(path: str, mtime_ns: int, cache_dir: str) -> Any:
 
 def brain_mesh(pat: Patient) -> Any | None:
     """Outer brain surface of the T1 (else first) image, cached in ``RUN/meshes/<case>/``."""
-    if not pat.images:
-        return None
-    path = pat.images.get("t1") or next(iter(pat.images.values()))
-    if not path.is_file():
+    path = pat.record.brain_image
+    if path is None:
         return None
     return _brain(str(path), stamp(path), str(mesh_cache_dir(pat)))
 
@@ -492,7 +473,7 @@ def distance_meshes(pat: Patient) -> dict[str, Any]:
 @st.cache_resource(show_spinner=False, max_entries=24)
 def _errors(pred_key: tuple[str, int], truth_key: tuple[str, int], convention: str,
             region: str) -> dict[str, Any]:
-    from tumorscope.render.mesh import error_meshes
+    from tumorscope.render.mesh import error_meshes, simplify_to
 
     pred = load_label(*pred_key, convention)
     truth = load_label(*truth_key, convention)
@@ -500,7 +481,8 @@ def _errors(pred_key: tuple[str, int], truth_key: tuple[str, int], convention: s
         raise GeometryError(f"prediction has shape {pred.shape} but the ground truth "
                             f"{truth.shape}", path=pred_key[0])
     meshes = error_meshes(pred.data, truth.data, truth.affine, name=region)
-    return {name: display_mesh(mesh) for name, mesh in meshes.items()}
+    return {name: simplify_to(mesh, max_triangles=DISPLAY_MAX_TRIANGLES)
+            for name, mesh in meshes.items()}
 
 
 def error_meshes_of(pat: Patient, region: str) -> dict[str, Any]:

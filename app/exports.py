@@ -19,6 +19,8 @@ import pandas as pd
 from PIL import Image
 
 from tumorscope.core.labels import REGIONS
+from tumorscope.render import style
+from tumorscope.render.mesh import is_empty
 
 PNG_SIZE_PX = (1280, 960)
 
@@ -73,7 +75,7 @@ def named_meshes(truth: Mapping[str, Any] | None, prediction: Mapping[str, Any] 
                  show: Iterable[str] = REGIONS, brain: Any | None = None,
                  errors: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """One flat name -> mesh map for export: prediction regions keep their region names
-    (and colours), truth ones are ``truth_WT`` ... (render's neutral grey)."""
+    (and colours), truth ones are ``truth_WT`` ... (the region colour, translucent)."""
     shown = [r for r in REGIONS if r in set(show)]
     meshes: dict[str, Any] = {}
     for region in shown:
@@ -81,11 +83,11 @@ def named_meshes(truth: Mapping[str, Any] | None, prediction: Mapping[str, Any] 
             meshes[region] = prediction[region]
     for region in shown:
         if truth and region in truth:
-            meshes[f"truth_{region}"] = truth[region]
+            meshes[f"{style.TRUTH_PREFIX}{region}"] = truth[region]
     meshes.update(errors or {})
     if brain is not None:
         meshes["brain"] = brain
-    return {n: m for n, m in meshes.items() if m is not None and m.n_points > 0}
+    return {n: m for n, m in meshes.items() if not is_empty(m)}
 
 
 def _via_file(suffix: str, write: Any) -> bytes:

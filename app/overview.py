@@ -180,19 +180,23 @@ def distribution_figure(metrics: pd.DataFrame, metric: str, *, kind: str = "box"
     return figure
 
 
+def _marker(region: str) -> dict[str, object]:
+    return {"color": style.REGION_COLOURS[region].hex, "size": 9,
+            "line": {"width": 0.5, "color": style.MARKER_EDGE_COLOUR.hex}}
+
+
 def volume_figure(metrics: pd.DataFrame) -> go.Figure:
     """Predicted against true volume per patient and region, with the identity line."""
     figure = go.Figure()
     top = float(pd.concat([metrics["volume_truth_ml"], metrics["volume_pred_ml"]]).max())
     top = top * 1.05 if top > 0 else 1.0
     figure.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="identity",
-                                line={"color": "#888888", "dash": "dash"}))
+                                line={"color": style.REFERENCE_LINE_COLOUR.hex, "dash": "dash"}))
     for region in REGIONS:
         rows = metrics[metrics["region"] == region]
         figure.add_trace(go.Scatter(
             x=rows["volume_truth_ml"], y=rows["volume_pred_ml"], mode="markers", name=region,
-            text=rows["case_id"], marker={"color": style.REGION_COLOURS[region].hex,
-                                          "size": 9, "line": {"width": 0.5, "color": "#333"}},
+            text=rows["case_id"], marker=_marker(region),
             hovertemplate="%{text}<br>true %{x:.1f} mL<br>pred %{y:.1f} mL<extra>"
                           + region + "</extra>"))
     figure.update_layout(title="Predicted vs true volume", height=CHART_HEIGHT_PX,
@@ -208,8 +212,7 @@ def dice_volume_figure(metrics: pd.DataFrame) -> go.Figure:
         rows = metrics[metrics["region"] == region]
         figure.add_trace(go.Scatter(
             x=rows["volume_truth_ml"], y=rows["dice"], mode="markers", name=region,
-            text=rows["case_id"], marker={"color": style.REGION_COLOURS[region].hex,
-                                          "size": 9, "line": {"width": 0.5, "color": "#333"}},
+            text=rows["case_id"], marker=_marker(region),
             hovertemplate="%{text}<br>%{x:.1f} mL<br>Dice %{y:.3f}<extra>" + region
                           + "</extra>"))
     figure.update_layout(title="Dice vs tumour volume", height=CHART_HEIGHT_PX,
@@ -223,9 +226,11 @@ def training_figure(log: pd.DataFrame) -> go.Figure:
     figure = make_subplots(rows=1, cols=2, subplot_titles=("Training loss", "Validation Dice"))
     if "loss" in log:
         figure.add_trace(go.Scatter(x=log["epoch"], y=log["loss"], mode="lines+markers",
-                                    name="loss", line={"color": "#5b8def"}), row=1, col=1)
-    for column, colour, dash in [*((f"dice_{r}", style.REGION_COLOURS[r].hex, "solid")
-                                   for r in REGIONS), ("dice_mean", "#888888", "dash")]:
+                                    name="loss", line={"color": style.LOSS_COLOUR.hex}),
+                         row=1, col=1)
+    curves = [*((f"dice_{r}", style.REGION_COLOURS[r].hex, "solid") for r in REGIONS),
+              ("dice_mean", style.REFERENCE_LINE_COLOUR.hex, "dash")]
+    for column, colour, dash in curves:
         if column in log and log[column].notna().any():
             rows = log[log[column].notna()]
             figure.add_trace(go.Scatter(x=rows["epoch"], y=rows[column], mode="lines+markers",

@@ -51,10 +51,11 @@ def render(ctx: Context) -> None:
     title.title(f"Patient {pat.case_id}")
     if button.button("Slice viewer", key="btn_to_slices", icon=":material/layers:"):
         ctx.open("slices")
-    _header(pat, rows, metrics)
-    view = _scene(pat, rows)
+    dice = dice_of(rows)
+    _header(pat, dice, metrics)
+    view, meshes = _scene(pat, dice)
     _scores(pat, rows)
-    _downloads(pat, rows, view)
+    _downloads(pat, rows, dice, view, meshes)
 
 
 def dice_of(rows: pd.DataFrame) -> dict[str, float]:
@@ -62,7 +63,7 @@ def dice_of(rows: pd.DataFrame) -> dict[str, float]:
     return {str(r["region"]): float(r["dice"]) for _, r in rows.iterrows()}
 
 
-def _header(pat: data.Patient, rows: pd.DataFrame, metrics: pd.DataFrame) -> None:
+def _header(pat: data.Patient, dice: dict[str, float], metrics: pd.DataFrame) -> None:
     if pat.synthetic:
         st.info(SYNTHETIC_NOTE, icon=":material/science:")
     meta = pat.metadata
@@ -71,7 +72,6 @@ def _header(pat: data.Patient, rows: pd.DataFrame, metrics: pd.DataFrame) -> Non
     tiles[0].metric("Grade", meta.get("grade") or "unknown")
     tiles[1].metric("Age", f"{float(age):.0f}" if isinstance(age, int | float) else "unknown")
     tiles[2].metric("Ground truth", "yes" if pat.has_truth else "none")
-    dice = dice_of(rows)
     for tile, region in zip(tiles[3:], REGIONS, strict=True):
         value = dice.get(region)
         if value is None or math.isnan(value):
@@ -143,7 +143,7 @@ def scene_meshes(pat: data.Patient, view: View3D) -> SceneMeshes:
         errors=data.error_meshes_of(pat, view.error_region) if view.errors else None)
 
 
-def _scene(pat: data.Patient, rows: pd.DataFrame) -> View3D:
+def _scene(pat: data.Patient, dice: dict[str, float]) -> tuple[View3D, SceneMeshes]:
     from tumorscope.app.scene3d import comparison_figure
 
     plot, controls = st.columns([3, 1])
@@ -154,13 +154,13 @@ def _scene(pat: data.Patient, rows: pd.DataFrame) -> View3D:
         figure = comparison_figure(
             meshes.truth, meshes.prediction, show=view.regions, colour_by=view.colour_by,
             truth_opacity=view.truth_opacity, prediction_opacity=view.prediction_opacity,
-            brain=meshes.brain, errors=meshes.errors, dice=dice_of(rows), camera=view.camera,
+            brain=meshes.brain, errors=meshes.errors, dice=dice, camera=view.camera,
             revision=f"{pat.run.path}|{pat.case_id}")
         # theme=None: Streamlit's theme would repaint the dark scene's legend and tick text.
         st.plotly_chart(figure, key="chart_3d", theme=None, config={"displaylogo": False})
         st.caption("Drag to rotate, scroll to zoom; click a legend entry to hide it. "
                    "Truth is see-through around the solid prediction.")
-    return view
+    return view, meshes
 
 
 def _scores(pat: data.Patient, rows: pd.DataFrame) -> None:
@@ -179,12 +179,11 @@ def _scores(pat: data.Patient, rows: pd.DataFrame) -> None:
     st.caption(f"{HD95_DEFINITION}. Hover a column title for its definition.")
 
 
-def _downloads(pat: data.Patient, rows: pd.DataFrame, view: View3D) -> None:
+def _downloads(pat: data.Patient, rows: pd.DataFrame, dice: dict[str, float], view: View3D,
+               meshes: SceneMeshes) -> None:
     st.subheader("Downloads")
-    meshes = scene_meshes(pat, view)
     named = exports.named_meshes(meshes.truth, meshes.prediction, show=view.regions,
                                  brain=meshes.brain, errors=meshes.errors)
-    dice = dice_of(rows)
     case = pat.case_id
     png = st.columns(5)
     png[0].download_button(

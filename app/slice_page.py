@@ -189,7 +189,7 @@ def _legend(pat: data.Patient) -> None:
         if overlay == "both":
             chips.append(_chip(style.TRUTH_NEUTRAL_COLOUR, "ground-truth outline (fill: "
                                                            "prediction)"))
-    chips.append(_chip(style.Colour(slices.CROSSHAIR_RGB), "crosshair"))
+    chips.append(_chip(style.CROSSHAIR_COLOUR, "crosshair"))
     st.markdown(" ".join(chips), unsafe_allow_html=True)
 
 

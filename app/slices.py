@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from tumorscope.core.labels import REGION_LABELS
+from tumorscope.core.labels import region_mask
 from tumorscope.render import style
 
 View = Literal["axial", "coronal", "sagittal"]
@@ -46,8 +46,6 @@ Overlay = Literal["prediction", "truth", "both", "disagreement", "none"]
 OVERLAYS: tuple[Overlay, ...] = ("prediction", "truth", "both", "disagreement", "none")
 OverlayStyle = Literal["outline", "filled"]
 
-CROSSHAIR_RGB = (0, 230, 230)
-"""Cyan crosshair: no region, label or error colour in render.style is near it."""
 CROSSHAIR_ALPHA = 0.55
 DISPLAY_PX = 480
 """Longest side of the volume's field of view on screen, in pixels (all views share px/mm)."""
@@ -140,11 +138,6 @@ def paint_disagreement(rgb: np.ndarray, prediction: np.ndarray, truth: np.ndarra
             paint(rgb, mask, colour, alpha)
 
 
-def region_mask(label: np.ndarray, region: str) -> np.ndarray:
-    """Boolean mask of a nested region (WT, TC, ET) in a canonical label array."""
-    return np.isin(label, REGION_LABELS[region])
-
-
 @lru_cache(maxsize=4)
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
@@ -178,7 +171,7 @@ def render_view(
     prediction: np.ndarray | None = None,
     overlay: Overlay = "prediction",
     overlay_style: OverlayStyle = "filled",
-    alpha: float = 0.45,
+    alpha: float = style.OVERLAY_OPACITY,
     region: str = "WT",
     crosshair: bool = True,
     display_px: int = DISPLAY_PX,
@@ -241,7 +234,7 @@ def _draw_crosshair(rgb: np.ndarray, view: str, shape: Sequence[int],
     # Centre of the voxel, in screen pixels.
     r = min(rgb.shape[0] - 1, int((row + 0.5) * rgb.shape[0] / rows))
     c = min(rgb.shape[1] - 1, int((col + 0.5) * rgb.shape[1] / cols))
-    colour = np.asarray(CROSSHAIR_RGB, dtype=np.float32)
+    colour = np.asarray(style.CROSSHAIR_COLOUR.rgb, dtype=np.float32)
     for line in (rgb[r, :], rgb[:, c]):
         line[:] = ((1 - CROSSHAIR_ALPHA) * line + CROSSHAIR_ALPHA * colour).astype(np.uint8)
 

@@ -9,6 +9,7 @@ from typing import Any
 import streamlit as st
 
 from tumorscope.app import data
+from tumorscope.render import style
 
 # Widget values that must survive a page change. Streamlit drops the state of widgets that a
 # rerun does not draw, so these are re-stored each run (the documented keep-alive idiom).
@@ -21,8 +22,8 @@ DEFAULTS: dict[str, Any] = {
     "p3d_regions": ["WT", "TC", "ET"], "p3d_truth": True, "p3d_pred": True,
     "p3d_colour": "region colours", "p3d_truth_opacity": 0.3, "p3d_pred_opacity": 1.0,
     "p3d_brain": True, "p3d_errors": False, "p3d_error_region": "WT", "p3d_camera": "oblique",
-    "sl_modality": "flair", "sl_overlay": "prediction", "sl_style": "filled", "sl_alpha": 0.45,
-    "sl_region": "WT",
+    "sl_modality": "flair", "sl_overlay": "prediction", "sl_style": "filled",
+    "sl_alpha": style.OVERLAY_OPACITY, "sl_region": "WT",
 }
 
 GOTO_KEY = "_goto"

@@ -8,20 +8,15 @@ The results folder comes from the sidebar field, initialised from ``--results DI
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-# VTK reads this when it first opens a render window; set before anything imports vtk
-# (render/__init__ does the same), so off-screen PNGs need no X server.
-os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from tumorscope.app import data, state  # noqa: E402
-from tumorscope.core.errors import TumorscopeError  # noqa: E402
-from tumorscope.core.store import Run  # noqa: E402
+from tumorscope.app import data, state
+from tumorscope.core.errors import TumorscopeError
+from tumorscope.core.store import Run
 
 log = logging.getLogger(__name__)
 

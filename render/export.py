@@ -23,11 +23,11 @@ from typing import Literal, get_args
 import numpy as np
 import pyvista as pv
 
-from tumorscope.core.errors import ConfigError, check_choice
+from tumorscope.core.errors import ConfigError
 from tumorscope.core.nifti import atomic_path, atomic_write_text
 
 from . import style
-from .scene import CAMERA_PRESETS, CAMERA_VECTORS, CameraPreset
+from .scene import CameraPreset
 
 MeshFormat = Literal["vtp", "stl", "obj", "ply", "glb", "html"]
 MESH_FORMATS: tuple[str, ...] = get_args(MeshFormat)
@@ -44,17 +44,6 @@ def _format_of(path: Path) -> str:
             f"cannot export to {path.name!r}: suffix must be one of "
             f"{['.' + f for f in MESH_FORMATS]}, got {path.suffix!r}", path=path)
     return fmt
-
-
-def _look(name: str, shown: tuple[str, ...]) -> tuple[style.Colour, float]:
-    """Colour and opacity of a named mesh, the same as in the 3-D scene."""
-    if name == "brain":
-        return style.BRAIN_COLOUR, max(style.BRAIN_STYLE.opacity, 0.15)
-    try:
-        colour = style.region_colour(name)
-    except KeyError:
-        return style.TRUTH_NEUTRAL_COLOUR, 1.0
-    return colour, style.nested_opacity(name, shown)
 
 
 def export_mesh(mesh: pv.PolyData, path: str | Path, *, name: str = "mesh") -> Path:
@@ -92,7 +81,8 @@ def export_meshes(
     to world-mm surfaces; empty meshes are left out. In the ``.glb`` each becomes a node and
     material of that name under a root node turning RAS+ into glTF's +Y-up frame (units
     stay mm). The ``.html`` has one legend entry per mesh (click to hide), ``camera`` as the
-    initial view and meshes above ``max_triangles`` decimated to keep the page light.
+    initial view and meshes above ``max_triangles`` simplified to keep the page light.
+    Truth surfaces are named ``truth_WT`` ...: translucent in their region's colour.
 
     >>> import tempfile
     >>> out = export_meshes({"ET": pv.Sphere()}, Path(tempfile.mkdtemp()) / "case.glb")
@@ -106,7 +96,6 @@ def export_meshes(
         with atomic_path(path) as tmp:
             tmp.write_bytes(_glb_bytes(parts))
     elif fmt == "html":
-        _check_camera(camera)
         atomic_write_text(path, _plotly_html(parts, title=title, camera=camera,
                                              max_triangles=max_triangles))
     else:
@@ -116,10 +105,6 @@ def export_meshes(
                 "each with export_mesh, or use .glb / .html for a multi-mesh scene", path=path)
         export_mesh(next(iter(parts.values()), pv.PolyData()), path)
     return path
-
-
-def _check_camera(camera: str) -> None:
-    check_choice("camera", camera, CAMERA_PRESETS)
 
 
 def _triangles(mesh: pv.PolyData) -> pv.PolyData:
@@ -151,7 +136,7 @@ def _glb_bytes(meshes: Mapping[str, pv.PolyData]) -> bytes:
         doc["accessors"].append(accessor)
         return len(doc["accessors"]) - 1
 
-    shown = tuple(meshes)
+    shown = tuple(n.removeprefix(style.TRUTH_PREFIX) for n in meshes)
     for name, mesh in meshes.items():
         mesh = _triangles(mesh)
         attributes = {"POSITION": add_array(np.asarray(mesh.points, np.float32),
@@ -161,7 +146,7 @@ def _glb_bytes(meshes: Mapping[str, pv.PolyData]) -> bytes:
             attributes["NORMAL"] = add_array(normals, target=34962, kind="VEC3", component=5126)
         indices = add_array(mesh.regular_faces.astype(np.uint32).ravel(), target=34963,
                             kind="SCALAR", component=5125)
-        colour, opacity = _look(name, shown)
+        colour, opacity = style.mesh_look(name, shown)
         doc["materials"].append({
             "name": name,
             "pbrMetallicRoughness": {"baseColorFactor": [*colour.rgb_float, opacity],
@@ -188,42 +173,11 @@ def _glb_bytes(meshes: Mapping[str, pv.PolyData]) -> bytes:
 
 
 def _plotly_html(
-    meshes: Mapping[str, pv.PolyData], *, title: str | None, camera: str,
+    meshes: Mapping[str, pv.PolyData], *, title: str | None, camera: CameraPreset,
     max_triangles: int | None,
 ) -> str:
-    import plotly.graph_objects as go
+    from .plotly_scene import named_figure
 
-    shown = tuple(meshes)
-    traces = []
-    for name, mesh in meshes.items():
-        mesh = _triangles(mesh)
-        if max_triangles is not None and mesh.n_cells > max_triangles:
-            mesh = mesh.decimate(1.0 - max_triangles / mesh.n_cells)
-        colour, opacity = _look(name, shown)
-        points, faces = np.asarray(mesh.points), mesh.regular_faces
-        traces.append(go.Mesh3d(
-            x=points[:, 0], y=points[:, 1], z=points[:, 2],
-            i=faces[:, 0], j=faces[:, 1], k=faces[:, 2],
-            name=name, showlegend=True, color=colour.hex, opacity=opacity,
-            flatshading=False, hoverinfo="name",
-            lighting={"ambient": 0.45, "diffuse": 0.7, "specular": 0.2, "roughness": 0.6},
-        ))
-    direction, view_up = CAMERA_VECTORS[camera]
-    eye = 1.8 * np.asarray(direction) / np.linalg.norm(direction)
-    axis = {"backgroundcolor": style.BACKGROUND_COLOUR.hex, "color": style.TEXT_COLOUR.hex,
-            "gridcolor": "#444a55", "zerolinecolor": "#444a55"}
-    fig = go.Figure(traces)
-    fig.update_layout(
-        title=title, paper_bgcolor=style.BACKGROUND_COLOUR.hex,
-        font={"color": style.TEXT_COLOUR.hex}, margin={"l": 0, "r": 0, "t": 40, "b": 0},
-        scene={
-            "aspectmode": "data",
-            "xaxis": {**axis, "title": {"text": "x: L - R (mm)"}},
-            "yaxis": {**axis, "title": {"text": "y: P - A (mm)"}},
-            "zaxis": {**axis, "title": {"text": "z: I - S (mm)"}},
-            "camera": {"eye": dict(zip("xyz", eye.tolist(), strict=True)),
-                       "up": dict(zip("xyz", view_up, strict=True))},
-        },
-    )
-    return fig.to_html(include_plotlyjs=True, full_html=True, include_mathjax=False,
-                       default_width="100%", default_height="96vh")
+    figure = named_figure(meshes, title=title, camera=camera, max_triangles=max_triangles)
+    return figure.to_html(include_plotlyjs=True, full_html=True, include_mathjax=False,
+                          default_width="100%", default_height="96vh")

@@ -23,8 +23,8 @@ from scipy import ndimage
 from vtkmodules.vtkFiltersCore import vtkQuadricClustering, vtkSurfaceNets3D
 
 from tumorscope.core.errors import CaseFileMissingError, ConfigError, GeometryError
-from tumorscope.core.labels import LABEL_NAMES, REGION_LABELS, REGIONS, check_labels, to_canonical
-from tumorscope.core.nifti import atomic_path, atomic_write_json, read_nifti
+from tumorscope.core.labels import LABEL_NAMES, REGIONS, region_mask
+from tumorscope.core.nifti import atomic_path, atomic_write_json, read_label
 from tumorscope.core.preprocess import bounding_box
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,15 @@ def _check_names(names: Iterable[str], allowed: Sequence[str]) -> tuple[str, ...
     return names
 
 
+def is_empty(mesh: pv.PolyData | None) -> bool:
+    """True for ``None`` or a mesh without points: what every view and export leaves out.
+
+    >>> is_empty(None), is_empty(pv.PolyData()), is_empty(pv.Sphere())
+    (True, True, False)
+    """
+    return mesh is None or mesh.n_points == 0
+
+
 def name_mask(label: np.ndarray, name: str) -> np.ndarray:
     """Boolean mask of mesh ``name`` ("WT", "TC", "ET", "label_1", ...) in a canonical label map.
 
@@ -66,8 +75,8 @@ def name_mask(label: np.ndarray, name: str) -> np.ndarray:
     [False, False, True, False]
     """
     _check_names([name], MESH_NAMES)
-    if name in REGION_LABELS:
-        return np.isin(label, REGION_LABELS[name])
+    if name in REGIONS:
+        return region_mask(label, name)
     return np.asarray(label) == int(name.removeprefix("label_"))
 
 
@@ -237,6 +246,32 @@ def simplify(mesh: pv.PolyData, *, cell_mm: float) -> pv.PolyData:
         cell_normals=False, point_normals=True, split_vertices=False,
         consistent_normals=False, auto_orient_normals=False,
     )
+
+
+def simplify_to(mesh: pv.PolyData, *, max_triangles: int) -> pv.PolyData:
+    """``mesh`` itself if it has at most ``max_triangles`` cells, else a clustered copy of
+    about that size (within 1.5x), through :func:`simplify`.
+
+    For browsers and exported pages: quadric decimation takes ~12 s on the 1M-triangle
+    surface of a noisy prediction, vertex clustering ~0.2 s. Point arrays are dropped from a
+    simplified copy.
+
+    >>> s = pv.Sphere(radius=50.0, theta_resolution=200, phi_resolution=200)
+    >>> small = simplify_to(s, max_triangles=5_000)
+    >>> small.n_cells <= 7_500, simplify_to(small, max_triangles=10_000) is small
+    (True, True)
+    """
+    if max_triangles < 1:
+        raise ConfigError(f"max_triangles must be >= 1, got {max_triangles}")
+    if mesh.n_cells <= max_triangles:
+        return mesh
+    # About two triangles per clustering cell on a surface: cell = sqrt(2 * area / target).
+    cell_mm = max(0.5, float(np.sqrt(2.0 * mesh.area / max_triangles)))
+    simplified = simplify(mesh, cell_mm=cell_mm)
+    while simplified.n_cells > 1.5 * max_triangles:  # folded, noisy surfaces need coarser
+        cell_mm *= 1.5
+        simplified = simplify(mesh, cell_mm=cell_mm)
+    return simplified
 
 
 def brain_surface(
@@ -426,11 +461,9 @@ def cached_region_meshes(
         return meshes
 
     if missing:
-        volume = read_nifti(label_path, dtype=np.float32)
-        check_labels(volume.data, convention=convention, path=label_path)
-        label = to_canonical(volume.data, convention=convention)
+        volume = read_label(label_path, convention=convention)
         built = region_meshes(
-            label, volume.affine, names=missing, smooth_iterations=smooth_iterations,
+            volume.data, volume.affine, names=missing, smooth_iterations=smooth_iterations,
             smooth_passband=smooth_passband, decimate_fraction=decimate_fraction,
         )
         # Source and options in the file name: a manifest being replaced never points at

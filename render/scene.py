@@ -22,7 +22,7 @@ from tumorscope.core.labels import REGION_NAMES, REGIONS
 from tumorscope.core.nifti import atomic_path
 
 from . import style
-from .mesh import DISTANCE_ARRAY, signed_distance_mm, simplify
+from .mesh import DISTANCE_ARRAY, is_empty, signed_distance_mm, simplify
 
 CameraPreset = Literal["axial", "coronal", "sagittal", "oblique"]
 ColourBy = Literal["region", "signed_distance"]
@@ -41,10 +41,6 @@ CAMERA_VECTORS: dict[str, tuple[tuple[float, float, float], tuple[float, float, 
 }
 
 _DEPTH_FACTOR, _DEPTH_UNITS = 2.0, 200.0
-
-
-def _nonempty(mesh: pv.PolyData | None) -> bool:
-    return mesh is not None and mesh.n_points > 0
 
 
 def _add_surface(
@@ -217,8 +213,8 @@ def comparison_scene(
     truth = dict(truth or {})
     prediction = dict(prediction or {})
     by_distance = colour_by == "signed_distance"
-    has_tumour = any(_nonempty(m.get(n)) for m in (truth, prediction) for n in shown) or any(
-        _nonempty(m) for m in (errors or {}).values())
+    has_tumour = any(not is_empty(m.get(n)) for m in (truth, prediction) for n in shown) or any(
+        not is_empty(m) for m in (errors or {}).values())
 
     side_by_side = layout == "side_by_side"
     plotter = pv.Plotter(off_screen=off_screen, window_size=list(window_size),
@@ -228,7 +224,7 @@ def comparison_scene(
     # altogether; VTK's default order-independent translucency blends them well enough.
 
     def add_brain() -> None:
-        if _nonempty(brain):
+        if not is_empty(brain):
             actor = _add_surface(plotter, brain, colour=style.BRAIN_COLOUR,
                                  surface_style=style.BRAIN_STYLE)
             # Camera fits ignore props without bounds: with focus="tumour" the brain frames
@@ -240,7 +236,7 @@ def comparison_scene(
     def add_prediction() -> None:
         for name in shown:
             mesh = prediction.get(name)
-            if not _nonempty(mesh):
+            if is_empty(mesh):
                 continue
             opacity = style.nested_opacity(name, shown, solid=style.PREDICTION_STYLE.opacity)
             if by_distance:
@@ -251,7 +247,7 @@ def comparison_scene(
                     surface_style=style.PREDICTION_STYLE, opacity=opacity,
                     depth_layer=style.nesting_depth(name, shown), scalars=DISTANCE_ARRAY,
                     cmap=style.DISTANCE_CMAP, clim=(-distance_clim_mm, distance_clim_mm),
-                    nan_color="grey", show_scalar_bar=False,
+                    nan_color=style.NAN_COLOUR.rgb_float, show_scalar_bar=False,
                 )
                 distance_mappers.append(actor.mapper)
             else:
@@ -262,7 +258,7 @@ def comparison_scene(
     def add_truth(surface_style: style.SurfaceStyle, layered: bool) -> None:
         for name in shown:
             mesh = truth.get(name)
-            if not _nonempty(mesh):
+            if is_empty(mesh):
                 continue
             if surface_style.representation == "wireframe":
                 # A wireframe of 1-mm triangles is a solid smear; a coarser cage reads as one.
@@ -278,15 +274,15 @@ def comparison_scene(
 
     def add_errors() -> None:
         for key, mesh in (errors or {}).items():
-            if _nonempty(mesh):
+            if not is_empty(mesh):
                 _add_surface(plotter, mesh, colour=style.ERROR_COLOURS[key],
                              surface_style=style.ERROR_STYLE)
 
     def add_legend(with_truth_key: bool) -> None:
         rows = [[_legend_row(n, dice), style.REGION_COLOURS[n].hex] for n in shown
-                if _nonempty(truth.get(n)) or _nonempty(prediction.get(n))]
+                if not is_empty(truth.get(n)) or not is_empty(prediction.get(n))]
         rows += [[style.ERROR_NAMES[k], style.ERROR_COLOURS[k].hex]
-                 for k, m in (errors or {}).items() if _nonempty(m)]
+                 for k, m in (errors or {}).items() if not is_empty(m)]
         if rows:
             w, h = 0.33, 0.02 + 0.045 * len(rows)
             legend = plotter.add_legend(labels=rows, bcolor=style.LEGEND_COLOUR.rgb_float,

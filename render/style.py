@@ -8,8 +8,6 @@ same colours. Nothing here imports VTK.
 '#ffd700'
 >>> LABEL_COLOURS[2].rgb
 (46, 184, 76)
->>> label_lut_rgba(alpha=128)[4].tolist()
-[255, 215, 0, 128]
 """
 
 from __future__ import annotations
@@ -17,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
-
-import numpy as np
 
 
 @dataclass(frozen=True)
@@ -116,8 +112,22 @@ BACKGROUND_COLOUR: Colour = Colour((28, 30, 36))
 LEGEND_COLOUR: Colour = Colour((44, 47, 56))
 TEXT_COLOUR: Colour = Colour((235, 235, 235))
 
-OVERLAY_ALPHA: int = 110
-"""Default alpha (0-255) of label colours laid over a 2-D MRI slice."""
+NAN_COLOUR: Colour = Colour((128, 128, 128))
+"""Surface points without a value (e.g. a signed distance with no truth surface to measure to)."""
+
+CROSSHAIR_COLOUR: Colour = Colour((0, 230, 230))
+"""Cyan slice-viewer crosshair: no region, label or error colour here is near it."""
+
+# Charts of the cohort page (plotly, light theme).
+REFERENCE_LINE_COLOUR: Colour = Colour((136, 136, 136))
+"""Grey of reference lines and summary curves: the identity line, the mean Dice."""
+LOSS_COLOUR: Colour = Colour((91, 141, 239))
+"""Training-loss curve: a blue apart from the region colours."""
+MARKER_EDGE_COLOUR: Colour = Colour((51, 51, 51))
+"""Thin dark outline of scatter markers, so yellow ET points read on white."""
+
+OVERLAY_OPACITY: float = 0.45
+"""Default opacity (0-1) of label colours filled over a 2-D MRI slice."""
 
 
 NESTED_OPACITY: dict[str, float] = {"WT": 0.3, "TC": 0.5, "ET": 1.0}
@@ -152,6 +162,37 @@ def nesting_depth(name: str, shown: Iterable[str]) -> int:
     return sum(inner in shown for inner in _INSIDE.get(name, ()))
 
 
+TRUTH_PREFIX = "truth_"
+"""Exported scenes name ground-truth surfaces ``truth_WT`` ... beside the prediction's ``WT``."""
+
+
+def mesh_look(name: str, shown: Iterable[str]) -> tuple[Colour, float]:
+    """Colour and opacity of a named mesh of an exported scene, as the 3-D views draw it.
+
+    Regions and raw labels are solid in their colour (outer regions see-through when an
+    inner one is in ``shown``, see :func:`nested_opacity`); ``truth_<region>`` is the region's
+    colour at the translucent truth opacity; "FP" / "FN" in the error colours; "brain" faint;
+    anything else solid neutral grey.
+
+    >>> mesh_look("truth_ET", ["ET"])[0] == REGION_COLOURS["ET"], mesh_look("truth_ET", [])[1]
+    (True, 0.3)
+    >>> mesh_look("WT", ["WT", "TC"])[1], mesh_look("brain", [])[1]
+    (0.3, 0.12)
+    """
+    if name == "brain":
+        return BRAIN_COLOUR, BRAIN_STYLE.opacity
+    truth = name.startswith(TRUTH_PREFIX)
+    key = name.removeprefix(TRUTH_PREFIX)
+    try:
+        colour = region_colour(key)
+    except KeyError:
+        return TRUTH_NEUTRAL_COLOUR, 1.0
+    if truth:
+        return colour, TRUTH_STYLES["translucent"].opacity
+    style = ERROR_STYLE if key in ERROR_COLOURS else PREDICTION_STYLE
+    return colour, nested_opacity(key, shown, solid=style.opacity)
+
+
 def region_colour(name: str) -> Colour:
     """Colour of a region ("WT", "TC", "ET"), a raw label key ("label_1"...) or "FP"/"FN".
 
@@ -166,20 +207,3 @@ def region_colour(name: str) -> Colour:
         return LABEL_COLOURS[int(name[6:])]
     allowed = [*REGION_COLOURS, *ERROR_COLOURS, *(f"label_{v}" for v in LABEL_COLOURS)]
     raise KeyError(f"no colour for {name!r}; expected one of {allowed}")
-
-
-def label_lut_rgba(*, alpha: int = OVERLAY_ALPHA) -> np.ndarray:
-    """A (256, 4) uint8 lookup table: ``lut[label]`` is the RGBA overlay of a canonical label.
-
-    Background and unknown values are fully transparent. For a label slice ``s`` (uint8),
-    ``lut[s]`` is an (H, W, 4) RGBA image ready to alpha-blend over the MRI.
-
-    >>> lut = label_lut_rgba(alpha=255)
-    >>> lut[0].tolist(), lut[1].tolist()
-    ([0, 0, 0, 0], [200, 60, 50, 255])
-    """
-    lut = np.zeros((256, 4), dtype=np.uint8)
-    for value, colour in LABEL_COLOURS.items():
-        lut[value, :3] = colour.rgb
-        lut[value, 3] = alpha
-    return lut

@@ -260,6 +260,35 @@ def test_glb_holds_every_region_in_its_colour(tmp_path: Path) -> None:
     assert blocks.n_cells == sum(m.n_cells for m in meshes.values())
 
 
+def test_exported_truth_is_its_region_colour_and_translucent(tmp_path: Path) -> None:
+    lab = np.zeros(SHAPE, np.uint8)
+    lab[ball(CENTRE_MM, 12)] = 4
+    pred = region_meshes(lab, AFFINE, names=["ET"])["ET"]
+    scene = {"ET": pred, "truth_ET": pred.translate((3.0, 0.0, 0.0))}
+    glb = export_meshes(scene, tmp_path / "case.glb").read_bytes()
+    doc = json.loads(glb[20:20 + int.from_bytes(glb[12:16], "little")])
+    looks = {m["name"]: (m["pbrMetallicRoughness"]["baseColorFactor"], m["alphaMode"])
+             for m in doc["materials"]}
+    truth_alpha = style.TRUTH_STYLES["translucent"].opacity
+    assert looks["truth_ET"][0] == pytest.approx([*style.REGION_COLOURS["ET"].rgb_float,
+                                                  truth_alpha])
+    assert looks["truth_ET"][1] == "BLEND" and looks["ET"][1] == "OPAQUE"
+    page = plotly_figure_of(export_meshes(scene, tmp_path / "case.html").read_text())
+    traces = {t["name"]: t for t in page["data"]}
+    assert traces["truth_ET"]["color"] == style.REGION_COLOURS["ET"].hex
+    assert traces["truth_ET"]["opacity"] == pytest.approx(truth_alpha)
+    assert traces["ET"]["opacity"] == 1.0
+
+
+def plotly_figure_of(html: str) -> dict:
+    """The figure JSON a plotly ``to_html`` page passes to ``Plotly.newPlot``."""
+    decoder = json.JSONDecoder()
+    args = html[html.index("Plotly.newPlot(") + len("Plotly.newPlot("):].lstrip()
+    _div, end = decoder.raw_decode(args)
+    data, _ = decoder.raw_decode(args[end:].lstrip().removeprefix(",").lstrip())
+    return {"data": data}
+
+
 def test_html_export_is_self_contained(tmp_path: Path) -> None:
     lab = np.zeros((30, 30, 30), np.uint8)
     lab[8:22, 8:22, 8:22] = 2
@@ -274,7 +303,8 @@ def test_html_export_is_self_contained(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["tumorscope.render.style", "tumorscope.render.mesh", "tumorscope.render.export"])
+    "name", ["tumorscope.render.style", "tumorscope.render.mesh", "tumorscope.render.export",
+             "tumorscope.render.plotly_scene"])
 def test_docstring_examples(name: str) -> None:
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
