@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import streamlit as st
+from streamlit_image_coordinates import streamlit_image_coordinates
 
 from tumorscope.app import data, exports, slices
 from tumorscope.core.labels import LABEL_NAMES, REGION_NAMES, REGIONS
@@ -23,6 +24,8 @@ VIEW_SLIDERS = {"axial": ("sl_z", "Axial slice (z, I → S)"),
                 "coronal": ("sl_y", "Coronal slice (y, P → A)"),
                 "sagittal": ("sl_x", "Sagittal slice (x, L → R)")}
 POSITION_KEYS = ("sl_x", "sl_y", "sl_z")
+CLICK_KEYS = {view: f"click_{view}" for view in VIEW_SLIDERS}
+"""Widget keys of the clickable views; their value is the last click (x, y, width, height px)."""
 CONVENTION_NOTE = (
     "Radiological convention: the patient's right is on the image left. Axial is seen from "
     "the feet (anterior up), coronal from the front, sagittal from the patient's left "
@@ -45,6 +48,7 @@ def render(ctx: Context) -> None:
     modality = _modality_picker(pat)
     volumes = data.case_volumes(pat, modality)
     _reset_on_new_case(pat, volumes)
+    _follow_clicks(volumes.image.shape)
     _reset_window_on_change(pat, modality)
     _overlay_controls(pat)
     _window_controls(pat, modality, volumes)
@@ -88,6 +92,25 @@ def _reset_on_new_case(pat: data.Patient, volumes: data.CaseVolumes) -> None:
         return
     st.session_state["sl_case"] = case_key
     _jump(slices.largest_slices(tumour_mask(volumes)) or slices.centre(shape))
+
+
+def _follow_clicks(shape: tuple[int, int, int]) -> None:
+    """A click on a view moves the crosshair there, and so the other two views' slices.
+
+    Runs before the sliders are drawn (their values can only be set then). Each click is
+    taken once, by its time stamp: the component keeps returning its last click.
+    """
+    for view, key in CLICK_KEYS.items():
+        click = st.session_state.get(key)
+        seen_key = f"seen_{key}"
+        if not click or click.get("unix_time") == st.session_state.get(seen_key):
+            continue
+        st.session_state[seen_key] = click.get("unix_time")
+        if not click.get("width") or not click.get("height"):
+            continue
+        xyz = tuple(int(st.session_state[k]) for k in POSITION_KEYS)
+        _jump(slices.voxel_at(shape, view, xyz, row_frac=click["y"] / click["height"],
+                              col_frac=click["x"] / click["width"]))
 
 
 def _auto_window(pat: data.Patient, modality: str) -> tuple[float, float]:
@@ -167,7 +190,12 @@ def _views(volumes: data.CaseVolumes) -> dict[str, np.ndarray]:
             region=s["sl_region"])
         key, label = VIEW_SLIDERS[view]
         axis = slices.AXIS_OF_VIEW[view]
-        column.image(images[view], caption=view, output_format="PNG", width="stretch")
+        with column:
+            # Clickable (a small component): a click sets the crosshair, see _follow_clicks.
+            # PNG level 1: a fast, lossless encoding about a third of the raw size.
+            streamlit_image_coordinates(images[view], key=CLICK_KEYS[view], width="stretch",
+                                        png_compression_level=1, cursor="crosshair")
+            st.caption(f"{view} · click to move the crosshair")
         slider_column.slider(label, 0, shape[axis] - 1, key=key)
     return images
 

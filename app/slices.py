@@ -77,6 +77,28 @@ def display_position(shape: Sequence[int], view: str, xyz: Sequence[int]) -> tup
     return (shape[row_axis] - 1 - int(xyz[row_axis]), shape[col_axis] - 1 - int(xyz[col_axis]))
 
 
+def voxel_at(shape: Sequence[int], view: str, xyz: Sequence[int], *, row_frac: float,
+             col_frac: float) -> tuple[int, int, int]:
+    """The crosshair voxel after a click at (``row_frac``, ``col_frac``) of ``view``'s image.
+
+    Fractions run 0..1 from the image's top-left corner; the view's own slice index stays,
+    the other two move to the voxel under the click (the inverse of
+    :func:`display_position`).
+
+    >>> voxel_at((10, 20, 30), "axial", (4, 4, 5), row_frac=0.0, col_frac=0.99)
+    (0, 19, 5)
+    >>> display_position((10, 20, 30), "axial", (0, 19, 5))
+    (0, 9)
+    """
+    _, row_axis, col_axis = VIEW_AXES[view]
+    rows, cols = int(shape[row_axis]), int(shape[col_axis])
+    row = min(rows - 1, max(0, int(row_frac * rows)))
+    col = min(cols - 1, max(0, int(col_frac * cols)))
+    moved = [int(v) for v in xyz]
+    moved[row_axis], moved[col_axis] = rows - 1 - row, cols - 1 - col
+    return moved[0], moved[1], moved[2]
+
+
 def window(plane: np.ndarray, *, level: float, width: float) -> np.ndarray:
     """Map intensities to 0..255 grey: ``level`` is the centre, ``width`` the range shown.
 

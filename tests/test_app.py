@@ -89,7 +89,9 @@ def plotly_specs(at: AppTest) -> dict[str, dict]:
 
 
 def image_urls(at: AppTest) -> list[str]:
-    return [e.proto.imgs[0].url for e in at.image]
+    """The PNGs (data URLs) of the slice viewer's three clickable views, in page order."""
+    return [json.loads(e.proto.json_args)["src"] for e in at.main.get("component_instance")
+            if "click_" in e.proto.id]
 
 
 def open_patient(at: AppTest, case_id: str) -> AppTest:
@@ -215,6 +217,27 @@ def test_slice_sliders_overlays_and_jump(run_dir: Path) -> None:
                             data.stamp(Run(run_dir).cases()[case_id]["label"]), "brats2020")
     expected = slices.largest_slices(label.data != 0)
     assert tuple(at.slider(key=k).value for k in ("sl_x", "sl_y", "sl_z")) == expected
+
+
+def test_clicking_a_view_moves_the_crosshair(run_dir: Path) -> None:
+    case_id = Run(run_dir).case_ids()[0]
+    at = open_patient(ok(app(run_dir).run()), case_id)
+    at = ok(at.button(key="btn_to_slices").click().run())
+    x, y, z = (at.slider(key=k).value for k in ("sl_x", "sl_y", "sl_z"))
+    shape = data.load_label(str(Run(run_dir).prediction_path(case_id)), 0, "brats2020").shape
+    before = image_urls(at)
+    # What the browser sends for a click at a quarter from the left, a third from the top of
+    # the axial view (shown 300 x 300 px): the patient's right, anterior half.
+    at.session_state["click_axial"] = {"x": 75, "y": 100, "width": 300, "height": 300,
+                                       "unix_time": 1}
+    at = ok(at.run())
+    moved = tuple(at.slider(key=k).value for k in ("sl_x", "sl_y", "sl_z"))
+    assert moved == (shape[0] - 1 - int(0.25 * shape[0]), shape[1] - 1 - int(shape[1] / 3), z)
+    assert (moved[0], moved[1]) != (x, y)
+    after = image_urls(at)
+    assert after[0] != before[0] and after[1] != before[1] and after[2] != before[2]
+    at.slider(key="sl_x").set_value(0).run()  # the same click, seen again, moves nothing
+    assert tuple(at.slider(key=k).value for k in ("sl_x", "sl_y", "sl_z")) == (0, *moved[1:])
 
 
 def test_case_without_ground_truth_shows_prediction_only(no_truth_run: Path) -> None:

@@ -104,6 +104,48 @@ def click_first_row(page: Any) -> None:
     page.mouse.click(box["x"] + 16, box["y"] + row_px + row_px / 2)
 
 
+def slice_views(page: Any) -> list[Any]:
+    """The three clickable slice images (each in its component iframe), once painted."""
+    page.wait_for_function(
+        "() => document.querySelectorAll('iframe[title*=\"image_coordinates\"]').length >= 3",
+        timeout=PAGE_READY_MS)
+    frames = page.locator("iframe[title*='image_coordinates']")
+    views = [frames.nth(i).content_frame.locator("img#image") for i in range(3)]
+    for view in views:
+        view.wait_for(timeout=PAGE_READY_MS)
+        page.wait_for_function("el => el.complete && el.naturalWidth > 0",
+                               arg=view.element_handle(), timeout=PAGE_READY_MS)
+    return views
+
+
+def crosshair_voxel(page: Any) -> str:
+    text = page.get_by_text("voxel (RAS)").first.inner_text()
+    return text.split("voxel (RAS)")[1].split(")")[0].strip() + ")"
+
+
+def grid_shape(results: Path) -> tuple[int, ...]:
+    """Voxel grid of the results' predictions (one grid for the whole cohort here)."""
+    import nibabel as nib
+
+    return nib.load(next(results.rglob("predictions/*.nii.gz"))).shape
+
+
+def click_moves_crosshair(page: Any, axial: Any, shape: tuple[int, ...]) -> None:
+    """A person clicks near the axial view's top-left corner: the crosshair jumps there."""
+    before = crosshair_voxel(page)
+    box = axial.bounding_box()
+    axial.click(position={"x": box["width"] * 0.2, "y": box["height"] * 0.25})
+    page.wait_for_function(
+        "old => !document.body.innerText.includes('voxel (RAS) ' + old)", arg=before,
+        timeout=30_000)
+    x, y, z = (int(v) for v in crosshair_voxel(page).strip(" ()").split(","))
+    # Top-left of an axial view is the patient's right (high x) and anterior (high y); the
+    # axial slice itself stays. The RAS grid is the file's up to flips, so sizes are equal.
+    assert z == int(before.strip(" ()").split(",")[2])
+    assert abs(x - (shape[0] - 1 - int(0.2 * shape[0]))) <= 1, (x, shape)
+    assert abs(y - (shape[1] - 1 - int(0.25 * shape[1]))) <= 1, (y, shape)
+
+
 def shoot(page: Any, path: Path) -> np.ndarray:
     page.screenshot(path=str(path))
     return np.asarray(Image.open(path).convert("RGB"))
@@ -124,7 +166,7 @@ def green_share(pixels: np.ndarray) -> float:
     return float(green.mean())
 
 
-def browse(results: Path, out: Path, log_path: Path) -> dict[str, Path]:
+def browse(results: Path, out: Path, log_path: Path) -> dict[str, Path]:  # noqa: PLR0915
     """Overview, then the patient page via its button, then the slices; one PNG each."""
     from playwright.sync_api import sync_playwright
 
@@ -152,10 +194,11 @@ def browse(results: Path, out: Path, log_path: Path) -> dict[str, Path]:
             page.get_by_role("button", name="Slice viewer").click()
             page.wait_for_url("**/slices", timeout=PAGE_READY_MS)
             wait_until_drawn(page, "Slices", plots=0)
-            page.locator("[data-testid='stImage']").nth(2).wait_for(timeout=PAGE_READY_MS)
+            views = slice_views(page)
             shots["slices"] = out / "app-slices.png"
             check_content(shoot(page, shots["slices"]), page.inner_text("body"),
                           ["Slices", "axial", "coronal", "sagittal"])
+            click_moves_crosshair(page, views[0], grid_shape(results))
         finally:
             browser.close()
     return shots
