@@ -48,6 +48,8 @@ def scene_png(
     show: Iterable[str] = REGIONS,
     colour_by: str = "region",
     camera: str = "oblique",
+    truth_opacity: float | None = None,
+    prediction_opacity: float = 1.0,
     brain: Any | None = None,
     errors: Mapping[str, Any] | None = None,
     dice: Mapping[str, float] | None = None,
@@ -56,14 +58,15 @@ def scene_png(
 ) -> bytes:
     """The 3-D view rendered off-screen by render's comparison scene, same camera preset.
 
-    Truth is drawn translucent, as in the page. Opacity sliders of the page do not carry
-    over: render's scene draws its standard opacities.
+    Truth is drawn translucent at ``truth_opacity`` and the prediction scaled by
+    ``prediction_opacity``, as the page's sliders set them.
     """
     from tumorscope.render.scene import comparison_scene, screenshot
 
     plotter = comparison_scene(
         truth, prediction, brain=brain, errors=errors or None, dice=dice, show=tuple(show),
-        colour_by=colour_by, truth_style="translucent", camera=camera, title=title,
+        colour_by=colour_by, truth_style="translucent", truth_opacity=truth_opacity,
+        prediction_opacity=prediction_opacity, camera=camera, title=title,
         window_size=window_size)
     try:
         return png_bytes(screenshot(plotter))

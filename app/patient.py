@@ -190,8 +190,9 @@ def _downloads(pat: data.Patient, rows: pd.DataFrame, dice: dict[str, float], vi
         "3D view (PNG)", key="btn_png3d", mime="image/png", file_name=f"{case}_3d.png",
         icon=":material/image:", data=lambda: exports.scene_png(
             meshes.truth, meshes.prediction, show=view.regions, colour_by=view.colour_by,
-            camera=view.camera, brain=meshes.brain, errors=meshes.errors, dice=dice,
-            title=case),
+            camera=view.camera, truth_opacity=view.truth_opacity,
+            prediction_opacity=view.prediction_opacity, brain=meshes.brain,
+            errors=meshes.errors, dice=dice, title=case),
         help="Rendered off-screen by render with the same camera preset and colouring.")
     png[1].download_button("Meshes (GLB)", key="btn_glb", mime="model/gltf-binary",
                            file_name=f"{case}.glb", icon=":material/deployed_code:",

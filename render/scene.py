@@ -8,6 +8,7 @@ left (anterior on screen left). An annotated cube (R/L, A/P, S/I) shows the orie
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -162,6 +163,8 @@ def comparison_scene(
     colour_by: ColourBy = "region",
     layout: Layout = "overlay",
     truth_style: TruthStyle = "wireframe",
+    truth_opacity: float | None = None,
+    prediction_opacity: float = 1.0,
     camera: CameraPreset = "oblique",
     focus: Focus = "tumour",
     title: str | None = None,
@@ -189,6 +192,9 @@ def comparison_scene(
       the whole brain.
     - ``errors``: ``{"FP": mesh, "FN": mesh}`` from ``error_meshes``, drawn red / blue.
     - ``dice``: region -> Dice, printed in the legend.
+    - ``truth_opacity`` replaces the overlay truth style's opacity and ``prediction_opacity``
+      scales the prediction's (the app's opacity sliders); outer nested regions stay at
+      most as opaque as :func:`~tumorscope.render.style.nested_opacity` allows.
 
     >>> import numpy as np
     >>> from tumorscope.render.mesh import region_meshes
@@ -210,6 +216,10 @@ def comparison_scene(
         check_choice("errors key", key, style.ERROR_COLOURS)
     if not distance_clim_mm > 0:
         raise ConfigError(f"distance_clim_mm must be > 0, got {distance_clim_mm}")
+    for option, value in (("truth_opacity", truth_opacity),
+                          ("prediction_opacity", prediction_opacity)):
+        if value is not None and not 0.0 < value <= 1.0:
+            raise ConfigError(f"{option} must be in (0, 1], got {value}")
     truth = dict(truth or {})
     prediction = dict(prediction or {})
     by_distance = colour_by == "signed_distance"
@@ -238,7 +248,8 @@ def comparison_scene(
             mesh = prediction.get(name)
             if is_empty(mesh):
                 continue
-            opacity = style.nested_opacity(name, shown, solid=style.PREDICTION_STYLE.opacity)
+            opacity = prediction_opacity * style.nested_opacity(
+                name, shown, solid=style.PREDICTION_STYLE.opacity)
             if by_distance:
                 if DISTANCE_ARRAY not in mesh.point_data:
                     mesh = signed_distance_mm(mesh, truth.get(name, pv.PolyData()))
@@ -324,7 +335,10 @@ def comparison_scene(
     else:
         add_brain()
         add_prediction()
-        add_truth(style.TRUTH_STYLES[truth_style], layered=truth_style == "translucent")
+        truth_surface = style.TRUTH_STYLES[truth_style]
+        if truth_opacity is not None:
+            truth_surface = dataclasses.replace(truth_surface, opacity=truth_opacity)
+        add_truth(truth_surface, layered=truth_style == "translucent")
         add_errors()
         add_distance_bar()
         add_legend(with_truth_key=bool(truth) and bool(prediction))

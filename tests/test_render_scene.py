@@ -10,10 +10,12 @@ os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import pyvista as pv  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from tumorscope.core.errors import ConfigError  # noqa: E402
 from tumorscope.render import scene as scene_module  # noqa: E402
+from tumorscope.render import style  # noqa: E402
 from tumorscope.render.mesh import brain_surface, error_meshes, region_meshes  # noqa: E402
 from tumorscope.render.scene import (  # noqa: E402
     CAMERA_PRESETS,
@@ -135,6 +137,29 @@ def test_errors_and_side_by_side(case: dict) -> None:
     img = _shot(case, layout="side_by_side")
     left, right = img[:, : SIZE[0] // 2], img[:, SIZE[0] // 2:]
     assert _yellow(left).sum() > 20 and _yellow(right).sum() > 20
+
+
+def test_opacity_options_reach_the_surfaces(case: dict) -> None:
+    def surface_opacities(**kwargs) -> list[float]:
+        plotter = comparison_scene(case["truth"], case["pred"], truth_style="translucent",
+                                   **kwargs)
+        try:
+            return [round(a.prop.opacity, 3) for a in plotter.actors.values()
+                    if isinstance(a, pv.Actor)]
+        finally:
+            plotter.close()
+
+    # Prediction first, then truth; nested WT/TC/ET keep their layering under the scale.
+    assert surface_opacities(show=["ET"], truth_opacity=0.6, prediction_opacity=0.5) == [
+        0.5, 0.6]
+    assert surface_opacities(show=["WT", "ET"], prediction_opacity=0.5)[:2] == [
+        round(0.5 * style.NESTED_OPACITY["WT"], 3), 0.5]
+    prediction_only = {**case, "truth": None, "brain": None}
+    solid = _shot(prediction_only, show=["ET"], camera="axial")
+    faded = _shot(prediction_only, show=["ET"], camera="axial", prediction_opacity=0.25)
+    assert _yellow(solid).sum() > 200 and _yellow(faded).sum() < _yellow(solid).sum() / 4
+    with pytest.raises(ConfigError, match=r"prediction_opacity must be in \(0, 1\], got 0"):
+        comparison_scene(case["truth"], case["pred"], prediction_opacity=0)
 
 
 def test_transparent_background_and_png(case: dict, tmp_path: Path) -> None:
