@@ -27,6 +27,7 @@ from tumorscope.core.errors import ConfigError
 from tumorscope.core.nifti import atomic_path, atomic_write_text
 
 from . import style
+from .mesh import as_triangles, is_empty
 from .scene import CameraPreset
 
 MeshFormat = Literal["vtp", "stl", "obj", "ply", "glb", "html"]
@@ -91,7 +92,7 @@ def export_meshes(
     """
     path = Path(path)
     fmt = _format_of(path)
-    parts = {n: m for n, m in meshes.items() if m is not None and m.n_points > 0}
+    parts = {n: m for n, m in meshes.items() if not is_empty(m)}
     if fmt == "glb":
         with atomic_path(path) as tmp:
             tmp.write_bytes(_glb_bytes(parts))
@@ -105,10 +106,6 @@ def export_meshes(
                 "each with export_mesh, or use .glb / .html for a multi-mesh scene", path=path)
         export_mesh(next(iter(parts.values()), pv.PolyData()), path)
     return path
-
-
-def _triangles(mesh: pv.PolyData) -> pv.PolyData:
-    return mesh if mesh.is_all_triangles else mesh.triangulate()
 
 
 def _glb_bytes(meshes: Mapping[str, pv.PolyData]) -> bytes:
@@ -138,7 +135,7 @@ def _glb_bytes(meshes: Mapping[str, pv.PolyData]) -> bytes:
 
     shown = tuple(n.removeprefix(style.TRUTH_PREFIX) for n in meshes)
     for name, mesh in meshes.items():
-        mesh = _triangles(mesh)
+        mesh = as_triangles(mesh)
         attributes = {"POSITION": add_array(np.asarray(mesh.points, np.float32),
                                             target=34962, kind="VEC3", component=5126)}
         if "Normals" in mesh.point_data:

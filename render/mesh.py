@@ -66,6 +66,15 @@ def is_empty(mesh: pv.PolyData | None) -> bool:
     return mesh is None or mesh.n_points == 0
 
 
+def as_triangles(mesh: pv.PolyData) -> pv.PolyData:
+    """``mesh`` itself if every cell is a triangle, else a triangulated copy (for GLB, plotly).
+
+    >>> as_triangles(pv.Plane()).is_all_triangles
+    True
+    """
+    return mesh if mesh.is_all_triangles else mesh.triangulate()
+
+
 def name_mask(label: np.ndarray, name: str) -> np.ndarray:
     """Boolean mask of mesh ``name`` ("WT", "TC", "ET", "label_1", ...) in a canonical label map.
 

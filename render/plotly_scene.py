@@ -20,7 +20,7 @@ import pyvista as pv
 from tumorscope.core.errors import check_choice
 
 from . import style
-from .mesh import is_empty, simplify_to
+from .mesh import as_triangles, is_empty, simplify_to
 from .scene import CAMERA_PRESETS, CAMERA_VECTORS, CameraPreset
 
 LIGHTING: dict[str, float] = {"ambient": 0.45, "diffuse": 0.7, "specular": 0.2,
@@ -73,7 +73,7 @@ def mesh_trace(
     >>> trace.color, len(trace.i)
     ('#ffd700', 1680)
     """
-    surface = mesh if mesh.is_all_triangles else mesh.triangulate()
+    surface = as_triangles(mesh)
     points, faces = np.asarray(surface.points), surface.regular_faces
     trace = go.Mesh3d(
         x=points[:, 0], y=points[:, 1], z=points[:, 2],
