@@ -123,9 +123,17 @@ def stamp(path: str | Path) -> int:
 
 
 def run_stamp(run: Run) -> tuple[int, ...]:
-    """Changes whenever predict or evaluate rewrites something the tables are built from."""
+    """Changes whenever predict or evaluate rewrites something the tables are built from,
+    and when a prediction file is changed in place (its score must then show as stale)."""
+    folder = run.predictions_dir
+    try:
+        with os.scandir(folder) as entries:
+            preds = hash(tuple(sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size)
+                                      for e in entries if e.name.endswith(".nii.gz"))))
+    except OSError:
+        preds = -1
     return (stamp(run.metrics_path), stamp(run.cases_path), stamp(run.log_path),
-            stamp(run.prediction_path("x").parent))
+            stamp(folder), preds)
 
 
 def _check_columns(rows: list[dict[str, Any]], needed: Sequence[str], path: Path) -> None:
@@ -134,8 +142,10 @@ def _check_columns(rows: list[dict[str, Any]], needed: Sequence[str], path: Path
 
 
 def metrics_frame(run: Run) -> pd.DataFrame:
-    """metrics.csv as a long table (one row per case x region), numbers as floats."""
-    rows = run.metrics_rows()
+    """The current rows of metrics.csv as a long table (one row per case x region), numbers
+    as floats. Rows that score another prediction than the run's (stale) are left out:
+    :func:`stale_scores` says which and why."""
+    rows = run.current_metrics_rows()
     _check_columns(rows, ("case_id", "region", *METRIC_KEYS), run.metrics_path)
     frame = pd.DataFrame(rows, columns=list(rows[0]) if rows else ["case_id", "region",
                                                                     *METRIC_KEYS])
@@ -201,6 +211,16 @@ def _cohort(run_path: str, stamps: tuple[int, ...]) -> tuple[pd.DataFrame, pd.Da
                                                   stamp(run.prediction_path(case_id)),
                                                   convention)
     return metrics, cohort_table(metrics, cases, run.case_ids(), predicted)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _stale(run_path: str, stamps: tuple[int, ...]) -> dict[str, str]:
+    return Run(Path(run_path)).score_problems()
+
+
+def stale_scores(run: Run) -> dict[str, str]:
+    """Patients whose score in metrics.csv is not of the prediction now in the run -> why."""
+    return _stale(str(run.path), run_stamp(run))
 
 
 def cohort(run: Run) -> tuple[pd.DataFrame, pd.DataFrame]:

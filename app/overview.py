@@ -35,6 +35,13 @@ def render(ctx: Context) -> None:
                f"{scored} with ground truth · {HD95_DEFINITION}")
     if table["synthetic"].any():
         st.info(SYNTHETIC_NOTE, icon=":material/science:")
+    stale = data.stale_scores(ctx.run)
+    if stale:
+        listed = "; ".join(f"{case}: {why}" for case, why in list(stale.items())[:5])
+        more = f" (+{len(stale) - 5} more)" if len(stale) > 5 else ""
+        st.warning(f"{len(stale)} patient(s) have no current score, so none is shown for "
+                   f"them: {listed}{more}. Run `tumorscope evaluate {ctx.run.path}`.",
+                   icon=":material/history:")
     if table.empty:
         st.warning("This run has no predictions yet: make them with `tumorscope predict`.")
     else:

@@ -52,6 +52,9 @@ def render(ctx: Context) -> None:
     if button.button("Slice viewer", key="btn_to_slices", icon=":material/layers:"):
         ctx.open("slices")
     dice = dice_of(rows)
+    stale = data.stale_scores(ctx.run).get(pat.case_id)
+    if stale:
+        st.warning(f"No current score for {pat.case_id}: {stale}.", icon=":material/history:")
     _header(pat, dice, metrics)
     view, meshes = _scene(pat, dice)
     _scores(pat, rows)

@@ -12,13 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from .cases import Case, load_case
-from .nifti import atomic_save_npy, atomic_write_json, file_key
+from .cases import MODALITIES, Case, load_case
+from .fingerprint import fingerprint, same_content
+from .nifti import atomic_save_npy, atomic_write_json
 from .preprocess import CropBox, bounding_box, brain_mask, crop, resample, zoom_factors, zscore
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 """Bumped whenever preprocessing changes, so old cache entries are rebuilt."""
 
 CROP_MARGIN_VOX = 2
@@ -47,8 +48,26 @@ class CachedCase:
     meta: dict[str, Any]
 
 
-def _fingerprint(case: Case) -> list[dict[str, Any]]:
-    return [file_key(path) for path in case.files]
+def _fingerprint(case: Case, previous: list[dict[str, Any]] | None = None
+                 ) -> list[dict[str, Any]]:
+    """Content fingerprints of the case's files; hashes in ``previous`` are reused for files
+    whose stat identity is unchanged (see :mod:`.fingerprint`)."""
+    earlier = {p.get("path"): p for p in previous or [] if isinstance(p, dict)}
+    return [fingerprint(path, earlier.get(str(Path(path).resolve()))) for path in case.files]
+
+
+def source_fingerprints(case: Case, cache_dir: str | Path, *,
+                        spacing_mm: float | None = None) -> dict[str, dict[str, Any]]:
+    """Modality (and ``seg``) -> content fingerprint of ``case``'s files, reusing the hashes
+    its cache entry holds: what a prediction records as its inputs."""
+    folder = case_cache_dir(case, cache_dir, spacing_mm=spacing_mm)
+    try:
+        previous = json.loads((folder / "meta.json").read_text()).get("sources")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        previous = None
+    fps = _fingerprint(case, previous if isinstance(previous, list) else None)
+    names = [m for m in MODALITIES if m in case.images] + (["seg"] if case.label else [])
+    return dict(zip(names, fps, strict=True))
 
 
 def case_cache_dir(case: Case, cache_dir: str | Path, *,
@@ -60,17 +79,29 @@ def case_cache_dir(case: Case, cache_dir: str | Path, *,
     return Path(cache_dir) / "preprocessed" / grid / f"{case.case_id}-{digest}"
 
 
+def _same_sources(old: Any, new: list[dict[str, Any]]) -> bool:
+    return (isinstance(old, list) and len(old) == len(new)
+            and all(same_content(a, b) for a, b in zip(old, new, strict=True)))
+
+
 def _valid_meta(folder: Path, case: Case) -> dict[str, Any] | None:
     meta_path = folder / "meta.json"
     try:
         meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
-    if meta.get("version") != CACHE_VERSION or meta.get("sources") != _fingerprint(case):
+    if not isinstance(meta, dict) or meta.get("version") != CACHE_VERSION:
+        return None
+    sources = _fingerprint(case, meta.get("sources") if isinstance(meta.get("sources"),
+                                                                   list) else None)
+    if not _same_sources(meta.get("sources"), sources):
         return None
     needed = ["image.npy"] + (["label.npy"] if meta.get("has_label") else [])
     if not all((folder / n).is_file() for n in needed):
         return None
+    if meta["sources"] != sources:  # same bytes, new stat (touched, copied back): note it
+        meta["sources"] = sources
+        atomic_write_json(meta_path, meta)
     return meta
 
 
@@ -79,15 +110,22 @@ def preprocess_case(
 ) -> CachedCase:
     """Return the cached, preprocessed ``case``, building the cache entry if it is stale.
 
-    The entry is rebuilt when any source file's size or modification time changed, or
-    :data:`CACHE_VERSION` moved. Arrays are written first and ``meta.json`` last, each
-    atomically, so an interrupted build is never mistaken for a finished one.
+    The entry is rebuilt when any source file's content changed (SHA-256; hashed again only
+    when its stat identity changed), or :data:`CACHE_VERSION` moved; a damaged entry (a
+    truncated ``.npy``) is rebuilt with a warning. Arrays are written first and ``meta.json``
+    last, each atomically, so an interrupted build is never mistaken for a finished one.
     """
     folder = case_cache_dir(case, cache_dir, spacing_mm=spacing_mm)
     meta = None if force else _valid_meta(folder, case)
     if meta is None:
         meta = _build(case, folder, spacing_mm)
-    return _open(case.case_id, folder, meta)
+        return _open(case.case_id, folder, meta)
+    try:
+        return _open(case.case_id, folder, meta)
+    except (OSError, ValueError, EOFError) as exc:  # a truncated or damaged .npy
+        log.warning("%s: cache entry of %s is damaged (%s); rebuilding it", folder,
+                    case.case_id, exc)
+        return _open(case.case_id, folder, _build(case, folder, spacing_mm))
 
 
 def _build(case: Case, folder: Path, spacing_mm: float | None) -> dict[str, Any]:
@@ -123,11 +161,15 @@ def _build(case: Case, folder: Path, spacing_mm: float | None) -> dict[str, Any]
 def _open(case_id: str, folder: Path, meta: dict[str, Any]) -> CachedCase:
     image = np.load(folder / "image.npy", mmap_mode="r")
     label = np.load(folder / "label.npy", mmap_mode="r") if meta["has_label"] else None
+    box = CropBox.from_dict(meta["crop_box"])
+    if image.ndim != 4 or (label is not None and label.shape != image.shape[1:]):
+        raise ValueError(f"arrays of shape {image.shape} and "
+                         f"{None if label is None else label.shape} do not fit together")
     return CachedCase(
         case_id=case_id,
         image=image,
         label=label,
-        box=CropBox.from_dict(meta["crop_box"]),
+        box=box,
         affine=np.asarray(meta["affine"], dtype=np.float64),
         spacing_mm=tuple(meta["spacing_mm"]),
         meta=meta,

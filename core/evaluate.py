@@ -1,52 +1,134 @@
-"""Scoring a run's predictions against ground truth into the run's metrics table."""
+"""Scoring a run's predictions against ground truth into the run's metrics table.
+
+Scores are merged per case, never thrown away: a case that cannot be scored now keeps its
+previous rows, marked stale with the reason, and an evaluation that can score nothing
+leaves ``metrics.csv`` as it was and says why. Every row names the content hashes of the
+prediction and the truth it scored, so a reader can tell a current score from an old one.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .cases import discover
-from .errors import TumorscopeError
+from .errors import LayoutError, TumorscopeError
+from .fingerprint import fingerprint
+from .geometry import conform_to
 from .metrics import region_metrics
 from .nifti import read_label
-from .store import Run
+from .store import STATUS_OK, Run
 
 METADATA_COLUMNS = ("grade", "age", "synthetic")
+SCORING_VERSION = 1
+"""Bumped whenever a metric's definition changes, so stored rows are scored again."""
 
 
-def evaluate_run(run: Run, labels_dir: str | Path | None = None, *,
-                 progress: bool = True) -> tuple[list[dict[str, Any]], list[str]]:
-    """Write ``metrics.csv``: one row per case x region, every metric plus case metadata.
+@dataclass
+class EvaluateReport:
+    """What one evaluation did: rows of the whole table, and per case what happened."""
 
-    Ground truth comes from ``labels_dir`` (any BraTS layout) or, by default, from the
-    label files recorded in the run's ``cases.json``. Cases without ground truth are
-    left out of the table. Returns the rows and one-line reasons for skipped cases.
-    """
-    from tqdm import tqdm
+    rows: list[dict[str, Any]]
+    scored: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    unscored: dict[str, str] = field(default_factory=dict)
+    no_truth: list[str] = field(default_factory=list)
 
+    @property
+    def current_rows(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r.get("status") == STATUS_OK]
+
+    @property
+    def skipped(self) -> list[str]:
+        """One line per case that has ground truth but could not be scored."""
+        return [f"{case_id}: {reason}" for case_id, reason in self.unscored.items()
+                if case_id not in self.no_truth]
+
+
+def _truth_sources(run: Run, labels_dir: str | Path | None
+                   ) -> tuple[dict[str, tuple[Path, str, dict[str, Any]]], str]:
     truth: dict[str, tuple[Path, str, dict[str, Any]]] = {}
     if labels_dir is not None:
         for case in discover(labels_dir):
             if case.label is not None:
                 truth[case.case_id] = (case.label, case.label_convention, case.metadata)
-    else:
-        for case_id, record in run.case_records().items():
-            if record.label is not None:
-                truth[case_id] = (record.label, record.label_convention, record.metadata)
-    rows: list[dict[str, Any]] = []
-    skipped: list[str] = []
-    ids = [c for c in run.case_ids() if c in truth]
+        return truth, f"no label file for it in {labels_dir}"
+    for case_id, record in run.case_records().items():
+        if record.label is not None:
+            truth[case_id] = (record.label, record.label_convention, record.metadata)
+    return truth, "no label file recorded for it at prediction (give --labels DIR)"
+
+
+def evaluate_run(run: Run, labels_dir: str | Path | None = None, *,
+                 progress: bool = True) -> EvaluateReport:
+    """Score the run's predictions into ``metrics.csv``, one row per case x region.
+
+    Ground truth comes from ``labels_dir`` (any BraTS layout) or, by default, from the
+    label files recorded in the run's ``cases.json``. A prediction stored in another voxel
+    order of the truth's world grid is reoriented; another grid is refused for that case.
+    Rows whose prediction and truth are unchanged (content hashes) are kept as they are.
+
+    Raises :class:`LayoutError` naming the run when there is no prediction, or when no
+    prediction could be scored (the table is then left untouched).
+    """
+    from tqdm import tqdm
+
+    ids = run.case_ids()
+    if not ids:
+        raise LayoutError(f"no prediction found in {run.predictions_dir} (run tumorscope "
+                          "predict first)", path=run.path)
+    truth, no_truth = _truth_sources(run, labels_dir)
+    old_rows: dict[str, list[dict[str, Any]]] = {}
+    for row in run.metrics_rows():  # a damaged table is refused here, before any work
+        old_rows.setdefault(str(row["case_id"]), []).append(row)
+    problems = run.score_problems([r for rs in old_rows.values() for r in rs])
+    records = run.case_records()
+
+    scored: dict[str, list[dict[str, Any]]] = {}
+    reused: list[str] = []
+    unscored: dict[str, str] = {}
+    no_truth_ids: list[str] = []
     for case_id in tqdm(ids, desc="evaluate", unit="case", disable=not progress):
+        if case_id not in truth:
+            unscored[case_id] = no_truth
+            no_truth_ids.append(case_id)
+            continue
         label_path, convention, meta = truth[case_id]
         pred_path = run.prediction_path(case_id)
         try:
+            record = records.get(case_id)
+            pred_fp = fingerprint(pred_path, record.prediction if record else None)
+            truth_fp = fingerprint(label_path)
+            previous = old_rows.get(case_id, [])
+            if previous and case_id not in problems and all(
+                    r.get("prediction_sha256") == pred_fp["sha256"]
+                    and r.get("truth_sha256") == truth_fp["sha256"]
+                    and r.get("scoring_version") == SCORING_VERSION for r in previous):
+                scored[case_id] = previous
+                reused.append(case_id)
+                continue
             gt = read_label(label_path, convention=convention)
             pr = read_label(pred_path, convention=convention)
-            scores = region_metrics(pr.data, gt.data, spacing_mm=gt.spacing_mm)
+            pred = conform_to(pr.data, pr.affine, gt.data.shape, gt.affine, path=pred_path,
+                              ref_path=label_path)
+            scores = region_metrics(pred, gt.data, spacing_mm=gt.spacing_mm)
         except TumorscopeError as exc:
-            skipped.append(f"{case_id}: {exc}")
+            unscored[case_id] = str(exc)
             continue
         extra = {k: meta.get(k) for k in METADATA_COLUMNS}
-        rows += [{"case_id": case_id, **row, **extra} for row in scores]
-    run.write_metrics(rows)
-    return rows, skipped
+        keys = {"prediction_sha256": pred_fp["sha256"], "truth_sha256": truth_fp["sha256"],
+                "truth_path": str(Path(label_path).resolve()),
+                "scoring_version": SCORING_VERSION}
+        scored[case_id] = [{"case_id": case_id, **row, **extra, **keys} for row in scores]
+    # Rows of cases whose prediction has left the run stay, marked, rather than vanish.
+    for case_id in old_rows:
+        if case_id not in scored and case_id not in unscored and case_id not in ids:
+            unscored[case_id] = "its prediction is no longer in the run"
+    if not scored:
+        reasons = "; ".join(f"{c}: {r}" for c, r in list(unscored.items())[:3])
+        raise LayoutError(f"no prediction could be scored ({reasons}); metrics.csv left as "
+                          "it was", path=run.path)
+    rows = run.merge_metrics(scored, unscored)
+    return EvaluateReport(rows, sorted(set(scored) - set(reused)), reused, unscored,
+                          no_truth_ids)

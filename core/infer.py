@@ -1,5 +1,7 @@
 """Sliding-window inference: window grid, Gaussian importance weights, batched windows, mirroring.
 
+Whole cases and runs are predicted in :mod:`.predict`; this module works on tensors only.
+
 The grid matches MONAI's ``sliding_window_inference`` (same starts for the same size, window
 and overlap) so outputs can be compared one to one; the speed comes from running it on the
 brain crop only and from batching windows.
@@ -10,20 +12,12 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cache import CachedCase, default_cache_dir, preprocess_case
-from .cases import discover
-from .config import config_from_dict
-from .errors import ConfigError, TumorscopeError
-from .labels import from_canonical, regions_to_labels
-from .nifti import read_nifti, write_nifti
-from .preprocess import uncrop
-from .store import Run
+from .errors import ConfigError
 
 
 def window_starts(size_vox: int, roi_vox: int, *, overlap: float) -> list[int]:
@@ -172,111 +166,3 @@ def sliding_window_logits(
     assert acc is not None  # there is always at least one window
     acc /= norm
     return acc[(slice(None), *keep)]
-
-
-# ---------------------------------------------------------------- whole cases and runs
-
-def predict_case(
-    model: torch.nn.Module,
-    cached: CachedCase,
-    *,
-    roi_size_vox: Sequence[int],
-    overlap: float = 0.5,
-    batch_windows: int = 4,
-    mirror_axes: Sequence[int] = (),
-    device: torch.device | str = "cpu",
-    autocast_dtype: torch.dtype | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Segment one preprocessed case and map it back to its source grid.
-
-    Returns ``(label, probabilities)``: the canonical label map (X, Y, Z) uint8 on the
-    source grid, and region probabilities (3, X, Y, Z) float32 on the same grid (zero
-    outside the brain crop).
-    """
-    image = torch.from_numpy(np.array(cached.image, dtype=np.float32))
-    logits = sliding_window_logits(model, image, roi_size_vox=roi_size_vox, overlap=overlap,
-                                   batch_windows=batch_windows, mirror_axes=mirror_axes,
-                                   device=device, autocast_dtype=autocast_dtype)
-    if tuple(logits.shape[1:]) != cached.box.shape:
-        # Trained on a resampled grid: logits go back to the crop's voxel grid first.
-        logits = F.interpolate(logits[None], size=cached.box.shape, mode="trilinear",
-                               align_corners=False)[0]
-    prob = torch.sigmoid(logits).cpu().numpy()
-    label = regions_to_labels(prob > 0.5)
-    return uncrop(label, cached.box), uncrop(prob.astype(np.float32), cached.box)
-
-
-def predict_run(
-    checkpoint: str | Path,
-    input_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    cache_dir: str | Path | None = None,
-    overlap: float | None = None,
-    mirror: bool = False,
-    save_probabilities: bool = False,
-    device: str = "auto",
-    force: bool = False,
-    progress: bool = True,
-    case_ids: Sequence[str] | None = None,
-) -> tuple[Run, list[str]]:
-    """Predict every case of ``input_dir`` into the run ``out_dir``.
-
-    Predictions are NIfTI files on each source grid, with the source's affine and header,
-    in the case's own label values (3 for enhancing tumour in BraTS 2023 inputs).
-    Finished cases are skipped unless ``force``. Bad cases are skipped and returned as
-    one-line reasons; the good ones are still predicted. ``case_ids`` limits the run to
-    those cases (e.g. the held-out split of a training run).
-    """
-    from tqdm import tqdm
-
-    from .train import autocast_dtype as amp_dtype
-    from .train import load_checkpoint, model_from_checkpoint, resolve_device
-
-    ckpt = load_checkpoint(checkpoint)
-    cfg = config_from_dict(ckpt["config"])
-    run = Run(Path(out_dir))
-    run.path.mkdir(parents=True, exist_ok=True)
-    dev = resolve_device(device)
-    model = model_from_checkpoint(ckpt).to(dev)
-    amp = amp_dtype(cfg.train.amp, dev)
-    cases = discover(input_dir)
-    if case_ids is not None:
-        cases = [c for c in cases if c.case_id in set(case_ids)]
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    recorded = run.cases()
-    failed: list[str] = []
-    for case in tqdm(cases, desc="predict", unit="case", disable=not progress):
-        out_path = run.prediction_path(case.case_id)
-        recorded[case.case_id] = {
-            "images": {m: str(p.resolve()) for m, p in case.images.items()},
-            "label": str(case.label.resolve()) if case.label else None,
-            "layout": case.layout,
-            "label_convention": case.label_convention,
-            "metadata": case.metadata,
-        }
-        if out_path.is_file() and not force:
-            continue
-        try:
-            cached = preprocess_case(case, cache, spacing_mm=cfg.data.spacing_mm)
-            label, prob = predict_case(
-                model, cached, roi_size_vox=cfg.data.patch_size_vox,
-                overlap=cfg.train.overlap if overlap is None else overlap,
-                batch_windows=cfg.train.sw_batch_size, mirror_axes=(0, 1, 2) if mirror else (),
-                device=dev, autocast_dtype=amp)
-        except TumorscopeError as exc:
-            failed.append(f"{case.case_id}: {exc}")
-            recorded.pop(case.case_id)
-            continue
-        header = read_nifti(case.images["t1"], check_finite=False).header
-        write_nifti(out_path, from_canonical(label, convention=case.label_convention),
-                    cached.affine, header=header)
-        if save_probabilities:
-            write_nifti(run.probabilities_path(case.case_id),
-                        np.moveaxis(prob, 0, -1).astype(np.float32), cached.affine)
-    run.write_cases(recorded)
-    if not run.config_path.is_file():
-        run.write_config({**cfg.to_dict(), "predict": {
-            "checkpoint": str(Path(checkpoint).resolve()), "input": str(Path(input_dir)),
-            "mirror": mirror, "overlap": overlap if overlap is not None else cfg.train.overlap}})
-    return run, failed

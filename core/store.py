@@ -3,39 +3,72 @@
 ::
 
     RUN/
-      config.yaml              resolved config of the training or prediction
+      config.yaml              resolved config of the training or prediction (its ``predict``
+                               section names the checkpoint and settings of the predictions)
       checkpoints/             best.pt and last.pt, written atomically
       log.csv                  one row per epoch: loss, Dice per region, lr, voxels/s
-      cases.json               per case: source files, layout, metadata (written by predict)
+      cases.json               per case: source files, metadata, and the provenance of its
+                               prediction (source and checkpoint hashes, settings)
       predictions/<case>.nii.gz
-      metrics.csv              one row per case x region, every metric, plus case metadata
-      meshes/<case>/           render's cache, keyed by the source files
+      metrics.csv              one row per case x region, every metric, the hashes of the
+                               prediction and truth it scored, and a status (ok / stale: why)
+      meshes/<case>/           render's cache, keyed by content
 
 Nobody else parses these paths: scripts and the app go through :func:`open_runs` and
-:class:`Run`.
+:class:`Run`. Writers change ``cases.json`` and ``metrics.csv`` one case at a time under the
+run's lock file (``filelock``), each write atomic, so concurrent ``predict`` processes and a
+``kill -9`` never lose a finished case.
+
+>>> import tempfile
+>>> run = Run(Path(tempfile.mkdtemp()))
+>>> run.record_case(CaseRecord("A", images={}, label=None))
+>>> sorted(run.case_records())
+['A']
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
-from collections.abc import Iterable, Mapping
+import logging
+import math
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from filelock import FileLock, Timeout
 
 from .errors import LayoutError, yaml_problem
-from .nifti import atomic_write_json, atomic_write_text
+from .fingerprint import unchanged_on_disk
+from .nifti import atomic_write_json, atomic_write_text, is_temp_file, stale_temp_files
+
+log = logging.getLogger(__name__)
 
 MARKERS = ("config.yaml", "predictions", "metrics.csv", "log.csv")
+LOCK_TIMEOUT_S = 120.0
+
+NUMERIC_METRIC_COLUMNS = (
+    "dice", "jaccard", "hd95_mm", "sensitivity", "specificity", "volume_truth_ml",
+    "volume_pred_ml", "volume_diff_ml",
+)
+"""Columns of metrics.csv that must hold numbers (or be empty)."""
+
+STATUS_OK = "ok"
 
 
 @dataclass(frozen=True)
 class CaseRecord:
-    """What predict recorded about a case in ``cases.json``: its source files and metadata."""
+    """What predict recorded about a case in ``cases.json``.
+
+    ``provenance`` says what produced the prediction: ``sources`` (modality -> content
+    fingerprint), ``checkpoint`` (path, sha256) and ``settings`` (overlap, mirroring, threshold,
+    post-processing, grid); ``prediction`` is the fingerprint of the written prediction file.
+    Both are ``None`` in runs written before provenance was recorded.
+    """
 
     case_id: str
     images: dict[str, Path]
@@ -43,6 +76,8 @@ class CaseRecord:
     layout: str = "brats2021"
     label_convention: str = "brats2020"
     metadata: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] | None = None
+    prediction: dict[str, Any] | None = None
 
     @property
     def synthetic(self) -> bool:
@@ -60,15 +95,58 @@ class CaseRecord:
                 return self.images[modality]
         return None
 
+    @property
+    def checkpoint_sha256(self) -> str | None:
+        return ((self.provenance or {}).get("checkpoint") or {}).get("sha256")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "images": {m: str(p) for m, p in self.images.items()},
+            "label": str(self.label) if self.label is not None else None,
+            "layout": self.layout,
+            "label_convention": self.label_convention,
+            "metadata": dict(self.metadata),
+        }
+        if self.provenance is not None:
+            out["provenance"] = self.provenance
+        if self.prediction is not None:
+            out["prediction"] = self.prediction
+        return out
+
     @classmethod
-    def from_dict(cls, case_id: str, d: Mapping[str, Any]) -> CaseRecord:
+    def from_dict(cls, case_id: str, d: Mapping[str, Any], *,
+                  path: Path | None = None) -> CaseRecord:
+        """Parse one entry of cases.json; a wrong shape raises :class:`LayoutError`."""
+        def bad(what: str) -> LayoutError:
+            return LayoutError(f"case {case_id!r}: {what}", path=path)
+
+        if not isinstance(d, Mapping):
+            raise bad(f"expected an object, got {type(d).__name__}")
+        images = d.get("images") or {}
+        if not isinstance(images, Mapping) or not all(
+                isinstance(v, str) for v in images.values()):
+            raise bad("'images' must map modality names to file paths")
+        label = d.get("label")
+        if label is not None and not isinstance(label, str):
+            raise bad(f"'label' must be a path or null, got {label!r}")
+        metadata = d.get("metadata") or {}
+        if not isinstance(metadata, Mapping):
+            raise bad("'metadata' must be an object")
+        for key in ("provenance", "prediction"):
+            if d.get(key) is not None and not isinstance(d[key], Mapping):
+                raise bad(f"{key!r} must be an object")
+        for key in ("layout", "label_convention"):
+            if d.get(key) is not None and not isinstance(d[key], str):
+                raise bad(f"{key!r} must be a string")
         return cls(
             case_id=case_id,
-            images={m: Path(p) for m, p in (d.get("images") or {}).items()},
-            label=Path(d["label"]) if d.get("label") else None,
-            layout=d.get("layout", "brats2021"),
-            label_convention=d.get("label_convention", "brats2020"),
-            metadata=dict(d.get("metadata") or {}),
+            images={str(m): Path(p) for m, p in images.items()},
+            label=Path(label) if label else None,
+            layout=d.get("layout") or "brats2021",
+            label_convention=d.get("label_convention") or "brats2020",
+            metadata=dict(metadata),
+            provenance=dict(d["provenance"]) if d.get("provenance") else None,
+            prediction=dict(d["prediction"]) if d.get("prediction") else None,
         )
 
 
@@ -115,6 +193,10 @@ class Run:
         return self.path / "ddp_check.json"
 
     @property
+    def lock_path(self) -> Path:
+        return self.path / ".run.lock"
+
+    @property
     def predictions_dir(self) -> Path:
         return self.path / "predictions"
 
@@ -127,70 +209,141 @@ class Run:
     def mesh_dir(self, case_id: str) -> Path:
         return self.path / "meshes" / case_id
 
+    def owns_checkpoint(self, checkpoint: str | Path) -> bool:
+        """Whether ``checkpoint`` is one of this run's own (a training run predicting itself)."""
+        try:
+            return Path(checkpoint).resolve().parent == self.checkpoint_dir.resolve()
+        except OSError:
+            return False
+
+    # -- locking --
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run's lock file: one writer of cases.json / metrics.csv at a time."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            with FileLock(str(self.lock_path), timeout=LOCK_TIMEOUT_S):
+                yield
+        except Timeout:
+            raise LayoutError(f"run is locked by another process for more than "
+                              f"{LOCK_TIMEOUT_S:.0f} s ({self.lock_path.name})",
+                              path=self.path) from None
+
     # -- reading --
     def config(self) -> dict[str, Any] | None:
         """The resolved config as plain values, or ``None`` if the run has none."""
         if not self.config_path.is_file():
             return None
         try:
-            return yaml.safe_load(self.config_path.read_text()) or {}
+            raw = yaml.safe_load(self.config_path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise LayoutError(f"config.yaml is not valid YAML ({yaml_problem(exc)})",
                               path=self.config_path) from None
+        except UnicodeDecodeError:
+            raise LayoutError("config.yaml is not a text file", path=self.config_path) from None
+        if not isinstance(raw, dict):
+            raise LayoutError(f"config.yaml must hold a mapping, got {type(raw).__name__}",
+                              path=self.config_path)
+        return raw
 
     def case_ids(self) -> list[str]:
-        """Cases with a prediction, sorted."""
+        """Cases with a prediction file, sorted (temporaries of unfinished writes excluded)."""
         folder = self.predictions_dir
         if not folder.is_dir():
             return []
         return sorted(p.name[: -len(".nii.gz")] for p in folder.glob("*.nii.gz")
-                      if not p.name.endswith("_prob.nii.gz"))
+                      if not is_temp_file(p.name) and not p.name.startswith(".")
+                      and not p.name.endswith("_prob.nii.gz"))
 
     def cases(self) -> dict[str, dict[str, Any]]:
-        """Per case: ``images`` (modality -> path), ``label`` (path or None), ``layout``,
-        ``metadata``, as recorded by predict."""
+        """cases.json as plain values: per case ``images``, ``label``, ``layout``,
+        ``metadata``, ``provenance``, ``prediction`` (see :class:`CaseRecord`)."""
+        return {k: r.to_dict() for k, r in self.case_records().items()}
+
+    def case_records(self) -> dict[str, CaseRecord]:
+        """Every case of ``cases.json`` as a :class:`CaseRecord` (checked, shape and types)."""
         if not self.cases_path.is_file():
             return {}
         try:
-            return json.loads(self.cases_path.read_text())
+            raw = json.loads(self.cases_path.read_text())
         except json.JSONDecodeError as exc:
             raise LayoutError(f"cases.json is not valid JSON ({exc})",
                               path=self.cases_path) from None
-
-    def case_records(self) -> dict[str, CaseRecord]:
-        """Every case of ``cases.json`` as a :class:`CaseRecord`."""
-        return {k: CaseRecord.from_dict(k, v) for k, v in self.cases().items()}
+        except UnicodeDecodeError:
+            raise LayoutError("cases.json is not a text file", path=self.cases_path) from None
+        if not isinstance(raw, dict):
+            raise LayoutError(f"cases.json must map case ids to records, got "
+                              f"{type(raw).__name__}", path=self.cases_path)
+        return {str(k): CaseRecord.from_dict(str(k), v, path=self.cases_path)
+                for k, v in raw.items()}
 
     def case_record(self, case_id: str) -> CaseRecord:
         """The record of one case; a case predicted without a record gets an empty one."""
-        info = self.cases().get(case_id)
-        return CaseRecord.from_dict(case_id, info or {})
+        return self.case_records().get(case_id) or CaseRecord(case_id, {}, None)
 
     def split(self) -> dict[str, list[str]]:
         """Training and validation case ids of a training run ({} if it has none)."""
         if not self.split_path.is_file():
             return {}
         try:
-            return json.loads(self.split_path.read_text())
-        except json.JSONDecodeError as exc:
+            raw = json.loads(self.split_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise LayoutError(f"split.json is not valid JSON ({exc})",
                               path=self.split_path) from None
+        if not isinstance(raw, dict) or not all(
+                isinstance(v, list) and all(isinstance(i, str) for i in v)
+                for v in raw.values()):
+            raise LayoutError("split.json must map split names to lists of case ids",
+                              path=self.split_path)
+        return raw
+
+    def metrics_rows(self) -> list[dict[str, Any]]:
+        """Rows of metrics.csv (one per case x region) with numbers parsed, stale ones too."""
+        return _read_csv(self.metrics_path, numeric=NUMERIC_METRIC_COLUMNS,
+                         required=("case_id", "region"))
+
+    def score_problems(self, rows: list[dict[str, Any]] | None = None,
+                       records: Mapping[str, CaseRecord] | None = None) -> dict[str, str]:
+        """Per case whose score must not be shown as current, the reason: marked stale by
+        evaluate, prediction gone, or the prediction changed since it was scored."""
+        rows = self.metrics_rows() if rows is None else rows
+        records = self.case_records() if records is None else records
+        on_disk = set(self.case_ids())
+        problems: dict[str, str] = {}
+        for row in rows:
+            case_id = str(row["case_id"])
+            if case_id in problems:
+                continue
+            status = row.get("status")
+            record = records.get(case_id)
+            pred = record.prediction if record else None
+            if status not in (None, STATUS_OK):
+                problems[case_id] = str(status)
+            elif case_id not in on_disk:
+                problems[case_id] = "stale: its prediction is no longer in the run"
+            elif pred is not None and row.get("prediction_sha256") != pred.get("sha256"):
+                problems[case_id] = "stale: scored another prediction than the one in the run"
+            elif pred is not None and not unchanged_on_disk(pred):
+                problems[case_id] = "stale: the prediction file changed since it was recorded"
+        return problems
+
+    def current_metrics_rows(self) -> list[dict[str, Any]]:
+        """Rows of metrics.csv that score the prediction now in the run (nothing stale)."""
+        rows = self.metrics_rows()
+        problems = self.score_problems(rows)
+        return [r for r in rows if str(r["case_id"]) not in problems]
 
     def dice_by_region(self, case_id: str | None = None) -> dict[str, dict[str, float]]:
-        """Dice per case and region from metrics.csv: ``{case_id: {region: dice}}``."""
+        """Current Dice per case and region: ``{case_id: {region: dice}}``."""
         out: dict[str, dict[str, float]] = {}
-        for row in self.metrics_rows():
+        for row in self.current_metrics_rows():
             if row.get("dice") is not None and (case_id is None or row["case_id"] == case_id):
                 out.setdefault(str(row["case_id"]), {})[str(row["region"])] = float(row["dice"])
         return out
 
-    def metrics_rows(self) -> list[dict[str, Any]]:
-        """Rows of metrics.csv (one per case x region) with numbers parsed."""
-        return _read_csv(self.metrics_path)
-
     def log_rows(self) -> list[dict[str, Any]]:
         """Rows of log.csv (one per epoch) with numbers parsed."""
-        return _read_csv(self.log_path)
+        return _read_csv(self.log_path, numeric=("epoch", "step", "loss", "lr"))
 
     # -- writing (atomic) --
     def write_config(self, config: Mapping[str, Any]) -> None:
@@ -200,14 +353,82 @@ class Run:
         atomic_write_json(self.split_path, dict(split))
 
     def write_cases(self, cases: Mapping[str, Mapping[str, Any]]) -> None:
-        atomic_write_json(self.cases_path, {k: dict(v) for k, v in cases.items()})
+        """Replace cases.json as a whole (tests and migrations; writers use record_case)."""
+        with self.lock():
+            atomic_write_json(self.cases_path, {k: dict(v) for k, v in cases.items()})
+
+    def record_case(self, record: CaseRecord) -> None:
+        """Add or replace one case's record, atomically and under the run's lock."""
+        with self.lock():
+            records = self.case_records()
+            records[record.case_id] = record
+            atomic_write_json(self.cases_path, {k: r.to_dict() for k, r in records.items()})
+
+    def forget_cases(self, case_ids: Iterable[str]) -> list[str]:
+        """Remove cases from the run: record, prediction, probabilities and score rows.
+
+        Used only when the user asked to replace a run's predictions (``--force`` with
+        another model); returns the ids removed.
+        """
+        ids = set(case_ids)
+        if not ids:
+            return []
+        with self.lock():
+            records = self.case_records()
+            rows = self.metrics_rows()
+            for case_id in ids:
+                records.pop(case_id, None)
+                for path in (self.prediction_path(case_id), self.probabilities_path(case_id)):
+                    path.unlink(missing_ok=True)
+            atomic_write_json(self.cases_path, {k: r.to_dict() for k, r in records.items()})
+            if rows:
+                _write_csv(self.metrics_path, [r for r in rows if str(r["case_id"]) not in ids])
+        return sorted(ids)
+
+    def merge_metrics(self, scored: Mapping[str, list[Mapping[str, Any]]],
+                      unscored: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Merge one evaluation into metrics.csv and return the whole table.
+
+        Rows of ``scored`` cases replace that case's rows (status ok); cases of ``unscored``
+        (case -> reason) keep their previous rows, marked ``stale: <reason>``; every other
+        row stays as it was. Under the run's lock, written atomically.
+        """
+        with self.lock():
+            old = self.metrics_rows()
+            out: list[dict[str, Any]] = []
+            for row in old:
+                case_id = str(row["case_id"])
+                if case_id in scored:
+                    continue
+                if case_id in unscored:
+                    row = {**row, "status": f"stale: {unscored[case_id]}"}
+                out.append(row)
+            for case_id, rows in scored.items():
+                out += [{**r, "case_id": case_id, "status": STATUS_OK} for r in rows]
+            order = {"WT": 0, "TC": 1, "ET": 2}
+            out.sort(key=lambda r: (str(r["case_id"]), order.get(str(r["region"]), 9)))
+            _write_csv(self.metrics_path, out)
+            return out
 
     def write_metrics(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Replace metrics.csv as a whole (tests; evaluate merges through merge_metrics)."""
         _write_csv(self.metrics_path, rows)
 
     def append_log(self, row: Mapping[str, Any]) -> None:
         """Add one epoch row (rewrites the file atomically; logs are small)."""
         _write_csv(self.log_path, [*self.log_rows(), row])
+
+    def clean_temp_files(self) -> list[Path]:
+        """Delete temporaries of writes killed half-way (this host, writer gone)."""
+        removed = []
+        for folder in (self.path, self.predictions_dir, self.checkpoint_dir):
+            for path in stale_temp_files(folder):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed.append(path)
+        if removed:
+            log.info("removed %d leftover temporary file(s) in %s", len(removed), self.path)
+        return removed
 
 
 def _parse(value: str) -> Any:
@@ -223,11 +444,49 @@ def _parse(value: str) -> Any:
         return {"True": True, "False": False}.get(value, value)
 
 
-def _read_csv(path: Path) -> list[dict[str, Any]]:
+def _read_csv(path: Path, *, numeric: Iterable[str] = (),
+              required: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Rows of a CSV written by :func:`_write_csv`; any damage is a :class:`LayoutError`
+    naming the file and the line (NUL bytes, binary data, truncated rows, text where a
+    number belongs, missing columns)."""
     if not path.is_file():
         return []
-    with open(path, newline="") as fh:
-        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    numeric = tuple(numeric)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise LayoutError("is not a text CSV file (binary data)", path=path) from None
+    if "\x00" in text:
+        raise LayoutError("holds NUL bytes: the file is damaged", path=path)
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = next(reader, None)
+        if header is None:
+            return []
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise LayoutError(f"missing column(s) {missing}; found {header}", path=path)
+        rows = []
+        for cells in reader:
+            if not cells:
+                continue
+            if len(cells) != len(header):
+                raise LayoutError(f"line {reader.line_num} has {len(cells)} field(s), the "
+                                  f"header {len(header)} (truncated or damaged row)",
+                                  path=path)
+            row = {k: _parse(v) for k, v in zip(header, cells, strict=True)}
+            for key in numeric:
+                value = row.get(key)
+                if value is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int | float) or (
+                        isinstance(value, float) and math.isnan(value) and key != "hd95_mm"):
+                    raise LayoutError(f"line {reader.line_num}: {key} = {value!r} is not a "
+                                      f"number", path=path)
+            rows.append(row)
+    except csv.Error as exc:
+        raise LayoutError(f"is not a readable CSV file ({exc})", path=path) from None
+    return rows
 
 
 def _write_csv(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:

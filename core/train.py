@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,14 +22,21 @@ from torch import nn
 from .augment import augment_batch
 from .cache import CachedCase, default_cache_dir, preprocess_case
 from .cases import Case, discover
+from .checkpoints import (  # noqa: F401  (re-exported for older scripts)
+    autocast_dtype,
+    load_checkpoint,
+    model_from_checkpoint,
+    resolve_device,
+    save_checkpoint,
+)
 from .config import Config
-from .errors import ConfigError, LayoutError, TumorscopeError
+from .errors import LayoutError, TumorscopeError
 from .infer import sliding_window_logits
 from .labels import REGIONS, labels_to_regions
 from .losses import DeepSupervisionLoss, make_loss
 from .metrics import dice
 from .models import build_model, count_parameters
-from .nifti import atomic_path, atomic_write_json
+from .nifti import atomic_write_json
 from .store import Run
 
 log = logging.getLogger(__name__)
@@ -103,25 +111,6 @@ class PatchSampler:
 
 # ---------------------------------------------------------------- setup helpers
 
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> CUDA when present, else CPU; anything else as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device is {name!r} but CUDA is not available")
-    return device
-
-
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``train.amp`` on ``device`` (None = full fp32)."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "fp16":
-        return torch.float16
-    return torch.bfloat16
-
-
 def lr_factor(step: int, *, total_steps: int, schedule: str, warmup_steps: int = 0) -> float:
     """Multiplier of the base learning rate at ``step``.
 
@@ -169,35 +158,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """``torch.save`` through a temp file and a rename: a crash never leaves half a file."""
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint; a missing or unreadable file is a :class:`TumorscopeError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise TumorscopeError("checkpoint not found", path=path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for a damaged file
-        raise TumorscopeError(f"checkpoint cannot be read ({exc})", path=path) from exc
-    if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
-        raise TumorscopeError("not a Tumorscope checkpoint (no model config or weights)",
-                              path=path)
-    return ckpt
-
-
-def model_from_checkpoint(ckpt: dict[str, Any], *, ema: bool = True) -> nn.Module:
-    """Rebuild the network a checkpoint describes, with its (EMA, if present) weights."""
-    model = build_model(ckpt["model_config"])
-    state = ckpt.get("ema") if ema and ckpt.get("ema") is not None else ckpt["model"]
-    model.load_state_dict(state)
-    return model.eval()
 
 
 # ---------------------------------------------------------------- distributed
@@ -256,6 +216,11 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
     stopped (weights, optimiser, scheduler, EMA, step, RNG). Ctrl-C saves ``last.pt``
     before leaving. Under ``torchrun`` every rank trains and rank 0 writes.
     """
+    from .config import check_before_training
+
+    # Every config value, the model and loss options and the device, before any case
+    # is discovered or preprocessed: a bad value stops here, by its key.
+    check_before_training(cfg)
     from tqdm import tqdm
 
     run = Run(Path(out_dir))
@@ -278,13 +243,31 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
         raise TumorscopeError("run folder already holds a checkpoint; pass --resume to "
                               "continue it or choose another --out", path=run.path)
 
-    cases = discover(cfg.data.root)
-    train_cases, val_cases = split_cases(cases, val_fraction=cfg.data.val_fraction,
-                                         seed=cfg.data.split_seed)
+    cases = [c for c in discover(cfg.data.root) if c.label is not None]
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir()
-    cached = {c.case_id: preprocess_case(c, cache_dir, spacing_mm=cfg.data.spacing_mm)
-              for c in tqdm(train_cases + val_cases, desc="preprocess", unit="case",
-                            disable=not (progress and dinfo.main))}
+    cached: dict[str, CachedCase] = {}
+    for case in tqdm(cases, desc="preprocess", unit="case",
+                     disable=not (progress and dinfo.main)):
+        try:
+            cached[case.case_id] = preprocess_case(case, cache_dir,
+                                                   spacing_mm=cfg.data.spacing_mm)
+        except TumorscopeError as exc:  # one bad case does not stop the cohort
+            if dinfo.main:
+                print(f"skipped {case.case_id}: {exc}", file=sys.stderr, flush=True)
+    good = [c for c in cases if c.case_id in cached]
+    recorded = run.split() if resume else {}
+    if recorded.get("train") and recorded.get("val"):
+        # A resumed run keeps the split it started with, whatever the folder holds now.
+        by_id = {c.case_id: c for c in good}
+        gone = sorted(set(recorded["train"] + recorded["val"]) - set(by_id))
+        if gone:
+            raise LayoutError(f"cannot resume: case(s) of split.json missing or unreadable "
+                              f"now: {', '.join(gone[:5])}", path=cfg.data.root)
+        train_cases = [by_id[i] for i in recorded["train"]]
+        val_cases = [by_id[i] for i in recorded["val"]]
+    else:
+        train_cases, val_cases = split_cases(good, val_fraction=cfg.data.val_fraction,
+                                             seed=cfg.data.split_seed)
     train_cached = [cached[c.case_id] for c in train_cases]
     if cfg.data.skip_empty:
         train_cached = [c for c in train_cached if c.label is not None and np.any(c.label)]

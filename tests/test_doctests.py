@@ -16,6 +16,10 @@ MODULES = [
     "tumorscope.core.infer",
     "tumorscope.core.metrics",
     "tumorscope.core.train",
+    "tumorscope.core.fingerprint",
+    "tumorscope.core.geometry",
+    "tumorscope.core.store",
+    "tumorscope.core.oserrors",
 ]
 
 

@@ -69,6 +69,9 @@ def test_case_records_and_dice_by_region(tmp_path: Path) -> None:
     })
     run.write_metrics([{"case_id": "A", "region": "WT", "dice": 0.5},
                        {"case_id": "B", "region": "ET", "dice": 1.0}])
+    run.predictions_dir.mkdir()
+    for case_id in ("A", "B"):
+        run.prediction_path(case_id).write_bytes(b"")
     record = run.case_record("A")
     assert record.label_convention == "brats2023" and record.synthetic
     assert not record.has_truth and record.brain_image == flair  # T1 missing: next modality

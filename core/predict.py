@@ -1,0 +1,345 @@
+"""Predicting a folder of cases into a run: one case at a time, each recorded with what made it.
+
+A prediction is reused only when everything that produced it is unchanged: the content of
+each source image, the checkpoint's content, and the inference settings. A run holds the
+predictions of one model and one set of settings; another checkpoint or other settings into
+the same run are refused (naming both) unless the caller asks to replace them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .cache import (
+    CACHE_VERSION,
+    CachedCase,
+    default_cache_dir,
+    preprocess_case,
+    source_fingerprints,
+)
+from .cases import Case, discover
+from .checkpoints import LoadedModel, autocast_dtype, load_model, resolve_device
+from .config import Config
+from .errors import ConfigError, TumorscopeError
+from .fingerprint import fingerprint
+from .infer import sliding_window_logits
+from .labels import from_canonical, regions_to_labels
+from .nifti import read_header, write_nifti
+from .preprocess import uncrop
+from .store import CaseRecord, Run
+
+log = logging.getLogger(__name__)
+
+THRESHOLD = 0.5
+POSTPROCESS = "none"
+
+
+def predict_case(
+    model: torch.nn.Module,
+    cached: CachedCase,
+    *,
+    roi_size_vox: Sequence[int],
+    overlap: float = 0.5,
+    batch_windows: int = 4,
+    mirror_axes: Sequence[int] = (),
+    device: torch.device | str = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Segment one preprocessed case and map it back to its source grid.
+
+    Returns ``(label, probabilities)``: the canonical label map (X, Y, Z) uint8 on the
+    source grid, and region probabilities (3, X, Y, Z) float32 on the same grid (zero
+    outside the brain crop).
+    """
+    image = torch.from_numpy(np.array(cached.image, dtype=np.float32))
+    logits = sliding_window_logits(model, image, roi_size_vox=roi_size_vox, overlap=overlap,
+                                   batch_windows=batch_windows, mirror_axes=mirror_axes,
+                                   device=device, autocast_dtype=autocast_dtype)
+    if tuple(logits.shape[1:]) != cached.box.shape:
+        # Trained on a resampled grid: logits go back to the crop's voxel grid first.
+        logits = F.interpolate(logits[None], size=cached.box.shape, mode="trilinear",
+                               align_corners=False)[0]
+    prob = torch.sigmoid(logits).cpu().numpy()
+    label = regions_to_labels(prob > THRESHOLD)
+    return uncrop(label, cached.box), uncrop(prob.astype(np.float32), cached.box)
+
+
+def inference_settings(cfg: Config, *, overlap: float, mirror: bool,
+                       autocast: torch.dtype | None) -> dict[str, Any]:
+    """Everything besides the inputs and the weights that changes a prediction."""
+    return {
+        "overlap": float(overlap),
+        "mirror_axes": [0, 1, 2] if mirror else [],
+        "threshold": THRESHOLD,
+        "postprocess": POSTPROCESS,
+        "spacing_mm": cfg.data.spacing_mm,
+        "roi_size_vox": [int(s) for s in cfg.data.patch_size_vox],
+        "autocast": str(autocast).replace("torch.", "") if autocast is not None else "off",
+        "preprocess_version": CACHE_VERSION,
+    }
+
+
+def describe_model(checkpoint: Any, settings: dict[str, Any] | None) -> str:
+    """``best.pt (sha256 1a2b3c4d…), overlap 0.5, mirroring off`` for messages."""
+    ck = checkpoint if isinstance(checkpoint, dict) else {}
+    name = Path(str(ck.get("path", "?"))).name
+    sha = str(ck.get("sha256", "?"))[:12]
+    if not settings:
+        return f"{ck.get('path', '?')} (sha256 {sha})"
+    mirror = "on" if settings.get("mirror_axes") else "off"
+    return (f"{name} at {ck.get('path', '?')} (sha256 {sha}), overlap "
+            f"{settings.get('overlap')}, mirroring {mirror}, spacing "
+            f"{settings.get('spacing_mm') or 'native'}")
+
+
+@dataclass
+class PredictReport:
+    """What one ``predict`` call did: per case reused, predicted (with why) or failed."""
+
+    run: Run
+    reused: list[str] = field(default_factory=list)
+    predicted: dict[str, str] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    cleaned: int = 0
+
+    def summary(self) -> str:
+        """``reused 18, predicted 2 (inputs changed: BraTS2021_00012; new: ...)``."""
+        by_reason: dict[str, list[str]] = {}
+        for case_id, reason in self.predicted.items():
+            by_reason.setdefault(reason, []).append(case_id)
+        detail = "; ".join(f"{reason}: {', '.join(ids[:5])}" + (f" +{len(ids) - 5}"
+                                                                 if len(ids) > 5 else "")
+                           for reason, ids in by_reason.items())
+        text = f"reused {len(self.reused)}, predicted {len(self.predicted)}"
+        if detail:
+            text += f" ({detail})"
+        if self.failed:
+            text += f", failed {len(self.failed)}"
+        if self.removed:
+            text += (f", removed {len(self.removed)} prediction(s) of the replaced model "
+                     f"({', '.join(self.removed[:5])})")
+        return text
+
+
+def _model_key(provenance: dict[str, Any] | None) -> tuple[str | None, str]:
+    if not provenance:
+        return None, ""
+    settings = provenance.get("settings") or {}
+    return ((provenance.get("checkpoint") or {}).get("sha256"),
+            repr(sorted(settings.items())))
+
+
+def _check_same_model(run: Run, records: dict[str, CaseRecord], provenance: dict[str, Any],
+                      *, checkpoint: Path, force: bool) -> None:
+    """Refuse to mix models or settings in one run unless asked to replace (``force``)."""
+    if force or run.owns_checkpoint(checkpoint):
+        return
+    on_disk = set(run.case_ids())
+    current = _model_key(provenance)
+    for record in records.values():
+        if record.case_id not in on_disk:
+            continue
+        if _model_key(record.provenance) == current:
+            continue
+        before = describe_model((record.provenance or {}).get("checkpoint"),
+                                (record.provenance or {}).get("settings")) \
+            if record.provenance else "an unrecorded model (no provenance in cases.json)"
+        now = describe_model(provenance["checkpoint"], provenance["settings"])
+        raise ConfigError(
+            f"holds predictions of {before}; this call uses {now}. Pass --force to replace "
+            f"the run's predictions, or choose a new --out", path=run.path)
+
+
+def _write_predict_config(run: Run, loaded: LoadedModel, section: dict[str, Any]) -> None:
+    """config.yaml describes what the run holds: the training config (kept for a training
+    run) plus a ``predict`` section naming the checkpoint and settings."""
+    existing = run.config() if run.config_path.is_file() else None
+    base = existing if existing and run.checkpoint_dir.is_dir() else loaded.config.to_dict()
+    run.write_config({**base, "predict": section})
+
+
+def _why_recompute(record: CaseRecord | None, run: Run, case_id: str,
+                   provenance: dict[str, Any], *, force: bool, probabilities: bool) -> str | None:
+    """The reason to predict ``case_id`` again, or ``None`` when its prediction is current."""
+    pred_path = run.prediction_path(case_id)
+    if record is None or not pred_path.is_file():
+        return "new"
+    if force:
+        return "forced"
+    if record.provenance is None or record.prediction is None:
+        return "no provenance recorded"
+    try:
+        now = fingerprint(pred_path, record.prediction)
+    except TumorscopeError:
+        return "prediction unreadable"
+    if now["sha256"] != record.prediction.get("sha256"):
+        return "prediction file changed"
+    old = record.provenance
+    if (old.get("checkpoint") or {}).get("sha256") != provenance["checkpoint"]["sha256"]:
+        return "checkpoint changed"
+    if old.get("settings") != provenance["settings"]:
+        return "settings changed"
+    old_sources = {m: (fp or {}).get("sha256") for m, fp in (old.get("sources") or {}).items()}
+    new_sources = {m: fp["sha256"] for m, fp in provenance["sources"].items()}
+    if old_sources != new_sources:
+        return "inputs changed"
+    if probabilities and not run.probabilities_path(case_id).is_file():
+        return "probabilities asked for"
+    return None
+
+
+def predict_run(
+    checkpoint: str | Path,
+    input_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    cache_dir: str | Path | None = None,
+    overlap: float | None = None,
+    mirror: bool = False,
+    save_probabilities: bool = False,
+    device: str = "auto",
+    force: bool = False,
+    progress: bool = True,
+    case_ids: Sequence[str] | None = None,
+    on_case: Callable[[str, str], None] | None = None,
+) -> PredictReport:
+    """Predict every case of ``input_dir`` into the run ``out_dir``.
+
+    Predictions are NIfTI files on each source grid, with the source's affine and header,
+    in the case's own label values (3 for enhancing tumour in BraTS 2023 inputs). Each case
+    is recorded in ``cases.json`` as soon as it is written, with its provenance. A current
+    prediction (same image contents, checkpoint and settings) is reused; ``force``
+    predicts every case again and replaces predictions of another model. Bad cases are
+    skipped as one-line reasons in the report; the good ones are still predicted.
+    ``case_ids`` limits the run to those cases (e.g. the held-out split of a training run).
+    ``on_case(case_id, what)`` is told of each case's outcome as it happens.
+    """
+    from tqdm import tqdm
+
+    if overlap is not None and not 0 <= overlap < 1:
+        raise ConfigError(f"--overlap must be >= 0 and < 1, got {overlap}")
+    checkpoint = Path(checkpoint)
+    loaded = load_model(checkpoint)
+    cfg = loaded.config
+    run = Run(Path(out_dir))
+    if run.path.exists() and not run.path.is_dir():
+        raise ConfigError("is a file; --out needs a folder", path=run.path)
+    dev = resolve_device(device)
+    amp = autocast_dtype(cfg.train.amp, dev)
+    ov = cfg.train.overlap if overlap is None else overlap
+    settings = inference_settings(cfg, overlap=ov, mirror=mirror, autocast=amp)
+    ck_info = {"path": str(loaded.path), "sha256": loaded.sha256}
+    cases = discover(input_dir)
+    if case_ids is not None:
+        wanted = set(case_ids)
+        cases = [c for c in cases if c.case_id in wanted]
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+
+    run.path.mkdir(parents=True, exist_ok=True)
+    report = PredictReport(run)
+    report.cleaned = len(run.clean_temp_files())
+    records = run.case_records()
+    _check_same_model(run, records, {"checkpoint": ck_info, "settings": settings},
+                      checkpoint=checkpoint, force=force)
+    _write_predict_config(run, loaded, {
+        "checkpoint": ck_info["path"], "checkpoint_sha256": ck_info["sha256"],
+        "input": str(Path(input_dir).resolve()), **settings})
+    model = loaded.model.to(dev)
+
+    def tell(case_id: str, what: str) -> None:
+        if on_case is not None:
+            on_case(case_id, what)
+
+    for case in tqdm(cases, desc="predict", unit="case", disable=not progress):
+        try:
+            reason = _predict_one(case, run, records.get(case.case_id), model, cfg, cache,
+                                  ck_info, settings, dev=dev, amp=amp, force=force,
+                                  save_probabilities=save_probabilities)
+        except TumorscopeError as exc:
+            kept = " (previous prediction kept)" if run.prediction_path(
+                case.case_id).is_file() else ""
+            report.failed.append(f"{case.case_id}: {exc}{kept}")
+            tell(case.case_id, "failed")
+            continue
+        if reason is None:
+            report.reused.append(case.case_id)
+            tell(case.case_id, "reused")
+        else:
+            report.predicted[case.case_id] = reason
+            tell(case.case_id, f"predicted ({reason})")
+
+    # Predictions of a replaced model that this call did not redo no longer belong here.
+    current = _model_key({"checkpoint": ck_info, "settings": settings})
+    done = {c.case_id for c in cases}
+    leftovers = [cid for cid, rec in run.case_records().items()
+                 if cid not in done and _model_key(rec.provenance) != current
+                 and run.prediction_path(cid).is_file()]
+    if leftovers and (force or run.owns_checkpoint(checkpoint)):
+        report.removed = run.forget_cases(leftovers)
+    return report
+
+
+def _predict_one(case: Case, run: Run, record: CaseRecord | None, model: torch.nn.Module,
+                 cfg: Config, cache: Path, ck_info: dict[str, Any], settings: dict[str, Any],
+                 *, dev: torch.device, amp: torch.dtype | None, force: bool,
+                 save_probabilities: bool) -> str | None:
+    """Predict one case unless its recorded prediction is current; return why it was
+    predicted (``None`` when reused). The record is written once the files are."""
+    sources = source_fingerprints(case, cache, spacing_mm=cfg.data.spacing_mm)
+    provenance = {
+        "sources": {m: fp for m, fp in sources.items() if m != "seg"},
+        "checkpoint": ck_info,
+        "settings": settings,
+    }
+    reason = _why_recompute(record, run, case.case_id, provenance, force=force,
+                            probabilities=save_probabilities)
+    new_record = CaseRecord(
+        case_id=case.case_id,
+        images={m: p.resolve() for m, p in case.images.items()},
+        label=case.label.resolve() if case.label else None,
+        layout=case.layout,
+        label_convention=case.label_convention,
+        metadata=case.metadata,
+        provenance=provenance,
+        prediction=record.prediction if record is not None else None,
+    )
+    if reason is None:
+        if record is not None and (record.to_dict() != new_record.to_dict()):
+            run.record_case(new_record)  # label path or metadata moved on; the model did not
+        return None
+    cached = preprocess_case(case, cache, spacing_mm=cfg.data.spacing_mm)
+    t0 = time.perf_counter()
+    label, prob = predict_case(
+        model, cached, roi_size_vox=cfg.data.patch_size_vox, overlap=settings["overlap"],
+        batch_windows=cfg.train.sw_batch_size, mirror_axes=settings["mirror_axes"],
+        device=dev, autocast_dtype=amp)
+    out_path = run.prediction_path(case.case_id)
+    header = _source_header(case)
+    write_nifti(out_path, from_canonical(label, convention=case.label_convention),
+                cached.affine, header=header)
+    if save_probabilities:
+        write_nifti(run.probabilities_path(case.case_id),
+                    np.moveaxis(prob, 0, -1).astype(np.float32), cached.affine)
+    run.record_case(replace(new_record, prediction={
+        **fingerprint(out_path), "seconds": round(time.perf_counter() - t0, 3),
+        "predicted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+    log.info("%s: predicted (%s)", case.case_id, reason)
+    return reason
+
+
+def _source_header(case: Case) -> Any:
+    import nibabel as nib
+
+    path = case.images.get("t1") or next(iter(case.images.values()))
+    read_header(path)  # raises a named error for an unreadable file
+    return nib.load(str(path)).header
