@@ -2,21 +2,36 @@
 
 A config has five sections (``data``, ``model``, ``loss``, ``optim``, ``train``) plus
 ``augment``; unknown keys are errors naming the key and the file, so a typo never passes
-silently. ``model`` is kept as a plain mapping handed to the model builder, which validates
-it and stores it in every checkpoint.
+silently. Every field of a section carries its :class:`Rule` (bounds, choices or a pattern)
+in its dataclass metadata, and :func:`validate` is the one place they are checked: a config
+is validated as a whole before any work starts, and an error names the key as written
+(``train.epochs``), the value found and what is allowed. ``model`` is kept as a plain mapping
+handed to the model builder and ``loss.options`` as the options of the named loss; both are
+checked by their owners (:meth:`~tumorscope.core.models.UNetConfig.from_dict`,
+:func:`~tumorscope.core.losses.check_loss_options`) from :func:`validate`, so they too are
+refused before a case is read.
 
 >>> cfg = load_config("tiny-cpu", overrides=["optim.lr=0.002", "train.epochs=3"])
 >>> cfg.optim.lr, cfg.train.epochs
 (0.002, 3)
+>>> load_config("tiny-cpu", overrides=["train.epochs=0"])
+Traceback (most recent call last):
+...
+tumorscope.core.errors.ConfigError: train.epochs must be an integer >= 1, got 0
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import math
+import re
+import types
+import typing
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -24,68 +39,280 @@ from .errors import ConfigError, check_choice, yaml_problem
 
 PRESETS: tuple[str, ...] = ("tiny-cpu", "default")
 
+SPACING_MM_RANGE: tuple[float, float] = (0.25, 10.0)
+"""Allowed target spacing in mm: finer grids explode memory, coarser ones lose the tumour."""
+MAX_SEED = 2**32 - 1
+MAX_PATCH_VOX = 1024
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?|mps"
+DEVICE_TEXT = "auto, cpu, cuda, cuda:N or mps"
+
+
+# ---------------------------------------------------------------- rules
+
+@dataclass(frozen=True)
+class Rule:
+    """What a value may be beyond its type: numeric bounds (each element of a tuple), a
+    choice, a regular expression, or non-empty text.
+
+    >>> Rule(ge=1).allowed(Kind(int))
+    'an integer >= 1'
+    >>> Rule(gt=0, lt=1).allowed(Kind(float, optional=True))
+    'a number > 0 and < 1, or null'
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple[str, ...] | None = None
+    pattern: str | None = None
+    pattern_text: str = ""
+    unit: str = ""
+    nonempty: bool = False
+
+    def bounds(self) -> str:
+        parts = [f"{op} {_number(v)}" for op, v in
+                 ((">", self.gt), (">=", self.ge), ("<", self.lt), ("<=", self.le))
+                 if v is not None]
+        text = " and ".join(parts)
+        return f"{text} {self.unit}" if text and self.unit else text
+
+    def within(self, value: float) -> bool:
+        return ((self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
+                and (self.lt is None or value < self.lt)
+                and (self.le is None or value <= self.le))
+
+    def allowed(self, kind: Kind) -> str:
+        """What is allowed, in words, for a value of ``kind`` under this rule."""
+        bounds = self.bounds()
+        if kind.base is tuple:
+            noun = "integers" if kind.item is int else "numbers"
+            text = f"a list of {kind.length} {noun}" + (f", each {bounds}" if bounds else "")
+        elif kind.base is bool:
+            text = "true or false"
+        elif kind.base is int:
+            text = "an integer" + (f" {bounds}" if bounds else "")
+        elif kind.base is float:
+            text = "a number" + (f" {bounds}" if bounds else "")
+        elif kind.base is dict:
+            text = "a mapping of option: value"
+        elif self.choices is not None:
+            text = f"one of {list(self.choices)}"
+        elif self.pattern is not None:
+            text = self.pattern_text or f"text matching {self.pattern!r}"
+        else:
+            text = "a non-empty string" if self.nonempty else "a string"
+        return f"{text}, or null" if kind.optional else text
+
+
+@dataclass(frozen=True)
+class Kind:
+    """The type of a config field: ``base`` is bool, int, float, str, dict or tuple (of
+    ``length`` values of type ``item``); ``optional`` when null is allowed."""
+
+    base: type
+    optional: bool = False
+    item: type | None = None
+    length: int = 0
+
+    @classmethod
+    def of(cls, hint: Any) -> Kind:
+        optional = False
+        if get_origin(hint) in (types.UnionType, typing.Union):
+            args = [a for a in get_args(hint) if a is not type(None)]
+            optional = len(args) < len(get_args(hint))
+            hint = args[0]
+        origin = get_origin(hint)
+        if origin is tuple:
+            args = get_args(hint)
+            return cls(tuple, optional, args[0], len(args))
+        if origin is dict or hint is dict:
+            return cls(dict, optional)
+        return cls(hint, optional)
+
+
+class _Refused(Exception):
+    """A value that does not satisfy its kind and rule; ``str()`` says what is allowed."""
+
+
+_TRUE = ("true", "yes", "on")
+_FALSE = ("false", "no", "off")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def show(value: Any) -> str:
+    """A value as the user wrote it in YAML: ``true``, ``null``, ``'text'``, ``[2, 3]``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(show(v) for v in value) + "]"
+    return repr(value)
+
+
+def _scalar(value: Any, base: type, rule: Rule) -> Any:
+    """``value`` converted to ``base``; raises _Refused. Booleans are never numbers and
+    numbers never booleans; numeric text (YAML reads ``1e-3`` as text) is a number."""
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise _Refused
+    if base is str:
+        if isinstance(value, bool) and rule.choices is not None:
+            # YAML 1.1 reads a bare off/on as a boolean: train.amp=off means "off".
+            word = "on" if value else "off"
+            if word in rule.choices:
+                return word
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise _Refused
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _Refused
+    try:
+        if base is int:
+            if isinstance(value, int):
+                return value
+            number = float(value)
+            if not number.is_integer():
+                raise _Refused
+            return int(number)
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise _Refused from None
+    if not math.isfinite(number):
+        raise _Refused
+    return number
+
+
+def _checked(value: Any, kind: Kind, rule: Rule) -> Any:
+    """``value`` converted to ``kind`` and checked against ``rule``; raises _Refused."""
+    if value is None:
+        if kind.optional:
+            return None
+        raise _Refused
+    if kind.base is dict:
+        if not isinstance(value, Mapping):
+            raise _Refused
+        return dict(value)
+    if kind.base is tuple:
+        if kind.length == 3 and kind.item is int and not isinstance(value, list | tuple):
+            value = [value] * 3  # patch_size_vox: 64 means (64, 64, 64)
+        if not isinstance(value, list | tuple) or len(value) != kind.length:
+            raise _Refused
+        items = tuple(_scalar(v, kind.item or float, rule) for v in value)
+        if not all(rule.within(v) for v in items):
+            raise _Refused
+        return items
+    out = _scalar(value, kind.base, rule)
+    if kind.base in (int, float) and not rule.within(out):
+        raise _Refused
+    if kind.base is str:
+        if rule.choices is not None and out not in rule.choices:
+            raise _Refused
+        if rule.pattern is not None and not re.fullmatch(rule.pattern, out):
+            raise _Refused
+        if rule.nonempty and not out.strip():
+            raise _Refused
+    return out
+
+
+def option_problem(value: Any, kind: Kind, rule: Rule) -> tuple[Any, str | None]:
+    """``(converted value, None)``, or ``(None, "must be <allowed>, got <value>")``.
+
+    >>> option_problem("0", Kind(float), Rule(gt=0))
+    (None, "must be a number > 0, got '0'")
+    """
+    try:
+        return _checked(value, kind, rule), None
+    except _Refused:
+        return None, f"must be {rule.allowed(kind)}, got {show(value)}"
+
+
+def _rule(default: Any, **rule: Any) -> Any:
+    return field(default=default, metadata={"rule": Rule(**rule)})
+
+
+def _probability(default: float) -> Any:
+    return _rule(default, ge=0, le=1)
+
+
+# ---------------------------------------------------------------- the sections
 
 @dataclass
 class DataConfig:
     """Where cases come from and how patches are drawn from them."""
 
-    root: str = "demo_data"
-    cache_dir: str | None = None
-    val_fraction: float = 0.2
-    split_seed: int = 0
-    spacing_mm: float | None = None  # resample to isotropic spacing; None keeps the source's
-    patch_size_vox: tuple[int, int, int] = (128, 128, 128)
-    batch_size: int = 2
-    foreground_fraction: float = 1 / 3  # share of patches centred on tumour (nnU-Net: 1/3)
-    skip_empty: bool = False  # drop training cases without any tumour
-    num_workers: int = 0
+    root: str = _rule("demo_data", nonempty=True)
+    cache_dir: str | None = _rule(None, nonempty=True)
+    val_fraction: float = _rule(0.2, gt=0, lt=1)
+    split_seed: int = _rule(0, ge=0, le=MAX_SEED)
+    # resample to isotropic spacing; None keeps the source's
+    spacing_mm: float | None = _rule(None, ge=SPACING_MM_RANGE[0], le=SPACING_MM_RANGE[1],
+                                     unit="mm")
+    patch_size_vox: tuple[int, int, int] = _rule((128, 128, 128), ge=1, le=MAX_PATCH_VOX)
+    batch_size: int = _rule(2, ge=1)
+    # share of patches centred on tumour (nnU-Net: 1/3)
+    foreground_fraction: float = _probability(1 / 3)
+    skip_empty: bool = _rule(False)  # drop training cases without any tumour
+    num_workers: int = _rule(0, ge=0)
 
 
 @dataclass
 class LossConfig:
-    name: str = "dice_bce"
-    options: dict[str, Any] = field(default_factory=dict)
+    """A loss of :mod:`tumorscope.core.losses` by name, with its keyword options."""
+
+    name: str = _rule("dice_bce", nonempty=True)  # the loss module checks the name
+    options: dict[str, Any] = field(default_factory=dict, metadata={"rule": Rule()})
 
 
 @dataclass
 class OptimConfig:
-    name: str = "adamw"
-    lr: float = 3e-4
-    weight_decay: float = 1e-5
-    momentum: float = 0.99  # SGD only
-    schedule: str = "poly"
-    warmup_steps: int = 0
-    grad_clip: float | None = 12.0
+    name: str = _rule("adamw", choices=("adam", "adamw", "sgd"))
+    lr: float = _rule(3e-4, gt=0)
+    weight_decay: float = _rule(1e-5, ge=0)
+    momentum: float = _rule(0.99, gt=0, lt=1)  # SGD only (Nesterov needs > 0)
+    schedule: str = _rule("poly", choices=("poly", "cosine", "constant"))
+    warmup_steps: int = _rule(0, ge=0)
+    grad_clip: float | None = _rule(12.0, gt=0)  # null: no clipping
 
 
 @dataclass
 class AugmentConfig:
     """Augmentations applied on the fly, on tensors; probabilities per sample."""
 
-    flip: float = 0.5  # per axis
-    rotate_scale: float = 0.2
-    max_rotation_deg: float = 15.0
-    scale_range: tuple[float, float] = (0.85, 1.15)
-    intensity: float = 0.3  # scale/shift per channel
-    gamma: float = 0.2
-    noise: float = 0.15
+    flip: float = _probability(0.5)  # per axis
+    rotate_scale: float = _probability(0.2)
+    max_rotation_deg: float = _rule(15.0, ge=0, le=180)
+    scale_range: tuple[float, float] = _rule((0.85, 1.15), gt=0, le=10)
+    intensity: float = _probability(0.3)  # scale/shift per channel
+    gamma: float = _probability(0.2)
+    noise: float = _probability(0.15)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 100
-    steps_per_epoch: int = 250
-    val_every_epochs: int = 1
-    val_cases: int | None = None  # cap on validation cases per evaluation
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "auto"  # "auto" (bf16 on CUDA, off on CPU), "bf16", "fp16", "off"
-    compile: bool = False
-    channels_last: bool = True
-    ema: float | None = None  # decay of an exponential moving average of weights
-    overlap: float = 0.5  # sliding-window overlap at validation and prediction
-    sw_batch_size: int = 2
-    threads: int | None = None
+    epochs: int = _rule(100, ge=1)
+    steps_per_epoch: int = _rule(250, ge=1)
+    val_every_epochs: int = _rule(1, ge=1)
+    val_cases: int | None = _rule(None, ge=1)  # cap on validation cases per evaluation
+    seed: int = _rule(0, ge=0, le=MAX_SEED)
+    device: str = _rule("auto", pattern=DEVICE_PATTERN, pattern_text=DEVICE_TEXT)
+    # "auto" (bf16 on CUDA, off on CPU), "bf16", "fp16", "off"
+    amp: str = _rule("auto", choices=("auto", "bf16", "fp16", "off"))
+    compile: bool = _rule(False)
+    channels_last: bool = _rule(True)
+    ema: float | None = _rule(None, gt=0, lt=1)  # decay of a moving average of weights
+    overlap: float = _rule(0.5, ge=0, lt=1)  # sliding-window overlap (validation, prediction)
+    sw_batch_size: int = _rule(2, ge=1)
+    threads: int | None = _rule(None, ge=1)
 
 
 @dataclass
@@ -104,6 +331,10 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+SECTIONS = {"data": DataConfig, "loss": LossConfig, "optim": OptimConfig,
+            "augment": AugmentConfig, "train": TrainConfig}
+
+
 def _plain(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
@@ -112,109 +343,241 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def _coerce(value: Any, hint: Any, key: str, source: str | None) -> Any:
-    """Convert a YAML value to the field's type, or raise naming the key."""
-    text = str(hint)
-    if value is None:
-        if "None" in text:
-            return None
-        raise ConfigError(f"{key} must not be empty", path=source)
-    try:
-        if text.startswith("tuple"):
-            if not isinstance(value, list | tuple):
-                value = [value] * 3 if "int, int, int" in text else [value]
-            inner = float if "float" in text else int
-            return tuple(inner(v) for v in value)
-        if "bool" in text and isinstance(value, str):
-            if value.lower() in ("true", "1", "yes", "on"):
-                return True
-            if value.lower() in ("false", "0", "no", "off"):
-                return False
-            raise ValueError(value)
-        if "dict" in text:
-            if not isinstance(value, dict):
-                raise ValueError(value)
-            return dict(value)
-        for kind in (bool, int, float, str):
-            if kind.__name__ in text.split("|")[0].strip():
-                if kind is int and isinstance(value, float) and not value.is_integer():
-                    raise ValueError(value)
-                return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key} = {value!r} is not a valid {text}", path=source) from None
-    return value
+def field_spec(dotted: str, *, required: bool = False) -> tuple[Kind, Rule]:
+    """The kind and rule of the config field ``section.key`` (``required``: null refused),
+    for checking a command-line flag that sets the same value.
+
+    >>> kind, rule = field_spec("train.overlap")
+    >>> rule.allowed(kind)
+    'a number >= 0 and < 1'
+    """
+    section, _, name = dotted.partition(".")
+    cls = SECTIONS[section]
+    spec = {f.name: f for f in fields(cls)}[name]
+    kind = Kind.of(get_type_hints(cls)[name])
+    if required:
+        kind = dataclasses.replace(kind, optional=False)
+    return kind, spec.metadata.get("rule", Rule())
 
 
-def _section(cls: type, values: dict[str, Any], name: str, source: str | None) -> Any:
+def rules() -> dict[str, str]:
+    """Every config key with what it allows, in words (for docs and error messages).
+
+    >>> rules()["train.epochs"]
+    'an integer >= 1'
+    """
+    out = {}
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            kind, rule = field_spec(f"{section}.{f.name}")
+            out[f"{section}.{f.name}"] = rule.allowed(kind)
+    return out
+
+
+# ---------------------------------------------------------------- building and checking
+
+class _Where:
+    """Which file to name in an error: none for a key given as an override."""
+
+    def __init__(self, source: str | None, overridden: Collection[str]) -> None:
+        self.source, self.overridden = source, tuple(overridden)
+
+    def error(self, key: str, fault: str) -> ConfigError:
+        given = any(key == o or key.startswith(o + ".") for o in self.overridden)
+        return ConfigError(fault, path=None if given else self.source)
+
+
+def _section(cls: type, values: Any, name: str, where: _Where) -> Any:
     if not isinstance(values, dict):
-        raise ConfigError(f"section {name!r} must be a mapping, got {values!r}", path=source)
-    hints = get_type_hints(cls)
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
+        raise where.error(name, f"section {name!r} must be a mapping, got {show(values)}")
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(str(k) for k in set(values) - set(known))
     if unknown:
-        raise ConfigError(f"unknown key(s) {[f'{name}.{k}' for k in unknown]}; "
-                          f"{name} takes {sorted(known)}", path=source)
-    return cls(**{k: _coerce(v, hints[k], f"{name}.{k}", source) for k, v in values.items()})
+        raise where.error(f"{name}.{unknown[0]}",
+                          f"unknown key(s) {[f'{name}.{k}' for k in unknown]}; "
+                          f"{name} takes {sorted(known)}")
+    return cls(**values)
 
 
-SECTIONS = {"data": DataConfig, "loss": LossConfig, "optim": OptimConfig,
-            "augment": AugmentConfig, "train": TrainConfig}
+def config_from_dict(raw: dict[str, Any], *, source: str | None = None,
+                     overridden: Collection[str] = ()) -> Config:
+    """Build and validate a :class:`Config` from nested plain values.
 
-
-def config_from_dict(raw: dict[str, Any], *, source: str | None = None) -> Config:
-    """Build and validate a :class:`Config` from nested plain values."""
+    ``source`` (a file, a preset) is named in errors, except for the keys listed in
+    ``overridden`` (given on the command line), whose errors name only the key.
+    """
+    where = _Where(source, overridden)
     if not isinstance(raw, dict):
         raise ConfigError(f"a config must be a mapping of sections, got {type(raw).__name__}",
                           path=source)
-    unknown = sorted(set(raw) - set(SECTIONS) - {"model"})
+    unknown = sorted(str(k) for k in set(raw) - set(SECTIONS) - {"model"})
     if unknown:
-        raise ConfigError(f"unknown section(s) {unknown}; expected "
-                          f"{sorted([*SECTIONS, 'model'])}", path=source)
-    parts = {name: _section(cls, raw.get(name) or {}, name, source)
+        raise where.error(unknown[0], f"unknown section(s) {unknown}; expected "
+                          f"{sorted([*SECTIONS, 'model'])}")
+    parts = {name: _section(cls, {} if raw.get(name) is None else raw[name], name, where)
              for name, cls in SECTIONS.items()}
-    model = raw.get("model") or {}
+    model = {} if raw.get("model") is None else raw["model"]
     if not isinstance(model, dict):
-        raise ConfigError(f"section 'model' must be a mapping, got {model!r}", path=source)
+        raise where.error("model", f"section 'model' must be a mapping, got {show(model)}")
     cfg = Config(model=dict(model), **parts)
-    _validate(cfg, source)
+    _validate(cfg, where)
     return cfg
 
 
-def _validate(cfg: Config, source: str | None) -> None:
-    check_choice("optim.name", cfg.optim.name, ("adam", "adamw", "sgd"), path=source)
-    check_choice("optim.schedule", cfg.optim.schedule, ("poly", "cosine", "constant"),
-                 path=source)
-    check_choice("train.amp", cfg.train.amp, ("auto", "bf16", "fp16", "off"), path=source)
-    if not 0 <= cfg.train.overlap < 1:
-        raise ConfigError(f"train.overlap must be >= 0 and < 1, got {cfg.train.overlap}",
-                          path=source)
-    if not 0 < cfg.data.val_fraction < 1:
-        raise ConfigError(f"data.val_fraction must be > 0 and < 1, got "
-                          f"{cfg.data.val_fraction}", path=source)
-    if not 0 <= cfg.data.foreground_fraction <= 1:
-        raise ConfigError(f"data.foreground_fraction must be in [0, 1], got "
-                          f"{cfg.data.foreground_fraction}", path=source)
-    if any(s <= 0 for s in cfg.data.patch_size_vox):
-        raise ConfigError(f"data.patch_size_vox must be positive, got "
-                          f"{cfg.data.patch_size_vox}", path=source)
+def validate(cfg: Config, *, source: str | None = None) -> Config:
+    """Check every value of ``cfg`` (and normalise it: lists to tuples, numeric text to
+    numbers) by the rules of its fields, then the model and loss options; return ``cfg``.
+
+    Raises :class:`ConfigError` naming the first bad key, its value and what is allowed.
+    Cheap and free of side effects beyond the normalisation: nothing is read or written.
+    """
+    _validate(cfg, _Where(source, ()))
+    return cfg
+
+
+def _validate(cfg: Config, where: _Where) -> None:
+    for name, cls in SECTIONS.items():
+        section = getattr(cfg, name)
+        if not isinstance(section, cls):
+            raise where.error(name, f"section {name!r} must be a {cls.__name__}, got "
+                                    f"{type(section).__name__}")
+        hints = get_type_hints(cls)
+        for f in fields(cls):
+            key = f"{name}.{f.name}"
+            value = getattr(section, f.name)
+            checked, problem = option_problem(value, Kind.of(hints[f.name]),
+                                              f.metadata.get("rule", Rule()))
+            if problem is not None:
+                raise where.error(key, f"{key} {problem}")
+            setattr(section, f.name, checked)
+    low, high = cfg.augment.scale_range
+    if low > high:
+        raise where.error("augment.scale_range", f"augment.scale_range must be [min, max] "
+                          f"with min <= max, got {show(cfg.augment.scale_range)}")
+    _validate_model(cfg, where)
+    _validate_loss(cfg, where)
+
+
+def _validate_model(cfg: Config, where: _Where) -> None:
+    from .models import UNetConfig  # torch: imported only when a config is checked
+
+    if not isinstance(cfg.model, dict):
+        raise where.error("model", f"section 'model' must be a mapping, got {show(cfg.model)}")
+    try:
+        unet = UNetConfig.from_dict(cfg.model, key="model")
+    except ConfigError as exc:
+        found = re.search(r"\bmodel\.\w+", exc.fault)
+        raise where.error(found.group(0) if found else "model", exc.fault) from None
+    plain = unet.to_dict()
+    cfg.model = {k: plain[k] for k in cfg.model}
+    patch, divisor = cfg.data.patch_size_vox, unet.size_divisor
+    if any(p % divisor for p in patch):
+        raise where.error("data.patch_size_vox", (
+            f"data.patch_size_vox must be multiples of {divisor} (2 ** (depth - 1) for "
+            f"model.features {list(unet.features)}), got {show(patch)}"))
+    if unet.norm == "instance" and math.prod(p // divisor for p in patch) < 2:
+        raise where.error("data.patch_size_vox", (
+            f"data.patch_size_vox {show(patch)} leaves a single bottleneck voxel for "
+            f"model.features {list(unet.features)}, which instance norm cannot normalise; "
+            f"make one axis at least {2 * divisor}"))
+
+
+def _validate_loss(cfg: Config, where: _Where) -> None:
+    from .losses import check_loss_options  # torch: imported only when a config is checked
+
+    try:
+        cfg.loss.options = check_loss_options(cfg.loss.name, cfg.loss.options, key="loss")
+    except ConfigError as exc:
+        found = re.search(r"\bloss\.[\w.]*\w", exc.fault)
+        raise where.error(found.group(0) if found else "loss", exc.fault) from None
+
+
+def device_problem(name: str) -> str | None:
+    """Why the device ``name`` (already of the form auto, cpu, cuda[:N], mps) cannot be used
+    on this machine, or None when it can. Imports torch only for cuda and mps.
+
+    >>> device_problem("cpu") is None
+    True
+    """
+    if name in ("auto", "cpu"):
+        return None
+    import torch
+
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return "CUDA is not available on this machine"
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            return f"this machine has {count} CUDA device(s): cuda:0 to cuda:{count - 1}"
+    elif name == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            return "MPS (Apple GPU) is not available on this machine"
+    return None
+
+
+def check_before_training(cfg: Config) -> Config:
+    """Everything :func:`~tumorscope.core.train.train` needs of ``cfg``, checked before a
+    case is discovered or preprocessed: :func:`validate`, one input channel per modality
+    and one output per region, and a device this machine has. Returns ``cfg``.
+    """
+    from .cases import MODALITIES
+    from .labels import REGIONS
+
+    validate(cfg)
+    channels = {"model.in_channels": (len(MODALITIES), "one per modality: "
+                                                       + ", ".join(MODALITIES)),
+                "model.out_channels": (len(REGIONS), "one per region: " + ", ".join(REGIONS))}
+    for key, (wanted, why) in channels.items():
+        value = cfg.model.get(key.split(".")[1], wanted)
+        if value != wanted:
+            raise ConfigError(f"{key} must be {wanted} ({why}), got {show(value)}")
+    problem = device_problem(cfg.train.device)
+    if problem is not None:
+        raise ConfigError(f"train.device is {cfg.train.device!r} but {problem}")
+    return cfg
+
+
+# ---------------------------------------------------------------- overrides and loading
+
+def _override_parts(item: str) -> tuple[list[str], str]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    dotted, text = item.split("=", 1)
+    keys = dotted.strip().split(".")
+    if len(keys) < 2 or not all(keys):
+        raise ConfigError(f"override {item!r} must name section.key, e.g. optim.lr=1e-3")
+    return keys, text
+
+
+def override_keys(overrides: list[str]) -> list[str]:
+    """The dotted keys that ``section.key=value`` overrides set.
+
+    >>> override_keys(["optim.lr=1e-3", "model.features=[8, 16]"])
+    ['optim.lr', 'model.features']
+    """
+    return [".".join(_override_parts(item)[0]) for item in overrides]
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``section.key=value`` strings (value parsed as YAML) to a raw config mapping."""
     out = _plain(raw)
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.key=value")
-        dotted, text = item.split("=", 1)
-        keys = dotted.strip().split(".")
-        if len(keys) < 2:
-            raise ConfigError(f"override {item!r} must name section.key, e.g. optim.lr=1e-3")
+        keys, text = _override_parts(item)
         node = out
         for k in keys[:-1]:
-            node = node.setdefault(k, {})
+            if node.get(k) is None:
+                node[k] = {}
+            node = node[k]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {k!r} is not a section")
-        node[keys[-1]] = yaml.safe_load(text)
+        try:
+            node[keys[-1]] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: the value {text!r} is not valid YAML "
+                              f"({yaml_problem(exc)}); quote text, write lists as [a, b]"
+                              ) from None
     return out
 
 
@@ -232,9 +595,14 @@ def load_config(source: str | Path, *, overrides: list[str] | None = None) -> Co
         path = Path(source)
         if not path.is_file():
             raise ConfigError(f"config file not found (presets: {list(PRESETS)})", path=path)
-        text, where = path.read_text(), str(path)
+        try:
+            text, where = path.read_text(encoding="utf-8"), str(path)
+        except UnicodeDecodeError:
+            raise ConfigError("not a YAML text file (it is not UTF-8 text)", path=path) from None
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"not valid YAML ({yaml_problem(exc)})", path=where) from None
-    return config_from_dict(apply_overrides(raw, overrides or []), source=where)
+    overrides = overrides or []
+    return config_from_dict(apply_overrides(raw, overrides), source=where,
+                            overridden=override_keys(overrides))

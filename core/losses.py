@@ -20,7 +20,9 @@ empty channel the loss 1 whatever is predicted (no gradient towards "empty").
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+import math
+import typing
+from collections.abc import Mapping, Sequence
 from typing import Literal, get_args
 
 import torch
@@ -389,6 +391,63 @@ LOSSES: dict[str, type[nn.Module]] = {
 }
 
 
+def _loss_class(name: object, *, key: str) -> type[nn.Module]:
+    if not isinstance(name, str) or name not in LOSS_NAMES:
+        raise ConfigError(f"{key} must be one of {list(LOSS_NAMES)}, got {name!r}")
+    return LOSSES[name]
+
+
+def _option_hints(cls: type[nn.Module]) -> dict[str, object]:
+    """The keyword-only options of a loss class with their annotations."""
+    params = inspect.signature(cls.__init__).parameters
+    hints = typing.get_type_hints(cls.__init__) if cls.__init__ is not nn.Module.__init__ else {}
+    return {p: hints.get(p) for p in params if params[p].kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def _option_value(label: str, value: object, hint: object) -> object:
+    """``value`` checked against the option's annotation (float, bool, float | None).
+
+    Booleans are not numbers, numbers not booleans, NaN and infinity are refused; numeric
+    text (YAML reads ``1e-5`` as text) becomes a float.
+    """
+    args = typing.get_args(hint) or (hint,)
+    if value is None and type(None) in args:
+        return None
+    if bool in args:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{label} must be true or false, got {value!r}")
+    if float in args:
+        number: float | None = None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+        if number is None or not math.isfinite(number):
+            none = " or null" if type(None) in args else ""
+            raise ConfigError(f"{label} must be a finite number{none}, got {value!r}")
+        return number
+    return value
+
+
+def _checked_options(name: str, cls: type[nn.Module], options: Mapping[str, object], *,
+                     prefix: str) -> dict[str, object]:
+    hints = _option_hints(cls)
+    allowed = list(hints)
+    unknown = sorted(str(k) for k in set(options) - set(allowed))
+    if unknown:
+        if prefix:
+            raise ConfigError(f"unknown key(s) {[prefix + k for k in unknown]}; loss {name!r} "
+                              f"takes {allowed or 'no options'}")
+        raise ConfigError(
+            f"loss {name!r} does not take option(s) {unknown}; it takes {allowed or 'none'}"
+        )
+    return {k: _option_value(prefix + k, v, hints[k]) for k, v in options.items()}
+
+
 def make_loss(name: LossName = DEFAULT_LOSS, **options: object) -> nn.Module:
     """The loss called ``name``, built with ``options`` (keyword options of its class).
 
@@ -399,15 +458,32 @@ def make_loss(name: LossName = DEFAULT_LOSS, **options: object) -> nn.Module:
     ...
     tumorscope.core.errors.ConfigError: loss must be one of ['dice', 'bce', 'weighted_bce', 'jaccard', 'focal', 'dice_bce'], got 'tversky'
     """  # noqa: E501
-    cls = LOSSES[check_choice("loss", name, LOSS_NAMES)]
-    params = inspect.signature(cls.__init__).parameters
-    allowed = [p for p in params if params[p].kind is inspect.Parameter.KEYWORD_ONLY]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ConfigError(
-            f"loss {name!r} does not take option(s) {unknown}; it takes {allowed or 'none'}"
-        )
-    return cls(**options)
+    cls = _loss_class(name, key="loss")
+    return cls(**_checked_options(name, cls, options, prefix=""))
+
+
+def check_loss_options(name: object, options: object, *, key: str = "loss") -> dict[str, object]:
+    """Check a config's loss ``name`` and ``options`` without training anything; return the
+    options with numbers as floats. Errors name ``<key>.name`` or ``<key>.options.<option>``.
+
+    >>> check_loss_options("focal", {"gamma": "1e-1"})
+    {'gamma': 0.1}
+    >>> check_loss_options("focal", {"gamma": -1.0})
+    Traceback (most recent call last):
+    ...
+    tumorscope.core.errors.ConfigError: loss.options.gamma must be >= 0, got -1.0
+    """
+    cls = _loss_class(name, key=f"{key}.name")
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"{key}.options must be a mapping of option: value, got {options!r}")
+    prefix = f"{key}.options."
+    checked = _checked_options(str(name), cls, options, prefix=prefix)
+    try:
+        cls(**checked)  # the range checks of the class itself
+    except ConfigError as exc:
+        # Every range message of the loss classes starts with the option's name.
+        raise ConfigError(prefix + exc.fault) from None
+    return checked
 
 
 def downsample_target(

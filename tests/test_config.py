@@ -40,8 +40,8 @@ def test_yaml_file_and_overrides(tmp_path: Path) -> None:
         ("optimiser:\n  lr: 0.1\n", r"unknown section\(s\) \['optimiser'\]"),
         ("optim:\n  name: rmsprop\n", r"optim.name must be one of \['adam', 'adamw', 'sgd'\], "
                                       r"got 'rmsprop'"),
-        ("train:\n  epochs: many\n", r"train.epochs = 'many' is not a valid"),
-        ("train:\n  overlap: 1.2\n", r"overlap must be >= 0 and < 1, got 1.2"),
+        ("train:\n  epochs: many\n", r"train.epochs must be an integer >= 1, got 'many'"),
+        ("train:\n  overlap: 1.2\n", r"train.overlap must be a number >= 0 and < 1, got 1.2"),
         ("data: [1, 2]\n", "section 'data' must be a mapping"),
         ("data:\n  root: [unclosed\n", "not valid YAML"),
     ],

@@ -96,6 +96,8 @@ class UNetConfig:
     deep_supervision_heads: int | None = None
 
     def __post_init__(self) -> None:
+        # Every message below starts with the option's name: from_dict(key="model") turns
+        # it into the config key (model.features) by prefixing.
         if isinstance(self.features, (str, bytes)) or not isinstance(self.features, (tuple, list)):
             raise ConfigError(f"features must be a sequence of ints, got {self.features!r}")
         object.__setattr__(self, "features", tuple(self.features))
@@ -115,7 +117,7 @@ class UNetConfig:
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
             raise ConfigError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
-        if not 0.0 <= self.dropout < 1.0:
+        if not 0.0 <= self.dropout < 1.0:  # NaN fails too
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.norm == "group":
             bad = [f for f in self.features if f % self.num_groups]
@@ -162,17 +164,45 @@ class UNetConfig:
         return self.deep_supervision_heads
 
     @classmethod
-    def from_dict(cls, options: Mapping[str, Any]) -> UNetConfig:
+    def from_dict(cls, options: Mapping[str, Any], *, key: str | None = None) -> UNetConfig:
         """Build from a plain mapping (YAML, a checkpoint); unknown keys raise ConfigError.
+
+        With ``key`` (the config section, ``"model"``) every error names the option as
+        ``model.<option>``; numeric text (YAML reads ``1e-1`` as text) is a number.
 
         >>> UNetConfig.from_dict({"features": [8, 16, 32], "norm": "group"}).features
         (8, 16, 32)
-        """
+        >>> UNetConfig.from_dict({"features": [8, 0]}, key="model")
+        Traceback (most recent call last):
+        ...
+        tumorscope.core.errors.ConfigError: model.features must be positive integers, got 0 in (8, 0)
+        """  # noqa: E501
+        prefix = f"{key}." if key else ""
+        if not isinstance(options, Mapping):
+            raise ConfigError(f"{key or 'model config'} must be a mapping of UNet options, "
+                              f"got {options!r}")
         allowed = [f.name for f in fields(cls)]
-        unknown = sorted(set(options) - set(allowed))
+        unknown = sorted(str(k) for k in set(options) - set(allowed))
         if unknown:
+            if key:
+                raise ConfigError(f"unknown key(s) {[prefix + k for k in unknown]}; "
+                                  f"{key} takes {allowed}")
             raise ConfigError(f"unknown UNet option(s) {unknown}; allowed: {allowed}")
-        return cls(**options)
+        options = dict(options)
+        for f in fields(cls):
+            value = options.get(f.name)
+            if f.type == "float" and isinstance(value, str):
+                try:
+                    options[f.name] = float(value)
+                except ValueError:
+                    pass  # refused below, by name
+        try:
+            return cls(**options)
+        except ConfigError as exc:
+            if not key:
+                raise
+            # Every message of __post_init__ starts with the option's name.
+            raise ConfigError(prefix + exc.fault) from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML/JSON-serialisable dict (``features`` as a list) for checkpoints."""
@@ -193,8 +223,9 @@ class UNetConfig:
 
 def _check_positive_int(name: str, value: object, *, whole: object = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        shown = f" in {whole!r}" if whole is not None else ""
-        raise ConfigError(f"{name} must be positive integers, got {value!r}{shown}")
+        if whole is not None:
+            raise ConfigError(f"{name} must be positive integers, got {value!r} in {whole!r}")
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
 class UNet(nn.Module):
