@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,18 @@ from .errors import (
     GeometryError,
     LayoutError,
     TumorscopeError,
+    VoxelValueError,
 )
-from .nifti import NIFTI_SUFFIXES, read_header, read_label, read_nifti, voxel_spacing_mm
+from .nifti import (
+    NIFTI_SUFFIXES,
+    UnreadableFileError,
+    os_error_words,
+    read_header,
+    read_label,
+    read_nifti,
+    voxel_spacing_mm,
+)
+from .preprocess import background_level
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,12 @@ LAYOUT_KEYS: dict[str, dict[str, str]] = {
 }
 LAYOUT_SEPARATOR = {"brats2020": "_", "brats2021": "_", "brats2023": "-"}
 LAYOUT_LABELS = {"brats2020": "brats2020", "brats2021": "brats2020", "brats2023": "brats2023"}
+
+EXTREME_FACTOR = 10.0
+"""A voxel this many times further from the background than the 99.9th percentile is an
+extreme outlier (a warning: normalisation clips it)."""
+EXTREME_VALUE = 1e6
+"""Any intensity beyond this magnitude is an extreme outlier, whatever the percentiles."""
 
 COHORT_FILE = "tumorscope_cohort.json"
 """Written beside generated cohorts; ``{"synthetic": true, ...}`` marks every case synthetic."""
@@ -71,7 +87,9 @@ class Case:
 
     ``images`` maps each modality in :data:`MODALITIES` to its file; a missing modality is
     simply absent here and reported by :func:`check_case`. ``label`` is ``None`` for cases
-    without ground truth (valid input for prediction).
+    without ground truth (valid input for prediction). ``problems`` are faults found while
+    listing the case (two files for one modality, a case folder that cannot be listed):
+    :func:`load_case` raises the first, :func:`check_case` reports them all.
     """
 
     case_id: str
@@ -81,6 +99,7 @@ class Case:
     label: Path | None
     metadata: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    problems: tuple[TumorscopeError, ...] = ()
 
     @property
     def label_convention(self) -> str:
@@ -103,12 +122,15 @@ class Case:
 class CaseData:
     """A case's voxels: ``image`` (4, X, Y, Z) float32 in :data:`MODALITIES` order, ``label``
     (X, Y, Z) uint8 with canonical values {0, 1, 2, 4} or ``None``, ``affine`` (4, 4)
-    mapping voxel (i, j, k) to world mm, as in nibabel."""
+    mapping voxel (i, j, k) to world mm, as in nibabel. ``warnings`` are intensity
+    oddities that preprocessing copes with (non-zero background, negative values, extreme
+    outliers), one line each naming the file."""
 
     case: Case
     image: np.ndarray
     label: np.ndarray | None
     affine: np.ndarray
+    warnings: tuple[str, ...] = ()
 
     @property
     def case_id(self) -> str:
@@ -144,13 +166,15 @@ class Fault:
 
 @dataclass(frozen=True)
 class CaseReport:
-    """What :func:`check_case` found: geometry, labels present, and every fault."""
+    """What :func:`check_case` found: geometry, labels present, every fault, and warnings
+    (those of :attr:`Case.warnings` then those of the voxels, see :attr:`CaseData.warnings`)."""
 
     case: Case
     shape: tuple[int, ...] | None
     spacing_mm: tuple[float, float, float] | None
     labels_present: tuple[int, ...] | None
     faults: tuple[Fault, ...]
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -158,11 +182,12 @@ class CaseReport:
 
 
 def _nifti_files(folder: Path) -> list[Path]:
-    try:
-        entries = sorted(folder.iterdir())
-    except OSError:
-        return []
-    return [p for p in entries if p.is_file() and p.name.lower().endswith(NIFTI_SUFFIXES)]
+    """Entries of ``folder`` named like NIfTI files, sorted; raises :class:`OSError` if the
+    folder cannot be listed. Entries that are not regular files (a folder or a named pipe
+    called ``<id>_t1.nii.gz``) are kept, so that reading them reports what they are instead
+    of the modality being reported missing."""
+    entries = sorted(folder.iterdir())
+    return [p for p in entries if p.name.lower().endswith(NIFTI_SUFFIXES)]
 
 
 def _layout_of(case_id: str, keys: set[str]) -> str:
@@ -173,27 +198,54 @@ def _layout_of(case_id: str, keys: set[str]) -> str:
     return "brats2021"
 
 
-def _cases_in_folder(folder: Path) -> list[tuple[str, str, dict[str, Path], list[Path]]]:
-    """Group a folder's NIfTI files by case id: (id, layout, key -> path, unmatched files)."""
-    groups: dict[str, dict[str, Path]] = {}
+_Group = tuple[str, str, dict[str, Path], list[Path], dict[str, list[Path]]]
+
+
+def _cases_in_folder(folder: Path) -> list[_Group]:
+    """Group a folder's NIfTI files by case id: (id, layout, key -> path, unmatched files,
+    key -> every file found for it where there is more than one)."""
+    groups: dict[str, dict[str, list[Path]]] = {}
     unmatched: list[Path] = []
     for path in _nifti_files(folder):
         m = _FILE_RE.match(path.name)
         if m is None:
             unmatched.append(path)
             continue
-        groups.setdefault(m["id"], {})[m["key"].lower()] = path
-    out = []
-    for case_id, by_key in sorted(groups.items()):
-        out.append((case_id, _layout_of(case_id, set(by_key)), by_key, []))
+        groups.setdefault(m["id"], {}).setdefault(m["key"].lower(), []).append(path)
+    out: list[_Group] = []
+    for case_id, found in sorted(groups.items()):
+        by_key = {key: paths[0] for key, paths in found.items()}
+        twice = {key: paths for key, paths in found.items() if len(paths) > 1}
+        out.append((case_id, _layout_of(case_id, set(by_key)), by_key, [], twice))
     if out:
         out[0][3].extend(unmatched)  # reported once per folder
     return out
 
 
+def _duplicate_problems(layout: str, twice: dict[str, list[Path]]) -> list[TumorscopeError]:
+    names = {key: m for m, key in LAYOUT_KEYS[layout].items()}
+    out: list[TumorscopeError] = []
+    for key, paths in sorted(twice.items()):
+        what = "the label map" if key == "seg" else f"modality {names.get(key, key)}"
+        listed = ", ".join(p.name for p in paths)
+        out.append(LayoutError(
+            f"{len(paths)} files for {what} ({listed}): expected exactly one; remove or "
+            "rename the others", path=paths[0]))
+    return out
+
+
+def _unlisted_case(folder: Path, exc: OSError) -> Case:
+    """A folder that cannot be listed, kept as a case whose one fault says so."""
+    name = folder.name or str(folder)
+    layout = "brats2023" if name.startswith("BraTS-") else _layout_of(name, set())
+    problem = UnreadableFileError(
+        f"case folder cannot be listed: {os_error_words(exc)}", path=folder)
+    return Case(name, folder, layout, {}, None, problems=(problem,))
+
+
 def _make_case(
     folder: Path, case_id: str, layout: str, by_key: dict[str, Path], unmatched: list[Path],
-    single_case_in_folder: bool,
+    single_case_in_folder: bool, twice: dict[str, list[Path]] | None = None,
 ) -> Case:
     keys = LAYOUT_KEYS[layout]
     images = {m: by_key[keys[m]] for m in MODALITIES if keys[m] in by_key}
@@ -210,7 +262,8 @@ def _make_case(
     for key, path in by_key.items():
         if key not in keys.values():
             warnings.append(f"ignored {path.name!r}: {key!r} is not a {layout} file key")
-    return Case(case_id, folder, layout, images, label, {}, tuple(warnings))
+    problems = _duplicate_problems(layout, twice or {})
+    return Case(case_id, folder, layout, images, label, {}, tuple(warnings), tuple(problems))
 
 
 def _read_csv_metadata(path: Path, ids: set[str]) -> dict[str, dict[str, Any]]:
@@ -269,17 +322,33 @@ def discover(root: str | Path) -> list[Case]:
     ``survival_info.csv`` (any CSV beside the case folders whose rows name a case id) and
     ``tumorscope_cohort.json`` is attached to each case.
 
-    Raises :class:`LayoutError` naming ``root`` if it does not exist or holds no case.
+    A folder below ``root`` that cannot be listed (permission denied) becomes a case of
+    that name whose one fault says so, so no command drops it silently.
+
+    Raises :class:`LayoutError` naming ``root`` if it does not exist or holds no case, and
+    :class:`~tumorscope.core.nifti.UnreadableFileError` if ``root`` itself cannot be listed.
     """
     root = Path(root)
     if not root.is_dir():
         raise LayoutError("not a folder" if root.exists() else "folder does not exist",
                           path=root)
+    try:
+        with os.scandir(root) as entries:
+            next(entries, None)
+    except OSError as exc:
+        raise UnreadableFileError(f"folder cannot be listed: {os_error_words(exc)}",
+                                  path=root) from exc
     cases: list[Case] = []
     seen_dirs: set[str] = set()
+    unlisted: list[tuple[Path, OSError]] = []
+
+    def walk_error(exc: OSError) -> None:
+        if exc.filename is not None:
+            unlisted.append((Path(exc.filename), exc))
+
     # Symlinked case folders are common (a curated subset of a big release); follow them,
     # but visit each real folder once so a link cycle cannot loop.
-    for dirpath, dirnames, _ in os.walk(root, followlinks=True):
+    for dirpath, dirnames, _ in os.walk(root, followlinks=True, onerror=walk_error):
         real = os.path.realpath(dirpath)
         if real in seen_dirs:
             dirnames[:] = []
@@ -287,9 +356,15 @@ def discover(root: str | Path) -> list[Case]:
         seen_dirs.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         folder = Path(dirpath)
-        found = _cases_in_folder(folder)
-        for case_id, layout, by_key, unmatched in found:
-            cases.append(_make_case(folder, case_id, layout, by_key, unmatched, len(found) == 1))
+        try:
+            found = _cases_in_folder(folder)
+        except OSError as exc:
+            unlisted.append((folder, exc))
+            continue
+        for case_id, layout, by_key, unmatched, twice in found:
+            cases.append(_make_case(folder, case_id, layout, by_key, unmatched,
+                                    len(found) == 1, twice))
+    cases.extend(_unlisted_case(folder, exc) for folder, exc in unlisted)
     if not cases:
         raise LayoutError(
             "no BraTS case found: expected files like <id>_t1.nii.gz, <id>_t1ce.nii.gz, "
@@ -297,11 +372,7 @@ def discover(root: str | Path) -> list[Case]:
             path=root,
         )
     meta = _metadata_for(root, cases)
-    cases = [
-        Case(c.case_id, c.folder, c.layout, c.images, c.label, meta.get(c.case_id, {}),
-             c.warnings)
-        for c in cases
-    ]
+    cases = [replace(c, metadata=meta.get(c.case_id, {})) for c in cases]
     seen: dict[str, Case] = {}
     for c in cases:
         if c.case_id in seen:
@@ -325,11 +396,60 @@ def _missing_modality_faults(case: Case) -> list[Fault]:
     ]
 
 
-def _read_case(case: Case, *, stop_at_first: bool) -> tuple[CaseData | None, list[Fault],
-                                                            tuple[int, ...] | None]:
-    faults = _missing_modality_faults(case)
+def _fmt(value: float) -> str:
+    return f"{value:.6g}" if not float(value).is_integer() or abs(value) >= 1e6 \
+        else f"{float(value):.1f}"
+
+
+def _intensity_problems(modality: str, path: Path,
+                        data: np.ndarray) -> tuple[TumorscopeError | None, list[str]]:
+    """The fault (a constant modality) or the warnings (non-zero background, negative
+    intensities, extreme outliers) of one modality's voxels."""
+    lo, hi = float(data.min()), float(data.max())
+    if lo == hi:
+        return VoxelValueError(
+            f"modality {modality} is constant (every voxel {_fmt(lo)}): not an MRI scan",
+            path=path), []
+    warnings: list[str] = []
+    background, _ = background_level(data)
+    magnitude = np.abs(data - background)
+    scale = float(np.percentile(magnitude, 99.9))
+    if scale == 0:  # fewer than 0.1% of voxels differ from the background
+        scale = float(magnitude.max())
+    if abs(background) > 0.01 * max(scale, abs(hi), abs(lo)):
+        warnings.append(
+            f"{path}: modality {modality} background is {_fmt(background)}, not 0 (the most "
+            "common value on the volume's border): expected a skull-stripped scan with zeros "
+            "outside the brain; the brain mask takes this value as background")
+    # Interpolation leaves a few slightly negative voxels in real releases: not worth a word.
+    negative = int(np.count_nonzero(data < -0.01 * scale))
+    if negative:
+        warnings.append(
+            f"{path}: modality {modality} has {negative} negative voxel(s) (min {_fmt(lo)}): "
+            "expected MRI intensities >= 0")
+    limit = max(EXTREME_FACTOR * scale, 0.0)
+    outliers = int(np.count_nonzero((magnitude > limit) | (np.abs(data) > EXTREME_VALUE)))
+    if outliers:
+        worst = lo if abs(lo - background) > abs(hi - background) else hi
+        warnings.append(
+            f"{path}: modality {modality} has {outliers} extreme outlier voxel(s) (up to "
+            f"{_fmt(worst)}, against a 99.9th percentile of {_fmt(background + scale)}): "
+            "intensities are clipped to the 0.5-99.5th percentiles before normalisation")
+    return None, warnings
+
+
+_Read = tuple[CaseData | None, list[Fault], tuple[int, ...] | None, list[str]]
+
+
+def _read_case(case: Case, *, stop_at_first: bool) -> _Read:
+    """(data or None, faults, shape of the first file read, intensity warnings)."""
+    warnings: list[str] = []
+    faults = [Fault(problem) for problem in case.problems]
+    if faults and (stop_at_first or not (case.images or case.label)):
+        return None, faults, None, warnings
+    faults += _missing_modality_faults(case)
     if faults and stop_at_first:
-        return None, faults, None
+        return None, faults, None, warnings
     arrays: dict[str, np.ndarray] = {}
     reference: tuple[Path, tuple[int, ...], np.ndarray] | None = None
     label: np.ndarray | None = None
@@ -361,9 +481,14 @@ def _read_case(case: Case, *, stop_at_first: bool) -> tuple[CaseData | None, lis
             faults.append(Fault(exc))
         else:
             if consistent(path, vol.data.shape, vol.affine):
-                arrays[modality] = vol.data
+                fault, found = _intensity_problems(modality, path, vol.data)
+                warnings += found
+                if fault is not None:
+                    faults.append(Fault(fault))
+                else:
+                    arrays[modality] = vol.data
         if faults and stop_at_first:
-            return None, faults, None
+            return None, faults, None, warnings
     if case.label is not None:
         try:
             vol = read_label(case.label, convention=case.label_convention)
@@ -373,28 +498,36 @@ def _read_case(case: Case, *, stop_at_first: bool) -> tuple[CaseData | None, lis
             if consistent(case.label, vol.data.shape, vol.affine):
                 label = vol.data
     if faults or reference is None:
-        return None, faults, None if reference is None else reference[1]
+        return None, faults, None if reference is None else reference[1], warnings
     image = np.stack([arrays[m] for m in MODALITIES])
-    return CaseData(case, image, label, reference[2]), faults, reference[1]
+    return (CaseData(case, image, label, reference[2], tuple(warnings)), faults,
+            reference[1], warnings)
 
 
 def load_case(case: Case) -> CaseData:
     """Read and check a case; raise the first fault as a :class:`TumorscopeError`.
 
-    Errors name the file: missing modality (:class:`CaseFileMissingError`), corrupt or
-    truncated file, 4-D file, shapes or affines that differ between files
-    (:class:`GeometryError`), non-finite voxels, unknown label values (:class:`LabelError`).
+    Errors name the file: missing modality (:class:`CaseFileMissingError`), two files for
+    one modality or a case folder that cannot be listed (:attr:`Case.problems`), a file
+    that cannot be opened (permission denied, a folder or a pipe), corrupt or truncated
+    file, 4-D file, non-positive voxel size, zero or singular affine, shapes or affines
+    that differ between files (:class:`GeometryError`), RGB or complex voxels, non-finite
+    voxels, a constant modality (:class:`VoxelValueError`), unknown label values
+    (:class:`LabelError`). Intensity oddities that preprocessing copes with are logged as
+    warnings and kept in :attr:`CaseData.warnings`.
     """
-    data, faults, _ = _read_case(case, stop_at_first=True)
+    data, faults, _, _ = _read_case(case, stop_at_first=True)
     if faults:
         raise faults[0].error
     assert data is not None  # no faults means every file was read
+    for warning in data.warnings:
+        log.warning("%s: %s", case.case_id, warning)
     return data
 
 
 def check_case(case: Case) -> CaseReport:
     """Read every file of ``case`` and collect all faults (never raises for bad data)."""
-    data, faults, shape = _read_case(case, stop_at_first=False)
+    data, faults, shape, found = _read_case(case, stop_at_first=False)
     spacing = None
     if shape is None and case.files:
         try:
@@ -403,8 +536,9 @@ def check_case(case: Case) -> CaseReport:
         except TumorscopeError:
             shape = None
     labels = None
+    warnings = case.warnings + tuple(found)
     if data is not None:
         spacing = data.spacing_mm
         if data.label is not None:
             labels = tuple(int(v) for v in np.unique(data.label))
-    return CaseReport(case, shape, spacing, labels, tuple(faults))
+    return CaseReport(case, shape, spacing, labels, tuple(faults), warnings)

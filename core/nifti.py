@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import json
 import os
+import re
+import socket
+import stat
 import tempfile
 import zlib
 from collections.abc import Iterator
@@ -19,10 +23,21 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.openers import ImageOpener
 
-from .errors import CaseFileMissingError, CorruptFileError, GeometryError, VoxelValueError
+from .errors import (
+    CaseFileMissingError,
+    CorruptFileError,
+    GeometryError,
+    TumorscopeError,
+    VoxelValueError,
+)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+TEMP_OWNER = f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"
+"""Host and process id written into every temp file name (see :func:`stale_temp_files`)."""
+_TEMP_RE = re.compile(r"^\.(?P<target>.+)\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.tmp(\.[^/]*)?$")
 
 
 def nifti_stem(path: str | Path) -> str:
@@ -69,8 +84,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Hidden, and naming its writer: a leftover of a killed writer is never mistaken for a
+    # result, and is removed by the next run on this host once that process is gone.
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=f".tmp{_full_suffix(path)}", dir=path.parent
+        prefix=f".{path.name}.{TEMP_OWNER}.", suffix=f".tmp{_full_suffix(path)}",
+        dir=path.parent,
     )
     os.close(fd)
     tmp = Path(tmp_name)
@@ -84,6 +102,38 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def is_temp_file(name: str) -> bool:
+    """Whether a file name is one of :func:`atomic_path`'s temporaries (never a result).
+
+    >>> is_temp_file(".A.nii.gz.host-12.k3j.tmp.nii.gz"), is_temp_file("A.nii.gz")
+    (True, False)
+    """
+    return name.startswith(".") and ".tmp" in name
+
+
+def stale_temp_files(folder: str | Path) -> list[Path]:
+    """Temporaries in ``folder`` left by writers on this host that are no longer running
+    (a ``kill -9`` mid-write); files of live writers and of other hosts are left alone."""
+    folder = Path(folder)
+    host = TEMP_OWNER.rsplit("-", 1)[0]
+    out: list[Path] = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return []
+    for path in entries:
+        m = _TEMP_RE.match(path.name)
+        if m is None or m["host"] != host:
+            continue
+        try:
+            os.kill(int(m["pid"]), 0)
+        except ProcessLookupError:
+            out.append(path)
+        except PermissionError:  # alive, someone else's
+            pass
+    return sorted(out)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -128,21 +178,145 @@ def voxel_spacing_mm(affine: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(round(n, 6)) for n in norms)
 
 
+class UnreadableFileError(TumorscopeError, OSError):
+    """A file or folder exists but cannot be opened: permission denied, a folder or a named
+    pipe where a NIfTI file is expected, or another operating-system error while reading."""
+
+
+def _kind_of(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def os_error_words(exc: OSError) -> str:
+    """A plain-words reason for an operating-system error, without the path.
+
+    >>> os_error_words(PermissionError(13, "Permission denied"))
+    'permission denied'
+    """
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, IsADirectoryError):
+        return "is a folder, not a file"
+    return (exc.strerror or str(exc)).lower()
+
+
+def _check_file(path: Path) -> None:
+    """Raise unless ``path`` is a regular file this process can open for reading.
+
+    Runs before any parser touches the file, so that a named pipe never blocks the reader
+    and "permission denied" is reported as such rather than as a corrupt file.
+    """
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise CaseFileMissingError(
+            "file does not exist" if not path.is_symlink() else
+            "broken symbolic link: its target does not exist", path=path) from None
+    except OSError as exc:
+        raise UnreadableFileError(f"cannot be read: {os_error_words(exc)}", path=path) from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise UnreadableFileError(
+            f"is {_kind_of(st.st_mode)}, expected a NIfTI file (.nii or .nii.gz)", path=path)
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise UnreadableFileError(f"cannot be read: {os_error_words(exc)}", path=path) from exc
+
+
+def _raw_pixdim(path: Path) -> np.ndarray | None:
+    """pixdim[1:4] as stored in the file, before nibabel's load-time fixes (which turn a
+    zero voxel size into 1 mm and a negative one into its absolute value); ``None`` when
+    the header cannot be read here (the full load then reports why)."""
+    try:
+        with ImageOpener(path) as fh:
+            raw = fh.read(540)
+        sizes = {int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big")}
+        if 348 in sizes:
+            klass: type = nib.Nifti1Header
+        elif 540 in sizes:
+            klass = nib.Nifti2Header
+        else:
+            return None
+        hdr = klass.from_fileobj(io.BytesIO(raw), check=False)
+        return np.asarray(hdr["pixdim"][1:4], dtype=np.float64)
+    except Exception:  # truncated or not NIfTI: nib.load below says what is wrong
+        return None
+
+
+def _check_pixdim(path: Path, pixdim: np.ndarray | None) -> None:
+    """Raise :class:`GeometryError` for a non-positive or non-finite stored voxel size."""
+    if pixdim is not None and not (np.isfinite(pixdim).all() and (pixdim > 0).all()):
+        shown = "x".join(f"{v:g}" for v in pixdim)
+        raise GeometryError(
+            f"voxel size (pixdim) is {shown} mm: expected a positive, finite size on every "
+            "axis", path=path)
+
+
+def _check_affine(path: Path, affine: np.ndarray) -> None:
+    """Raise :class:`GeometryError` for a voxel-to-mm transform that cannot be a scan's:
+    non-finite, zero on an axis, or singular."""
+    linear = np.asarray(affine, dtype=np.float64)[:3, :3]
+    if not np.isfinite(affine).all():
+        raise GeometryError("affine holds NaN or inf: expected a finite voxel-to-mm transform",
+                            path=path)
+    spacing = np.linalg.norm(linear, axis=0)
+    if not (spacing > 1e-6).all():
+        shown = "x".join(f"{v:g}" for v in spacing)
+        what = "is all zero" if not linear.any() else f"gives voxel size {shown} mm"
+        raise GeometryError(
+            f"affine {what}: expected a positive voxel size on every axis", path=path)
+    # |det| / product of column norms is 1 for orthogonal axes and 0 for dependent ones.
+    if abs(np.linalg.det(linear)) / float(np.prod(spacing)) < 1e-3:
+        raise GeometryError(
+            "affine is singular (its voxel axes are not independent, determinant "
+            f"{np.linalg.det(linear):.3g}): expected an invertible voxel-to-mm transform",
+            path=path)
+
+
+def _check_dtype(path: Path, dtype: np.dtype, label: str) -> None:
+    if dtype.kind == "V" or dtype.fields is not None:
+        raise VoxelValueError(
+            f"voxel data is {label} colour ({dtype.itemsize} bytes per voxel): expected one "
+            "grey-scale intensity per voxel", path=path)
+    if dtype.kind == "c":
+        raise VoxelValueError(
+            f"voxel data is complex ({dtype}): expected real intensities (save the "
+            "magnitude image)", path=path)
+
+
 def _open_image(path: Path) -> nib.Nifti1Image:
-    if not path.exists():
-        raise CaseFileMissingError("file does not exist", path=path)
+    _check_file(path)
+    # Before nib.load, which would "fix" a bad size to 1 mm and print that it did.
+    _check_pixdim(path, _raw_pixdim(path))
     try:
         img = nib.load(str(path))
+    except OSError as exc:
+        if isinstance(exc, PermissionError | IsADirectoryError):
+            raise UnreadableFileError(f"cannot be read: {os_error_words(exc)}",
+                                      path=path) from exc
+        raise CorruptFileError(f"not a readable NIfTI file ({exc})", path=path) from exc
     except Exception as exc:  # nibabel raises many types for a bad header
         raise CorruptFileError(f"not a readable NIfTI file ({exc})", path=path) from exc
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise CorruptFileError(f"not a NIfTI image (nibabel read it as {type(img).__name__})",
                                path=path)
+    _check_affine(path, np.asarray(img.affine, dtype=np.float64))
+    _check_dtype(path, img.header.get_data_dtype(), str(img.header.get_value_label("datatype")))
     return img
 
 
 def read_header(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
-    """Shape and affine of a NIfTI file without reading its voxels."""
+    """Shape and affine of a NIfTI file without reading its voxels (checked as by
+    :func:`read_nifti`, except for the voxel values)."""
     img = _open_image(Path(path))
     return tuple(int(s) for s in img.shape), np.asarray(img.affine, dtype=np.float64)
 
@@ -153,9 +327,12 @@ def read_nifti(
     """Read a 3-D NIfTI file into a :class:`Volume`, checking it on the way.
 
     Raises, each naming ``path``: :class:`CaseFileMissingError` if absent,
-    :class:`CorruptFileError` for a truncated gzip or an unreadable header,
+    :class:`UnreadableFileError` if it cannot be opened (permission denied, a folder or a
+    named pipe), :class:`CorruptFileError` for a truncated gzip or an unreadable header,
     :class:`GeometryError` for a 4-D file (a trailing axis of length 1 is dropped, as
-    some exporters write it), :class:`VoxelValueError` for NaN or inf voxels.
+    some exporters write it), non-positive or non-finite voxel sizes, or a zero or
+    singular affine, :class:`VoxelValueError` for RGB or complex voxels and NaN or inf
+    voxels.
     """
     path = Path(path)
     img = _open_image(path)
@@ -169,6 +346,8 @@ def read_nifti(
         )
     try:
         data = np.asarray(img.dataobj, dtype=dtype).reshape(shape)
+    except PermissionError as exc:
+        raise UnreadableFileError(f"cannot be read: {os_error_words(exc)}", path=path) from exc
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError) as exc:
         raise CorruptFileError(
             f"voxel data cannot be read, the file is truncated or corrupt ({exc})", path=path

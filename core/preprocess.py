@@ -1,4 +1,10 @@
-"""Preprocessing as pure array functions: brain crop, per-channel z-score, and their inverse."""
+"""Preprocessing as pure array functions: brain crop, per-channel z-score, and their inverse.
+
+Both steps cope with scans that are not the clean, skull-stripped BraTS kind: the brain
+mask takes each channel's background from the volume's border instead of assuming zero,
+and the z-score clips each channel to robust percentiles first, so a constant offset or a
+single 1e30 voxel does not wreck the normalisation.
+"""
 
 from __future__ import annotations
 
@@ -41,12 +47,68 @@ class CropBox:
         return cls(tuple(d["start"]), tuple(d["stop"]), tuple(d["original_shape"]))
 
 
-def brain_mask(image: np.ndarray) -> np.ndarray:
-    """Voxels non-zero in any channel: BraTS images are skull-stripped with zero outside.
+BACKGROUND_SHARE = 0.25
+"""A value that fills at least this share of the volume's border is its background."""
 
-    ``image`` is (C, X, Y, Z); returns a (X, Y, Z) bool mask.
+CLIP_PERCENTILES = (0.5, 99.5)
+"""Each channel is clipped to these percentiles of its brain voxels before the z-score."""
+
+
+def _border(channel: np.ndarray) -> np.ndarray:
+    return np.concatenate([
+        channel[0].ravel(), channel[-1].ravel(),
+        channel[:, 0].ravel(), channel[:, -1].ravel(),
+        channel[:, :, 0].ravel(), channel[:, :, -1].ravel(),
+    ])
+
+
+def background_level(channel: np.ndarray) -> tuple[float, float]:
+    """Background value of one (X, Y, Z) channel and the tolerance around it.
+
+    Skull-stripped scans (every BraTS release) have one exact background value on the
+    border, 0 or a constant offset: it is returned with tolerance 0, so the brain mask of a
+    clean scan is exactly its non-zero voxels. Without one dominant value (a noisy,
+    unstripped background) the background is the border's median, give or take five
+    robust standard deviations; if the border is busy too (the head touches it) nothing is
+    taken as background but exact zeros.
+
+    >>> vol = np.full((6, 6, 6), 500.0); vol[2:4, 2:4, 2:4] = 900
+    >>> background_level(vol)
+    (500.0, 0.0)
     """
-    return np.any(image != 0, axis=0)
+    border = _border(np.asarray(channel))
+    values, counts = np.unique(border, return_counts=True)
+    top = int(np.argmax(counts))
+    if counts[top] >= BACKGROUND_SHARE * border.size:
+        return float(values[top]), 0.0
+    median = float(np.median(border))
+    spread = 1.4826 * float(np.median(np.abs(border - median)))
+    high = float(np.percentile(channel, CLIP_PERCENTILES[1]))
+    if 5 * spread < 0.25 * abs(high - median):
+        return median, 5 * spread
+    return 0.0, 0.0
+
+
+def brain_mask(image: np.ndarray) -> np.ndarray:
+    """Voxels that differ from their channel's background in any channel.
+
+    ``image`` is (C, X, Y, Z); returns a (X, Y, Z) bool mask. The background of each
+    channel comes from :func:`background_level`: 0 for skull-stripped BraTS images (so the
+    mask is their non-zero voxels), a constant offset where a scanner or converter added
+    one, the border's level for an unstripped scan.
+
+    >>> img = np.zeros((2, 5, 5, 5)); img[:, 1:3, 1:3, 1:3] = 7; img[1] += 100
+    >>> int(brain_mask(img).sum())
+    8
+    """
+    mask = np.zeros(image.shape[1:], dtype=bool)
+    for channel in image:
+        level, tolerance = background_level(channel)
+        if tolerance == 0:
+            mask |= channel != level
+        else:
+            mask |= np.abs(channel - level) > tolerance
+    return mask
 
 
 def bounding_box(mask: np.ndarray, *, margin_vox: int = 0) -> CropBox:
@@ -92,11 +154,22 @@ def uncrop(array: np.ndarray, box: CropBox, *, fill: float = 0) -> np.ndarray:
     return out
 
 
-def zscore(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def zscore(
+    image: np.ndarray, mask: np.ndarray, *,
+    clip_percentiles: tuple[float, float] | None = CLIP_PERCENTILES,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-channel z-score over ``mask`` voxels; voxels outside the mask are set to 0.
 
-    ``image`` (C, X, Y, Z), ``mask`` (X, Y, Z) bool. Returns (normalised float32 image,
-    means (C,), stds (C,)). A constant channel gets std 1 so it maps to zeros, not NaN.
+    ``image`` (C, X, Y, Z), ``mask`` (X, Y, Z) bool. Each channel's mask voxels are first
+    clipped to ``clip_percentiles`` of themselves (``None``: no clipping), so a few
+    extreme voxels neither dominate the std nor survive as huge inputs. Returns
+    (normalised float32 image, means (C,), stds (C,)) of the clipped values. A constant
+    channel gets std 1 so it maps to zeros, not NaN.
+
+    >>> img = np.arange(1000.0).reshape(1, 10, 10, 10); img[0, 9, 9, 9] = 1e30
+    >>> out, means, stds = zscore(img, np.ones((10, 10, 10), bool))
+    >>> bool(np.abs(out).max() < 2)
+    True
     """
     out = np.zeros(image.shape, dtype=np.float32)
     means = np.zeros(image.shape[0], dtype=np.float64)
@@ -105,6 +178,9 @@ def zscore(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray,
         return out, means, stds
     for c in range(image.shape[0]):
         values = image[c][mask].astype(np.float64)
+        if clip_percentiles is not None:
+            low, high = np.percentile(values, clip_percentiles)
+            values = np.clip(values, low, high)
         means[c] = values.mean()
         std = values.std()
         stds[c] = std if std > 0 else 1.0
