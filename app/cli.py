@@ -11,14 +11,64 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 from tumorscope.core.errors import TumorscopeError
+
+if TYPE_CHECKING:  # heavy modules load inside the subcommands
+    from tumorscope.core.predict import PredictReport
+    from tumorscope.core.store import Run
 
 Command = Callable[[argparse.Namespace], int]
 
 
 def _fmt_shape(shape: Sequence[int] | None) -> str:
     return "x".join(str(s) for s in shape) if shape else "?"
+
+
+# ---------------------------------------------------------------- flag checks (argparse types)
+
+def _checked_as(dotted: str) -> Callable[[str], object]:
+    """An argparse ``type``: the flag's text checked by the rule of the config key
+    ``dotted`` (the one ``--set dotted=...`` meets), so a bad value stops before any work
+    with ``argument --flag: must be <allowed>, got <value>``."""
+
+    def parse(text: str) -> object:
+        from tumorscope.core.config import field_spec, option_problem
+
+        value, problem = option_problem(text, *field_spec(dotted, required=True))
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = dotted
+    return parse
+
+
+def _int_in(low: int, high: int) -> Callable[[str], object]:
+    """An argparse ``type``: an integer in ``low..high`` (booleans and fractions refused)."""
+
+    def parse(text: str) -> object:
+        from tumorscope.core.config import Kind, Rule, option_problem
+
+        value, problem = option_problem(text, Kind(int), Rule(ge=low, le=high))
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _device(text: str) -> object:
+    """An argparse ``type`` for ``--device``: auto, cpu, cuda, cuda:N or mps, and present."""
+    from tumorscope.core.config import device_problem
+
+    name = _checked_as("train.device")(text)
+    problem = device_problem(str(name))
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be used: {problem}")
+    return name
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -37,7 +87,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         synthetic = "  synthetic" if case.synthetic else ""
         print(f"{case.case_id}  {case.layout}  {_fmt_shape(report.shape)}  {spacing}  "
               f"{labels}{synthetic}  {status}")
-        for warning in case.warnings:
+        for warning in report.warnings:
             print(f"    warning: {warning}")
         for fault in report.faults:
             print(f"    fault: {fault.path}: {fault.message}")
@@ -95,39 +145,58 @@ def _print_dice_table(rows: list[dict]) -> None:
     from tumorscope.core.labels import REGIONS
 
     if not rows:
-        print("no case with ground truth: nothing to score")
+        print("no current score to show")
         return
     print(f"{'region':<8}{'cases':>6}{'mean Dice':>11}{'median HD95 mm':>16}")
     for region in REGIONS:
         sel = [r for r in rows if r["region"] == region]
+        if not sel:
+            continue
         dices = sorted(float(r["dice"]) for r in sel)
         hds = sorted(float(r["hd95_mm"]) for r in sel)
         print(f"{region:<8}{len(sel):>6}{sum(dices) / len(dices):>11.3f}"
               f"{hds[len(hds) // 2]:>16.2f}")
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from tumorscope.core.evaluate import evaluate_run
-    from tumorscope.core.infer import predict_run
-
-    run, failed = predict_run(args.checkpoint, args.input, args.out, cache_dir=args.cache,
-                              overlap=args.overlap, mirror=args.mirror,
-                              save_probabilities=args.save_probabilities, device=args.device,
-                              force=args.force, progress=not args.quiet)
-    for line in failed:
+def _print_predict_report(report: PredictReport) -> None:
+    for line in report.failed:
         print(f"skipped {line}", file=sys.stderr)
-    print(f"{len(run.case_ids())} prediction(s) in {run.predictions_dir}")
-    if any(info.get("label") for info in run.cases().values()):
-        rows, skipped = evaluate_run(run, progress=not args.quiet)
-        for line in skipped:
-            print(f"not scored {line}", file=sys.stderr)
-        _print_dice_table(rows)
-    return 1 if failed else 0
+    print(report.summary())
+    print(f"{len(report.run.case_ids())} prediction(s) in {report.run.predictions_dir}")
+
+
+def _evaluate_and_print(run: Run, labels: Path | None = None, *, quiet: bool) -> int:
+    """Score ``run``, print what happened and the table; the number of cases not scored."""
+    from tumorscope.core.evaluate import evaluate_run
+
+    report = evaluate_run(run, labels, progress=not quiet)
+    for line in report.skipped:
+        print(f"not scored {line}", file=sys.stderr)
+    if report.no_truth:
+        print(f"{len(report.no_truth)} prediction(s) without ground truth, not scored")
+    print(f"scored {len(report.scored)}, unchanged {len(report.reused)}"
+          + (f", stale rows kept {len(report.skipped)}" if report.skipped else ""))
+    _print_dice_table(report.current_rows)
+    return len(report.skipped)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tumorscope.core.predict import predict_run
+
+    report = predict_run(args.checkpoint, args.input, args.out, cache_dir=args.cache,
+                         overlap=args.overlap, mirror=args.mirror,
+                         save_probabilities=args.save_probabilities, device=args.device,
+                         force=args.force, progress=not args.quiet)
+    _print_predict_report(report)
+    run = report.run
+    not_scored = 0
+    if any(r.label is not None for r in run.case_records().values()):
+        not_scored = _evaluate_and_print(run, quiet=args.quiet)
+    return 1 if report.failed or not_scored else 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tumorscope.core.errors import LayoutError
-    from tumorscope.core.evaluate import evaluate_run
     from tumorscope.core.store import open_runs
 
     runs = open_runs(args.run)
@@ -135,35 +204,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise LayoutError(f"holds {len(runs)} runs ({', '.join(r.name for r in runs)}); "
                           "name one run folder", path=args.run)
     (run,) = runs
-    rows, skipped = evaluate_run(run, args.labels, progress=not args.quiet)
-    for line in skipped:
-        print(f"not scored {line}", file=sys.stderr)
-    _print_dice_table(rows)
+    not_scored = _evaluate_and_print(run, args.labels, quiet=args.quiet)
     print(f"metrics written to {run.metrics_path}")
-    return 1 if skipped else 0
+    return 1 if not_scored else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from tumorscope.core.cache import default_cache_dir
     from tumorscope.core.config import load_config
     from tumorscope.core.demo import make_demo_cohort
-    from tumorscope.core.evaluate import evaluate_run
-    from tumorscope.core.infer import predict_run
+    from tumorscope.core.predict import predict_run
     from tumorscope.core.store import Run
     from tumorscope.core.train import train
 
-    make_demo_cohort(args.data, n_cases=args.cases, seed=args.seed, progress=not args.quiet)
     overrides = [f"data.root={args.data}", *(args.set or [])]
-    cfg = load_config(args.config, overrides=overrides)
+    cfg = load_config(args.config, overrides=overrides)  # a bad --set stops before any work
+    make_demo_cohort(args.data, n_cases=args.cases, seed=args.seed, progress=not args.quiet)
     run = Run(Path(args.out))
     # An interrupted or finished demo run continues from its last checkpoint (a finished
     # one just reloads), so running the command again never retrains from scratch.
     train(cfg, run.path, resume=run.checkpoint_path("last").is_file(), progress=not args.quiet)
     split = run.split()
-    run, failed = predict_run(run.checkpoint_path("best"), args.data, run.path,
-                              case_ids=split["val"], progress=not args.quiet)
-    rows, _ = evaluate_run(run, progress=not args.quiet)
+    report = predict_run(run.checkpoint_path("best"), args.data, run.path,
+                         case_ids=split["val"], progress=not args.quiet,
+                         cache_dir=cfg.data.cache_dir or default_cache_dir())
+    _print_predict_report(report)
     print(f"held-out cases: {len(split['val'])} (synthetic demo cohort in {args.data})")
-    _print_dice_table(rows)
+    failed = len(report.failed) + _evaluate_and_print(run, quiet=args.quiet)
     print(f"run: {run.path}  — browse it with: streamlit run streamlit_app.py -- "
           f"--results {run.path.parent}")
     return 1 if failed else 0
@@ -172,7 +239,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     from tumorscope.core.store import open_runs
     from tumorscope.render.case import render_run
+    from tumorscope.render.scene import check_pixels
 
+    check_pixels("--width", args.width)
+    check_pixels("--height", args.height)
     runs = open_runs(args.run)
     written: list[Path] = []
     skipped: list[str] = []
@@ -189,14 +259,23 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 1 if skipped else 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the house's error format: one line, ``tumorscope CMD: error: ...``,
+    exit 2 (``--help`` still shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tumorscope",
         description="3D brain-tumour MRI segmentation: check data, make the demo cohort, "
                     "train, predict, render, browse.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
 
     p = sub.add_parser("check", help="check a folder of BraTS cases and report every fault",
                        description="Find every case below FOLDER (BraTS 2020, 2021 or 2023 "
@@ -208,9 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo-data", help="generate the synthetic demo cohort (no download)",
                        description="Write N synthetic cases (tumours grown in the ICBM152 "
                                    "template shipped with nilearn) in BraTS 2021 layout.")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--cases", type=int, default=20, help="number of cases (default 20)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output folder: new, empty, or a cohort demo-data wrote (never a "
+                        "folder holding anything else, such as a real dataset)")
+    p.add_argument("--cases", type=_int_in(1, 99999), default=20,
+                   help="number of cases, 1 to 99999 (default 20)")
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0,
+                   help="random seed >= 0 (default 0)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo_data)
 
@@ -221,8 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", type=Path, help="dataset folder")
     p.add_argument("--cache", type=Path, default=None,
                    help="cache folder (default $TUMORSCOPE_CACHE or ~/.cache/tumorscope)")
-    p.add_argument("--spacing-mm", type=float, default=None,
-                   help="resample to this isotropic spacing after cropping (default: keep)")
+    p.add_argument("--spacing-mm", type=_checked_as("data.spacing_mm"), default=None,
+                   help="resample to this isotropic spacing after cropping, 0.25 to 10 mm "
+                        "(default: keep)")
     p.add_argument("--force", action="store_true", help="rebuild entries even if fresh")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_preprocess)
@@ -233,8 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "predict the held-out cases, evaluate, print Dice.")
     p.add_argument("--data", type=Path, default=Path("demo_data"), help="cohort folder")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
-    p.add_argument("--cases", type=int, default=20, help="cohort size (default 20)")
-    p.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")
+    p.add_argument("--cases", type=_int_in(2, 99999), default=20,
+                   help="cohort size, 2 to 99999 (default 20)")
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0,
+                   help="cohort seed >= 0 (default 0)")
     p.add_argument("--config", default="tiny-cpu", help="preset or YAML (default tiny-cpu)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override one config key (repeatable)")
@@ -250,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preset name (tiny-cpu, default) or a YAML file (default tiny-cpu)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<config>)")
     p.add_argument("--data", default=None, help="dataset folder (overrides data.root)")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 (train.device)")
+    p.add_argument("--device", type=_device, default=None,
+                   help="auto, cpu, cuda, cuda:N or mps (train.device)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override one config key, e.g. --set optim.lr=1e-3 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from checkpoints/last.pt")
@@ -266,11 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=Path, required=True, help="dataset folder")
     p.add_argument("--out", type=Path, required=True, help="run folder to write into")
     p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder")
-    p.add_argument("--overlap", type=float, default=None, help="window overlap in [0, 1)")
+    p.add_argument("--overlap", type=_checked_as("train.overlap"), default=None,
+                   help="window overlap in [0, 1)")
     p.add_argument("--mirror", action="store_true", help="mirroring test-time augmentation")
     p.add_argument("--save-probabilities", action="store_true",
                    help="also write <case>_prob.nii.gz with WT/TC/ET probabilities")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
+    p.add_argument("--device", type=_device, default="auto",
+                   help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--force", action="store_true", help="predict finished cases again")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
@@ -285,8 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera", action="append", default=None,
                    choices=["axial", "coronal", "sagittal", "oblique"],
                    help="camera preset (repeatable; default oblique)")
-    p.add_argument("--width", type=int, default=1024, help="image width in pixels")
-    p.add_argument("--height", type=int, default=768, help="image height in pixels")
+    p.add_argument("--width", type=int, default=1024,
+                   help="image width in pixels, 16..8192 (default 1024)")
+    p.add_argument("--height", type=int, default=768,
+                   help="image height in pixels, 16..8192 (default 768)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_render)
 
@@ -308,14 +399,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    from tumorscope.core.oserrors import check_output_folder, describe_os_error
+
+    # The command's path options as the user wrote them ("--out", "FOLDER"), so that an OS
+    # error can say which option points at the wrong kind of thing.
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    path_flags = {(a.option_strings[-1] if a.option_strings else a.dest.upper()): value
+                  for a in sub.choices[args.command]._actions
+                  if isinstance(value := getattr(args, a.dest, None), Path)}
     try:
+        # Output folders are checked before any work starts, not after minutes of it.
+        # (A cache of fresh entries is only read, so it may be on a read-only disk.)
+        check_output_folder(getattr(args, "out", None))
+        check_output_folder(getattr(args, "cache", None), may_be_read_only=True)
         return int(args.func(args))
     except TumorscopeError as exc:
         print(f"tumorscope {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # unwritable output folder, disk full, permission denied
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"tumorscope {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+    except OSError as exc:  # a file where a folder should be, disk full, permission denied
+        print(f"tumorscope {args.command}: error: {describe_os_error(exc, path_flags)}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"tumorscope {args.command}: interrupted", file=sys.stderr)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import logging
 import math
+import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -19,7 +22,7 @@ from tqdm import tqdm
 
 from .cases import COHORT_FILE
 from .errors import ConfigError, CorruptFileError
-from .nifti import atomic_write_json, atomic_write_text, write_nifti
+from .nifti import atomic_write_text, write_nifti
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,12 @@ CASE_PREFIX = "TSDemo"
 FILE_KEYS: tuple[str, ...] = ("t1", "t1ce", "t2", "flair", "seg")
 GENERATOR = "tumorscope demo-data"
 NOTE = "synthetic tumours in ICBM152 anatomy, not patient data"
+MAX_CASES = 99999
+"""Most cases one cohort may hold (case ids have five digits)."""
+METADATA_FILES: tuple[str, ...] = ("name_mapping.csv", "survival_info.csv")
+"""The metadata tables written beside the cases (with the cohort marker ``COHORT_FILE``)."""
+
+_CASE_RE = re.compile(rf"^{CASE_PREFIX}_(\d{{5}})$")
 
 _TEMPLATE_FILES = {
     k: f"mni_icbm152_{k}_tal_nlin_sym_09a_converted.nii.gz" for k in ("t1", "gm", "wm")
@@ -463,6 +472,101 @@ def _render_case(seed: int, meta: _CaseMeta) -> dict[str, np.ndarray]:
     return out
 
 
+def _write_if_changed(path: Path, text: str) -> None:
+    """Atomic write, skipped when the file already holds ``text``: rerunning on a finished
+    cohort changes nothing (not even a modification time), and works on read-only media."""
+    try:
+        if path.read_text() == text:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    atomic_write_text(path, text)
+
+
+def _is_own_temp(name: str, targets: tuple[str, ...]) -> bool:
+    """A leftover temporary of an atomic write of one of ``targets`` (a killed run's)."""
+    return name.startswith(".") and ".tmp" in name and any(
+        name.startswith(f".{t}.") for t in targets)
+
+
+def _read_marker(path: Path) -> dict | None:
+    """The cohort marker at ``path`` if it is one this generator wrote, else ``None``."""
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(info, dict) or info.get("generator") != GENERATOR or \
+            info.get("synthetic") is not True:
+        return None
+    return info
+
+
+def _foreign_entries(out_dir: Path, previous_n: int | None) -> list[str]:
+    """Entries of a folder holding this generator's marker that it did not write."""
+    top = (COHORT_FILE, *METADATA_FILES)
+    foreign = []
+    for entry in sorted(out_dir.iterdir(), key=lambda p: p.name):
+        name = entry.name
+        if name in top and entry.is_file() and not entry.is_symlink():
+            continue
+        if _is_own_temp(name, top):
+            continue
+        m = _CASE_RE.match(name)
+        if m and entry.is_dir() and not entry.is_symlink() and (
+                previous_n is None or int(m[1]) < previous_n):
+            files = tuple(p.name for p in case_files(entry).values())
+            foreign += [f"{name}/{p.name}" for p in sorted(entry.iterdir(), key=lambda p: p.name)
+                        if not (p.name in files and p.is_file() and not p.is_symlink())
+                        and not _is_own_temp(p.name, files)]
+            continue
+        foreign.append(name)
+    return foreign
+
+
+def _check_out_dir(out_dir: Path, *, n_cases: int, seed: int) -> None:
+    """Refuse, before anything is written, a folder this generator may not write into.
+
+    Allowed: a folder that does not exist, an empty one, or one holding only what this
+    generator wrote there (its marker, with the same seed and no more cases than asked for).
+    Anything else may be a real dataset: writing the marker would label its cases synthetic
+    and the metadata tables would replace its own.
+    """
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return
+    if not out_dir.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(out_dir))
+    entries = sorted(p.name for p in out_dir.iterdir())
+    if not entries:
+        return
+    info = _read_marker(out_dir / COHORT_FILE)
+    if info is None:
+        foreign = entries
+    else:
+        previous = info.get("seed")
+        if previous is not None and previous != seed:
+            raise ConfigError(
+                f"folder holds a demo cohort made with seed {previous}, got seed {seed}; "
+                "use another folder or the same seed",
+                path=out_dir / COHORT_FILE,
+            )
+        previous_n = info.get("n_cases") if _is_int(info.get("n_cases")) else None
+        if previous_n is not None and previous_n > n_cases:
+            raise ConfigError(
+                f"holds a demo cohort of {previous_n} cases (seed {seed}), asked for {n_cases}; "
+                f"ask for {previous_n} or more, or use another folder",
+                path=out_dir,
+            )
+        foreign = _foreign_entries(out_dir, previous_n)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        entries_word = "entry" if len(foreign) == 1 else "entries"
+        raise ConfigError(
+            f"holds {len(foreign)} {entries_word} not written by {GENERATOR} ({shown}); "
+            "choose an empty folder",
+            path=out_dir,
+        )
+
+
 def _write_metadata(out_dir: Path, metas: list[_CaseMeta]) -> None:
     grades = io.StringIO()
     writer = csv.writer(grades, lineterminator="\n")
@@ -472,8 +576,8 @@ def _write_metadata(out_dir: Path, metas: list[_CaseMeta]) -> None:
     writer = csv.writer(survival, lineterminator="\n")
     writer.writerow(["Subject_ID", "Age", "Survival_days"])
     writer.writerows([m.case_id, f"{m.age_years:.3f}", m.survival_days] for m in metas)
-    atomic_write_text(out_dir / "name_mapping.csv", grades.getvalue())
-    atomic_write_text(out_dir / "survival_info.csv", survival.getvalue())
+    _write_if_changed(out_dir / "name_mapping.csv", grades.getvalue())
+    _write_if_changed(out_dir / "survival_info.csv", survival.getvalue())
 
 
 def _is_int(value: object) -> bool:
@@ -495,38 +599,35 @@ def make_demo_cohort(out_dir: str | Path, *, n_cases: int = 20, seed: int = 0,
     ``tumorscope_cohort.json`` marking the cohort synthetic. Every write is atomic.
 
     Case ``i`` depends only on ``(seed, i)``: the same seed gives the same voxels, and a case
-    whose five files all exist is skipped, so an interrupted run completes where it stopped.
-    Raises :class:`ConfigError` for a bad ``n_cases`` or ``seed``, or when ``out_dir`` holds
-    a cohort made with another seed.
+    whose five files all exist is skipped, so an interrupted run completes where it stopped
+    and a finished one is left as it is (files unchanged). A cohort may be grown by asking
+    for more cases with the same seed.
+
+    ``out_dir`` must not exist, be empty, or hold only a cohort this function wrote: a folder
+    with anything else in it (a real dataset, say) is refused before anything is written.
+    Raises :class:`ConfigError` for a bad ``n_cases`` or ``seed``, for such a folder, or when
+    ``out_dir`` holds a cohort made with another seed or with more cases than asked for;
+    :class:`NotADirectoryError` when ``out_dir`` is a file.
 
     >>> folders = make_demo_cohort("demo_data", n_cases=2, seed=0, progress=False)  # doctest: +SKIP
     >>> [f.name for f in folders]  # doctest: +SKIP
     ['TSDemo_00000', 'TSDemo_00001']
     """
-    if not _is_int(n_cases) or not 1 <= n_cases <= 99999:
-        raise ConfigError(f"n_cases must be an integer in 1..99999, got {n_cases!r}")
+    if not _is_int(n_cases) or not 1 <= n_cases <= MAX_CASES:
+        raise ConfigError(f"n_cases must be an integer in 1..{MAX_CASES}, got {n_cases!r}")
     if not _is_int(seed) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     n_cases, seed = int(n_cases), int(seed)
     out_dir = Path(out_dir)
     cohort_file = out_dir / COHORT_FILE
-    if cohort_file.is_file():
-        try:
-            previous = json.loads(cohort_file.read_text()).get("seed")
-        except (OSError, json.JSONDecodeError, AttributeError):
-            previous = None
-        if previous is not None and previous != seed:
-            raise ConfigError(
-                f"folder holds a demo cohort made with seed {previous}, got seed {seed}; "
-                "use another folder or the same seed",
-                path=cohort_file,
-            )
+    _check_out_dir(out_dir, n_cases=n_cases, seed=seed)
     metas = [_case_meta(seed, i) for i in range(n_cases)]
     # The synthetic marker and metadata go first: a cohort interrupted half-way must never
-    # look like patient data.
+    # look like patient data, and is recognised as this generator's on the next run.
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cohort_file, {"synthetic": True, "generator": GENERATOR, "seed": seed,
-                                    "n_cases": n_cases, "note": NOTE})
+    marker = {"synthetic": True, "generator": GENERATOR, "seed": seed, "n_cases": n_cases,
+              "note": NOTE}
+    _write_if_changed(cohort_file, json.dumps(marker, indent=2, sort_keys=True) + "\n")
     _write_metadata(out_dir, metas)
 
     folders = []

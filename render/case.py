@@ -16,7 +16,7 @@ from tumorscope.core.nifti import atomic_path, atomic_write_json, file_key, read
 from tumorscope.core.store import CaseRecord, Run
 
 from .mesh import brain_surface, cached_region_meshes
-from .scene import CAMERA_PRESETS, comparison_scene, save_png
+from .scene import CAMERA_PRESETS, check_window_size, comparison_scene, save_png
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,8 @@ def render_run(
     """
     from tqdm import tqdm
 
+    # Options are checked before any case is meshed.
+    window_size = check_window_size(window_size)
     cameras = tuple(cameras)
     for cam in cameras:
         check_choice("camera", cam, CAMERA_PRESETS)

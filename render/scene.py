@@ -33,6 +33,47 @@ Focus = Literal["tumour", "brain"]
 
 CAMERA_PRESETS: tuple[str, ...] = get_args(CameraPreset)
 
+PIXELS_RANGE: tuple[int, int] = (16, 8192)
+"""Allowed width and height of a rendered image, in pixels: below, VTK draws nothing
+useful; above, one frame needs gigabytes and the native renderer aborts."""
+
+
+def check_pixels(option: str, value: object) -> int:
+    """Return ``value`` if it is a whole number of pixels in :data:`PIXELS_RANGE`, else raise
+    :class:`ConfigError` naming ``option`` (as the user wrote it), the value and the range.
+
+    >>> check_pixels("--width", 640)
+    640
+    >>> check_pixels("--width", -5)
+    Traceback (most recent call last):
+    ...
+    tumorscope.core.errors.ConfigError: --width must be a pixel count in 16..8192, got -5
+    """
+    lo, hi = PIXELS_RANGE
+    whole = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    if not whole or not lo <= value <= hi:  # type: ignore[operator]
+        raise ConfigError(f"{option} must be a pixel count in {lo}..{hi}, "
+                          f"got {value!r}")
+    return int(value)  # type: ignore[arg-type]
+
+
+def check_window_size(window_size: object, option: str = "window_size") -> tuple[int, int]:
+    """``(width, height)`` checked by :func:`check_pixels`; ``option`` names it in errors.
+
+    >>> check_window_size((1024, 768))
+    (1024, 768)
+    >>> check_window_size((0, 768))
+    Traceback (most recent call last):
+    ...
+    tumorscope.core.errors.ConfigError: window_size width must be a pixel count in 16..8192, got 0
+    """
+    try:
+        width, height = window_size  # type: ignore[misc]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{option} must be (width, height) in pixels, got {window_size!r}"
+                          ) from None
+    return (check_pixels(f"{option} width", width), check_pixels(f"{option} height", height))
+
 # (direction from the focal point to the camera, view-up), in RAS+.
 CAMERA_VECTORS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     "axial": ((0.0, 0.0, -1.0), (0.0, 1.0, 0.0)),
@@ -206,6 +247,7 @@ def comparison_scene(
     (150, 200, 3)
     >>> p.close()
     """
+    window_size = check_window_size(window_size)
     shown = tuple(check_choice("shown region", n, style.REGION_COLOURS) for n in show)
     check_choice("colour_by", colour_by, get_args(ColourBy))
     check_choice("layout", layout, get_args(Layout))
@@ -367,10 +409,7 @@ def screenshot(
     if camera is not None:
         set_camera(plotter, camera)
     if window_size is not None:
-        w, h = (int(v) for v in window_size)
-        if w < 1 or h < 1:
-            raise ConfigError(f"window_size must be two positive pixel counts, got {window_size}")
-        plotter.window_size = [w, h]
+        plotter.window_size = list(check_window_size(window_size))
     image = plotter.screenshot(transparent_background=transparent_background,
                                return_img=True)
     return np.asarray(image)

@@ -11,6 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from builders import write_case
 from scipy import ndimage as ndi
 
 from tumorscope.core import demo
@@ -236,6 +237,44 @@ def test_bad_arguments_are_refused(tmp_path: Path, kwargs: dict, message: str) -
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         make_demo_cohort(tmp_path / "x", progress=False, **kwargs)
     assert not (tmp_path / "x").exists()
+
+
+def test_refuses_a_folder_holding_anything_it_did_not_write(tmp_path: Path) -> None:
+    root = tmp_path / "brats"
+    write_case(root, "BraTS2021_00000")
+    (root / "name_mapping.csv").write_text("Grade,BraTS_2021_subject_ID\nHGG,BraTS2021_00000\n")
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match=r"holds 2 entries not written by tumorscope "
+                                          r"demo-data \(BraTS2021_00000, name_mapping.csv\); "
+                                          "choose an empty folder") as info:
+        make_demo_cohort(root, n_cases=1, progress=False)
+    assert info.value.path == root
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    # A marker some other tool wrote is not this generator's either.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "tumorscope_cohort.json").write_text('{"synthetic": true, "generator": "x"}')
+    with pytest.raises(ConfigError, match=r"1 entry not written .*tumorscope_cohort.json"):
+        make_demo_cohort(other, n_cases=1, progress=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError):
+        make_demo_cohort(tmp_path / "file", n_cases=1, progress=False)
+
+
+def test_rerun_on_its_own_finished_cohort_changes_nothing(
+        cohort: tuple[Path, list[Path]]) -> None:
+    out, folders = cohort
+    # A killed writer's leftover temporary is this generator's own, not a foreign file.
+    leftover = out / ".name_mapping.csv.host-1.k3j9x0q1.tmp.csv"
+    leftover.write_text("partial")
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p != leftover}
+    try:
+        assert make_demo_cohort(out, n_cases=N_CASES, seed=0, progress=False) == folders
+    finally:
+        leftover.unlink()
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    with pytest.raises(ConfigError, match=f"holds a demo cohort of {N_CASES} cases"):
+        make_demo_cohort(out, n_cases=N_CASES - 1, seed=0, progress=False)
 
 
 def test_kinds_are_dealt_in_blocks_of_ten() -> None:

@@ -12,9 +12,10 @@ from PIL import Image
 
 from tumorscope.app.cli import main
 from tumorscope.core.cases import discover
+from tumorscope.core.errors import ConfigError
 from tumorscope.core.evaluate import evaluate_run
 from tumorscope.core.store import Run
-from tumorscope.render.case import case_meshes
+from tumorscope.render.case import case_meshes, render_run
 
 SHAPE = (40, 40, 32)
 
@@ -104,3 +105,27 @@ def test_unwritable_output_is_a_one_line_error(
     assert main(["demo-data", "--out", str(blocker / "sub"), "--cases", "1", "-q"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error:" in err and "Traceback" not in err
+    assert f"{blocker} is a file; --out needs a folder" in err
+    assert main(["render", str(run_with_predictions.path), "--out", str(blocker), "-q"]) == 2
+    assert f"{blocker} is a file; --out needs a folder" in capsys.readouterr().err
+    assert not run_with_predictions.mesh_dir("BraTS2021_00000").exists()
+    assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("flag, value", [("--width", "0"), ("--width", "-300"),
+                                         ("--height", "100000")])
+def test_render_size_is_refused_before_any_meshing(
+    run_with_predictions: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    flag: str, value: str,
+) -> None:
+    out = tmp_path / "png"
+    assert main(["render", str(run_with_predictions.path), "--out", str(out), flag, value,
+                 "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"tumorscope render: error: {flag} must be a pixel count in 16..8192, "
+                   f"got {value}\n")
+    assert not out.exists()
+    assert not run_with_predictions.mesh_dir("BraTS2021_00000").exists()
+    with pytest.raises(ConfigError, match="window_size width"):
+        render_run(run_with_predictions, out, window_size=(0, 768))
+    assert not run_with_predictions.mesh_dir("BraTS2021_00000").exists()

@@ -188,3 +188,23 @@ def test_empty_scene_still_renders() -> None:
 def test_docstring_example() -> None:
     result = doctest.testmod(scene_module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("size", [(0, 240), (320, -1), (100_000, 100_000), (15, 240),
+                                  (320, 8193), (320.5, 240), (True, 240), (320,)])
+def test_window_size_out_of_range_is_refused_before_drawing(case: dict, size: tuple) -> None:
+    # 100000 x 100000 aborts VTK natively and a negative width draws garbage: refuse both.
+    with pytest.raises(ConfigError, match=r"window_size"):
+        comparison_scene(case["truth"], case["pred"], window_size=size)
+    plotter = comparison_scene(case["truth"], case["pred"], window_size=SIZE)
+    try:
+        with pytest.raises(ConfigError, match=r"16\.\.8192|\(width, height\)"):
+            screenshot(plotter, window_size=size)
+    finally:
+        plotter.close()
+
+
+def test_window_size_limits_are_accepted() -> None:
+    assert scene_module.check_window_size((16, 8192)) == (16, 8192)
+    assert scene_module.check_pixels("--width", np.int64(640)) == 640
+
