@@ -167,7 +167,7 @@ def wide_column(metric: str, region: str) -> str:
             "volume_pred_ml": f"{region} pred (mL)"}[metric]
 
 
-def cohort_table(metrics: pd.DataFrame, cases: Mapping[str, Mapping[str, Any]],
+def cohort_table(metrics: pd.DataFrame, cases: Mapping[str, CaseRecord],
                  case_ids: Sequence[str],
                  predicted_ml: Mapping[str, Mapping[str, float]] | None = None) -> pd.DataFrame:
     """One row per patient: metadata, then Dice, HD95 and volumes per region, mean Dice.
@@ -177,12 +177,14 @@ def cohort_table(metrics: pd.DataFrame, cases: Mapping[str, Mapping[str, Any]],
     """
     ids = sorted(set(case_ids) | set(metrics["case_id"]))
     table = pd.DataFrame({"patient": ids})
-    meta = [dict(cases.get(i, {}).get("metadata", {})) for i in ids]
+    records = [cases.get(i) for i in ids]
+    meta = [dict(r.metadata) if r else {} for r in records]
     table["grade"] = [m.get("grade") for m in meta]
     table["age"] = pd.to_numeric(pd.Series([m.get("age") for m in meta]), errors="coerce")
     table["synthetic"] = [bool(m.get("synthetic", False)) for m in meta]
     scored = set(metrics["case_id"])
-    table["ground truth"] = [i in scored or bool(cases.get(i, {}).get("label")) for i in ids]
+    table["ground truth"] = [i in scored or bool(r and r.label) for i, r in zip(ids, records,
+                                                                               strict=True)]
     for metric in METRIC_KEYS:
         wide = metrics.pivot_table(index="case_id", columns="region", values=metric,
                                    aggfunc="first") if len(metrics) else pd.DataFrame()
@@ -202,11 +204,11 @@ def cohort_table(metrics: pd.DataFrame, cases: Mapping[str, Mapping[str, Any]],
 def _cohort(run_path: str, stamps: tuple[int, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
     run = Run(Path(run_path))
     metrics = metrics_frame(run)
-    cases = run.cases()
+    cases = run.case_records()
     unscored = [c for c in run.case_ids() if c not in set(metrics["case_id"])]
     predicted = {}
     for case_id in unscored:
-        convention = cases.get(case_id, {}).get("label_convention", "brats2020")
+        convention = cases[case_id].label_convention if case_id in cases else "brats2020"
         predicted[case_id] = predicted_volumes_ml(str(run.prediction_path(case_id)),
                                                   stamp(run.prediction_path(case_id)),
                                                   convention)
@@ -252,12 +254,12 @@ def training_log(run: Run) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _cases(run_path: str, mtime_ns: int) -> dict[str, dict[str, Any]]:
-    return Run(Path(run_path)).cases()
+def _cases(run_path: str, mtime_ns: int) -> dict[str, CaseRecord]:
+    return Run(Path(run_path)).case_records()
 
 
-def run_cases(run: Run) -> dict[str, dict[str, Any]]:
-    """cases.json of a run (per case: images, label, layout, metadata), cached by mtime."""
+def run_cases(run: Run) -> dict[str, CaseRecord]:
+    """The store's record of every case of a run, cached by the mtime of cases.json."""
     return _cases(str(run.path), stamp(run.cases_path))
 
 
@@ -307,7 +309,7 @@ class Patient:
 
 
 def patient(run: Run, case_id: str) -> Patient:
-    return Patient(run, CaseRecord.from_dict(case_id, run_cases(run).get(case_id, {})))
+    return Patient(run, run_cases(run).get(case_id) or CaseRecord(case_id, {}, None))
 
 
 # --------------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def _sidebar(ctx: Context) -> None:
             st.session_state["case_id"] = ids[0]
         cases = data.run_cases(ctx.run)
         st.selectbox("Patient", ids, key="case_id",
-                     format_func=lambda c: c if cases.get(c, {}).get("label")
+                     format_func=lambda c: c if c in cases and cases[c].label is not None
                      else f"{c} (no ground truth)")
         ctx.case_id = st.session_state["case_id"]
 

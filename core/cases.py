@@ -33,17 +33,17 @@ from .errors import (
     GeometryError,
     LayoutError,
     TumorscopeError,
+    UnreadableFileError,
     VoxelValueError,
 )
 from .nifti import (
     NIFTI_SUFFIXES,
-    UnreadableFileError,
-    os_error_words,
     read_header,
     read_label,
     read_nifti,
     voxel_spacing_mm,
 )
+from .oserrors import os_error_words
 from .preprocess import background_level
 
 log = logging.getLogger(__name__)
@@ -326,7 +326,7 @@ def discover(root: str | Path) -> list[Case]:
     that name whose one fault says so, so no command drops it silently.
 
     Raises :class:`LayoutError` naming ``root`` if it does not exist or holds no case, and
-    :class:`~tumorscope.core.nifti.UnreadableFileError` if ``root`` itself cannot be listed.
+    :class:`~tumorscope.core.errors.UnreadableFileError` if ``root`` itself cannot be listed.
     """
     root = Path(root)
     if not root.is_dir():

@@ -30,6 +30,11 @@ class CorruptFileError(TumorscopeError, OSError):
     """A file exists but cannot be decoded (truncated gzip, not a NIfTI, damaged header)."""
 
 
+class UnreadableFileError(TumorscopeError, OSError):
+    """A file or folder exists but cannot be opened: permission denied, a folder or a named
+    pipe where a NIfTI file is expected, or another operating-system error while reading."""
+
+
 class GeometryError(TumorscopeError, ValueError):
     """Wrong dimensionality, shapes that differ between modalities, or affines that differ."""
 

@@ -75,16 +75,18 @@ def same_content(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bo
                 and a.get("sha256") == b.get("sha256"))
 
 
-def unchanged_on_disk(fp: Mapping[str, Any] | None) -> bool:
+def unchanged_on_disk(fp: Mapping[str, Any] | None, path: str | Path | None = None) -> bool:
     """Cheap check (one ``stat``, no hashing) that the file ``fp`` describes is still as it was.
 
-    Used by readers that must not show a result of a file that has changed since; the
-    writers re-hash before they reuse anything.
+    ``path`` is where the file is now, when its folder may have moved since (a run copied
+    elsewhere). Used by readers that must not show a result of a file that has changed
+    since; the writers re-hash before they reuse anything.
     """
-    if not fp or not fp.get("path"):
+    where = path if path is not None else (fp or {}).get("path")
+    if not fp or not where:
         return False
     try:
-        st = os.stat(fp["path"])
+        st = os.stat(where)
     except OSError:
         return False
     return st.st_size == fp.get("size") and st.st_mtime_ns == fp.get("mtime_ns")

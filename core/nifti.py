@@ -29,9 +29,10 @@ from .errors import (
     CaseFileMissingError,
     CorruptFileError,
     GeometryError,
-    TumorscopeError,
+    UnreadableFileError,
     VoxelValueError,
 )
+from .oserrors import os_error_words
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -51,13 +52,6 @@ def nifti_stem(path: str | Path) -> str:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return Path(name).stem
-
-
-def file_key(path: str | Path) -> dict[str, object]:
-    """What identifies a file's version for caches: resolved path, size and mtime (ns)."""
-    path = Path(path)
-    st = path.stat()
-    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def _full_suffix(path: Path) -> str:
@@ -178,11 +172,6 @@ def voxel_spacing_mm(affine: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(round(n, 6)) for n in norms)
 
 
-class UnreadableFileError(TumorscopeError, OSError):
-    """A file or folder exists but cannot be opened: permission denied, a folder or a named
-    pipe where a NIfTI file is expected, or another operating-system error while reading."""
-
-
 def _kind_of(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "a folder"
@@ -193,19 +182,6 @@ def _kind_of(mode: int) -> str:
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "a device"
     return "not a regular file"
-
-
-def os_error_words(exc: OSError) -> str:
-    """A plain-words reason for an operating-system error, without the path.
-
-    >>> os_error_words(PermissionError(13, "Permission denied"))
-    'permission denied'
-    """
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    if isinstance(exc, IsADirectoryError):
-        return "is a folder, not a file"
-    return (exc.strerror or str(exc)).lower()
 
 
 def _check_file(path: Path) -> None:

@@ -163,6 +163,19 @@ def _low_space(path: Path | None) -> bool:
     return False
 
 
+def os_error_words(exc: OSError) -> str:
+    """What is wrong, in plain words, without the path (for messages that name it already).
+
+    >>> os_error_words(PermissionError(errno.EACCES, "Permission denied"))
+    'permission denied'
+    """
+    if isinstance(exc, IsADirectoryError):
+        return "is a folder, not a file"
+    if exc.errno in _WORDS_NO_PATH:
+        return _WORDS_NO_PATH[exc.errno]
+    return (exc.strerror or str(exc)).rstrip(".").lower()
+
+
 def describe_os_error(exc: OSError, flags: Mapping[str, object] | None = None) -> str:
     """One line saying which path and what is wrong with it, in plain words.
 

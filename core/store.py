@@ -323,7 +323,7 @@ class Run:
                 problems[case_id] = "stale: its prediction is no longer in the run"
             elif pred is not None and row.get("prediction_sha256") != pred.get("sha256"):
                 problems[case_id] = "stale: scored another prediction than the one in the run"
-            elif pred is not None and not unchanged_on_disk(pred):
+            elif pred is not None and not unchanged_on_disk(pred, self.prediction_path(case_id)):
                 problems[case_id] = "stale: the prediction file changed since it was recorded"
         return problems
 

@@ -12,7 +12,8 @@ from typing import Any
 import pyvista as pv
 
 from tumorscope.core.errors import LayoutError, TumorscopeError, check_choice
-from tumorscope.core.nifti import atomic_path, atomic_write_json, file_key, read_nifti
+from tumorscope.core.fingerprint import fingerprint, same_content
+from tumorscope.core.nifti import atomic_path, atomic_write_json, read_nifti
 from tumorscope.core.store import CaseRecord, Run
 
 from .mesh import brain_surface, cached_region_meshes
@@ -32,16 +33,22 @@ class CaseMeshes:
 
 
 def cached_brain_surface(image_path: str | Path, cache_dir: str | Path) -> pv.PolyData:
-    """:func:`brain_surface` of a skull-stripped image, cached as ``brain.vtp`` beside a key
-    of the source's (path, size, mtime) so it is rebuilt only when the image changes."""
+    """:func:`brain_surface` of a skull-stripped image, cached as ``brain.vtp`` beside the
+    content fingerprint of the source, so it is rebuilt exactly when the image's bytes change
+    (the hash is recomputed only when the file's stat identity changed)."""
     image_path, cache_dir = Path(image_path), Path(cache_dir)
     mesh_path, key_path = cache_dir / "brain.vtp", cache_dir / "brain.json"
-    key = file_key(image_path)
     try:
-        if json.loads(key_path.read_text()) == key and mesh_path.is_file():
+        previous = json.loads(key_path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        previous = None
+    key = fingerprint(image_path, previous if isinstance(previous, dict) else None)
+    if same_content(previous if isinstance(previous, dict) else None, key) \
+            and mesh_path.is_file():
+        try:
             return pv.read(mesh_path)
-    except (OSError, json.JSONDecodeError):
-        pass
+        except (OSError, ValueError):
+            pass  # damaged cache file: rebuilt below
     vol = read_nifti(image_path)
     mesh = brain_surface(vol.data, vol.affine, simplify_mm=3.0)
     cache_dir.mkdir(parents=True, exist_ok=True)

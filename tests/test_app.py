@@ -270,7 +270,8 @@ def test_missing_default_results_names_the_command(tmp_path: Path,
 
 
 @pytest.mark.parametrize("damage", ["empty", "missing", "bad_metrics", "bad_cases",
-                                    "bad_prediction"])
+                                    "bad_prediction", "nul_metrics", "text_metrics",
+                                    "list_cases"])
 def test_broken_results_show_one_clear_message(damage: str, run_dir: Path,
                                                tmp_path: Path) -> None:
     folder = tmp_path / "R"
@@ -283,6 +284,16 @@ def test_broken_results_show_one_clear_message(damage: str, run_dir: Path,
         (folder / "metrics.csv").write_text("a,b\n1,2\n")
     elif damage == "bad_cases":
         (folder / "cases.json").write_text("{not json")
+    elif damage == "nul_metrics":
+        (folder / "metrics.csv").write_bytes(b"case_id,region,dice\nA,WT,0.5\x00\n")
+    elif damage == "text_metrics":
+        text = (folder / "metrics.csv").read_text().splitlines()
+        header = text[0].split(",")
+        cells = text[1].split(",")
+        cells[header.index("dice")] = "n/a"
+        (folder / "metrics.csv").write_text("\n".join([text[0], ",".join(cells), *text[2:]]))
+    elif damage == "list_cases":
+        (folder / "cases.json").write_text("[]")
     elif damage == "bad_prediction":
         path = Run(folder).prediction_path(case_id)
         path.write_bytes(path.read_bytes()[:200])  # a truncated gzip
@@ -295,7 +306,9 @@ def test_broken_results_show_one_clear_message(damage: str, run_dir: Path,
     message = at.error[0].value
     expected = {"empty": "no run found", "missing": "does not exist",
                 "bad_metrics": "missing column", "bad_cases": "not valid JSON",
-                "bad_prediction": "corrupt"}[damage]
+                "bad_prediction": "corrupt", "nul_metrics": "NUL bytes",
+                "text_metrics": "dice = 'n/a' is not a number",
+                "list_cases": "must map case ids to records"}[damage]
     assert expected in message and "Traceback" not in message
 
 
@@ -351,3 +364,24 @@ def test_app_pages_start_without_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_changed_prediction_shows_no_stale_score(run_dir: Path, tmp_path: Path) -> None:
+    """A prediction rewritten after evaluate: its old score is not shown, and the page says so."""
+    import nibabel as nib
+
+    folder = tmp_path / "R"
+    shutil.copytree(run_dir, folder, ignore=shutil.ignore_patterns("checkpoints", "meshes"))
+    run = Run(folder)
+    case_id = run.case_ids()[0]
+    path = run.prediction_path(case_id)
+    img = nib.load(path)
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.uint8), img.affine), path)
+    at = ok(app(folder).run())
+    warnings = [w.value for w in at.warning]
+    assert any(case_id in w and "no current score" in w for w in warnings), warnings
+    table = at.dataframe[0].value
+    row = table[table["patient"] == case_id].iloc[0]
+    assert np.isnan(row["Dice WT"])  # the old number is gone, not shown as current
+    others = table[table["patient"] != case_id]
+    assert others["Dice WT"].notna().all()

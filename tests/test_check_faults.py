@@ -24,7 +24,7 @@ from builders import BRATS_AFFINE, SMALL_SHAPE, small_image, small_label, write_
 from tumorscope.core import errors
 from tumorscope.core.cache import preprocess_case
 from tumorscope.core.cases import check_case, discover, load_case
-from tumorscope.core.nifti import UnreadableFileError
+from tumorscope.core.errors import UnreadableFileError
 from tumorscope.core.preprocess import brain_mask, zscore
 
 GOOD = "BraTS2021_00000"
