@@ -331,6 +331,9 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+RECORD_SECTION = "predict"
+"""Section of a run's config.yaml written by predict (checkpoint, settings); not read back."""
+
 SECTIONS = {"data": DataConfig, "loss": LossConfig, "optim": OptimConfig,
             "augment": AugmentConfig, "train": TrainConfig}
 
@@ -410,6 +413,9 @@ def config_from_dict(raw: dict[str, Any], *, source: str | None = None,
     if not isinstance(raw, dict):
         raise ConfigError(f"a config must be a mapping of sections, got {type(raw).__name__}",
                           path=source)
+    # A run's config.yaml also records what predict used; it is a record, not a setting,
+    # so a run's config can be given to `train --config` as it is.
+    raw = {k: v for k, v in raw.items() if k != RECORD_SECTION}
     unknown = sorted(str(k) for k in set(raw) - set(SECTIONS) - {"model"})
     if unknown:
         raise where.error(unknown[0], f"unknown section(s) {unknown}; expected "

@@ -101,3 +101,39 @@ def test_cache_at_target_spacing_resamples_after_crop(brats2021_root: Path,
     vol_native = np.count_nonzero(native.label)
     vol_coarse = np.count_nonzero(coarse.label) * 8
     assert abs(vol_coarse - vol_native) / vol_native < 0.2
+
+
+def test_truncated_cache_entry_rebuilds_itself_saying_so(
+        brats2021_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    case = discover(brats2021_root)[0]
+    first = np.array(preprocess_case(case, tmp_path / "cache").image)
+    npy = case_cache_dir(case, tmp_path / "cache") / "image.npy"
+    npy.write_bytes(npy.read_bytes()[: npy.stat().st_size // 2])
+    with caplog.at_level("WARNING"):
+        again = preprocess_case(case, tmp_path / "cache")
+    assert "damaged" in caplog.text and case.case_id in caplog.text
+    np.testing.assert_array_equal(np.asarray(again.image), first)
+
+
+def test_touch_or_copy_back_keeps_the_entry_another_content_rebuilds_it(
+        brats2021_root: Path, tmp_path: Path) -> None:
+    """Content decides, not mtime: a touched file is the same input; the same size and
+    mtime with other bytes (``cp -p`` of another scan) is not."""
+    cases = discover(brats2021_root)
+    case, other = cases[0], cases[1]
+    preprocess_case(case, tmp_path / "cache")
+    meta = case_cache_dir(case, tmp_path / "cache") / "meta.json"
+    npy = case_cache_dir(case, tmp_path / "cache") / "image.npy"
+    assert '"sha256"' in meta.read_text()
+    stamp = npy.stat().st_mtime_ns
+    time.sleep(0.01)
+    os.utime(case.images["t1"])  # touch
+    preprocess_case(case, tmp_path / "cache")
+    assert npy.stat().st_mtime_ns == stamp  # same bytes: not rebuilt
+    target = case.images["flair"]
+    st_before = target.stat()
+    target.write_bytes(other.images["flair"].read_bytes())
+    os.utime(target, ns=(st_before.st_atime_ns, st_before.st_mtime_ns))
+    time.sleep(0.01)
+    preprocess_case(case, tmp_path / "cache")
+    assert npy.stat().st_mtime_ns != stamp  # rebuilt from the new content
