@@ -62,7 +62,7 @@ def _int_in(low: int, high: int) -> Callable[[str], object]:
 
 def _device(text: str) -> object:
     """An argparse ``type`` for ``--device``: auto, cpu, cuda, cuda:N or mps, and present."""
-    from tumorscope.core.config import device_problem
+    from tumorscope.core.checkpoints import device_problem
 
     name = _checked_as("train.device")(text)
     problem = device_problem(str(name))
@@ -215,10 +215,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tumorscope.core.demo import make_demo_cohort
     from tumorscope.core.predict import predict_run
     from tumorscope.core.store import Run
-    from tumorscope.core.train import train
+    from tumorscope.core.train import check_before_training, train
 
     overrides = [f"data.root={args.data}", *(args.set or [])]
-    cfg = load_config(args.config, overrides=overrides)  # a bad --set stops before any work
+    cfg = check_before_training(load_config(args.config, overrides=overrides))  # before any work
     make_demo_cohort(args.data, n_cases=args.cases, seed=args.seed, progress=not args.quiet)
     run = Run(Path(args.out))
     # An interrupted or finished demo run continues from its last checkpoint (a finished

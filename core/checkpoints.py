@@ -42,6 +42,29 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def device_problem(name: str) -> str | None:
+    """Why the device ``name`` (already of the form auto, cpu, cuda[:N], mps) cannot be used
+    on this machine, or None when it can. Imports torch only for cuda and mps.
+
+    >>> device_problem("cpu") is None
+    True
+    """
+    if name in ("auto", "cpu"):
+        return None
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return "CUDA is not available on this machine"
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            return f"this machine has {count} CUDA device(s): cuda:0 to cuda:{count - 1}"
+    elif name == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            return "MPS (Apple GPU) is not available on this machine"
+    return None
+
+
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``train.amp`` on ``device`` (None = full fp32)."""
     if amp == "off" or (amp == "auto" and device.type != "cuda"):

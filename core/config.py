@@ -7,9 +7,8 @@ in its dataclass metadata, and :func:`validate` is the one place they are checke
 is validated as a whole before any work starts, and an error names the key as written
 (``train.epochs``), the value found and what is allowed. ``model`` is kept as a plain mapping
 handed to the model builder and ``loss.options`` as the options of the named loss; both are
-checked by their owners (:meth:`~tumorscope.core.models.UNetConfig.from_dict`,
-:func:`~tumorscope.core.losses.check_loss_options`) from :func:`validate`, so they too are
-refused before a case is read.
+checked beside the model code (:mod:`tumorscope.core.models.checks`, which needs torch; this
+module does not), by training and prediction before a case is read.
 
 >>> cfg = load_config("tiny-cpu", overrides=["optim.lr=0.002", "train.epochs=3"])
 >>> cfg.optim.lr, cfg.train.epochs
@@ -432,7 +431,9 @@ def config_from_dict(raw: dict[str, Any], *, source: str | None = None,
 
 def validate(cfg: Config, *, source: str | None = None) -> Config:
     """Check every value of ``cfg`` (and normalise it: lists to tuples, numeric text to
-    numbers) by the rules of its fields, then the model and loss options; return ``cfg``.
+    numbers) by the rules of its fields; return ``cfg``. The model and loss options are
+    checked by :func:`tumorscope.core.models.checks.check_model_and_loss` (they need the
+    model code, which needs torch; this module does not).
 
     Raises :class:`ConfigError` naming the first bad key, its value and what is allowed.
     Cheap and free of side effects beyond the normalisation: nothing is read or written.
@@ -460,89 +461,6 @@ def _validate(cfg: Config, where: _Where) -> None:
     if low > high:
         raise where.error("augment.scale_range", f"augment.scale_range must be [min, max] "
                           f"with min <= max, got {show(cfg.augment.scale_range)}")
-    _validate_model(cfg, where)
-    _validate_loss(cfg, where)
-
-
-def _validate_model(cfg: Config, where: _Where) -> None:
-    from .models import UNetConfig  # torch: imported only when a config is checked
-
-    if not isinstance(cfg.model, dict):
-        raise where.error("model", f"section 'model' must be a mapping, got {show(cfg.model)}")
-    try:
-        unet = UNetConfig.from_dict(cfg.model, key="model")
-    except ConfigError as exc:
-        found = re.search(r"\bmodel\.\w+", exc.fault)
-        raise where.error(found.group(0) if found else "model", exc.fault) from None
-    plain = unet.to_dict()
-    cfg.model = {k: plain[k] for k in cfg.model}
-    patch, divisor = cfg.data.patch_size_vox, unet.size_divisor
-    if any(p % divisor for p in patch):
-        raise where.error("data.patch_size_vox", (
-            f"data.patch_size_vox must be multiples of {divisor} (2 ** (depth - 1) for "
-            f"model.features {list(unet.features)}), got {show(patch)}"))
-    if unet.norm == "instance" and math.prod(p // divisor for p in patch) < 2:
-        raise where.error("data.patch_size_vox", (
-            f"data.patch_size_vox {show(patch)} leaves a single bottleneck voxel for "
-            f"model.features {list(unet.features)}, which instance norm cannot normalise; "
-            f"make one axis at least {2 * divisor}"))
-
-
-def _validate_loss(cfg: Config, where: _Where) -> None:
-    from .losses import check_loss_options  # torch: imported only when a config is checked
-
-    try:
-        cfg.loss.options = check_loss_options(cfg.loss.name, cfg.loss.options, key="loss")
-    except ConfigError as exc:
-        found = re.search(r"\bloss\.[\w.]*\w", exc.fault)
-        raise where.error(found.group(0) if found else "loss", exc.fault) from None
-
-
-def device_problem(name: str) -> str | None:
-    """Why the device ``name`` (already of the form auto, cpu, cuda[:N], mps) cannot be used
-    on this machine, or None when it can. Imports torch only for cuda and mps.
-
-    >>> device_problem("cpu") is None
-    True
-    """
-    if name in ("auto", "cpu"):
-        return None
-    import torch
-
-    if name.startswith("cuda"):
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            return "CUDA is not available on this machine"
-        index = int(name.partition(":")[2] or 0)
-        if index >= count:
-            return f"this machine has {count} CUDA device(s): cuda:0 to cuda:{count - 1}"
-    elif name == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            return "MPS (Apple GPU) is not available on this machine"
-    return None
-
-
-def check_before_training(cfg: Config) -> Config:
-    """Everything :func:`~tumorscope.core.train.train` needs of ``cfg``, checked before a
-    case is discovered or preprocessed: :func:`validate`, one input channel per modality
-    and one output per region, and a device this machine has. Returns ``cfg``.
-    """
-    from .cases import MODALITIES
-    from .labels import REGIONS
-
-    validate(cfg)
-    channels = {"model.in_channels": (len(MODALITIES), "one per modality: "
-                                                       + ", ".join(MODALITIES)),
-                "model.out_channels": (len(REGIONS), "one per region: " + ", ".join(REGIONS))}
-    for key, (wanted, why) in channels.items():
-        value = cfg.model.get(key.split(".")[1], wanted)
-        if value != wanted:
-            raise ConfigError(f"{key} must be {wanted} ({why}), got {show(value)}")
-    problem = device_problem(cfg.train.device)
-    if problem is not None:
-        raise ConfigError(f"train.device is {cfg.train.device!r} but {problem}")
-    return cfg
 
 
 # ---------------------------------------------------------------- overrides and loading

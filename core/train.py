@@ -21,21 +21,24 @@ from torch import nn
 
 from .augment import augment_batch
 from .cache import CachedCase, default_cache_dir, preprocess_case
-from .cases import Case, discover
+from .cases import MODALITIES, Case, discover
 from .checkpoints import (  # noqa: F401  (re-exported for older scripts)
     autocast_dtype,
+    device_problem,
     load_checkpoint,
     model_from_checkpoint,
     resolve_device,
     save_checkpoint,
 )
-from .config import Config
-from .errors import LayoutError, TumorscopeError
+from .config import Config, show
+from .config import validate as validate_config
+from .errors import ConfigError, LayoutError, TumorscopeError
 from .infer import sliding_window_logits
 from .labels import REGIONS, labels_to_regions
 from .losses import DeepSupervisionLoss, make_loss
 from .metrics import dice
 from .models import build_model, count_parameters
+from .models.checks import check_model_and_loss
 from .nifti import atomic_write_json
 from .store import Run
 
@@ -208,6 +211,26 @@ def validate(model: nn.Module, cases: list[CachedCase], cfg: Config, device: tor
 
 # ---------------------------------------------------------------- the loop
 
+def check_before_training(cfg: Config) -> Config:
+    """Everything :func:`train` needs of ``cfg``, checked before a case is discovered or
+    preprocessed: every key (:func:`tumorscope.core.config.validate`), the model and loss
+    options, one input channel per modality and one output per region, and a device this
+    machine has. Returns ``cfg``."""
+    validate_config(cfg)
+    check_model_and_loss(cfg)
+    channels = {"model.in_channels": (len(MODALITIES), "one per modality: "
+                                                       + ", ".join(MODALITIES)),
+                "model.out_channels": (len(REGIONS), "one per region: " + ", ".join(REGIONS))}
+    for key, (wanted, why) in channels.items():
+        value = cfg.model.get(key.split(".")[1], wanted)
+        if value != wanted:
+            raise ConfigError(f"{key} must be {wanted} ({why}), got {show(value)}")
+    problem = device_problem(cfg.train.device)
+    if problem is not None:
+        raise ConfigError(f"train.device is {cfg.train.device!r} but {problem}")
+    return cfg
+
+
 def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
           progress: bool = True) -> Run:
     """Train ``cfg`` into the run directory ``out_dir``; return the :class:`Run`.
@@ -216,8 +239,6 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
     stopped (weights, optimiser, scheduler, EMA, step, RNG). Ctrl-C saves ``last.pt``
     before leaving. Under ``torchrun`` every rank trains and rank 0 writes.
     """
-    from .config import check_before_training
-
     # Every config value, the model and loss options and the device, before any case
     # is discovered or preprocessed: a bad value stops here, by its key.
     check_before_training(cfg)

@@ -27,7 +27,6 @@ from tumorscope.core.config import (
     SECTIONS,
     Config,
     Kind,
-    check_before_training,
     config_from_dict,
     load_config,
     preset_text,
@@ -35,6 +34,8 @@ from tumorscope.core.config import (
     show,
 )
 from tumorscope.core.errors import ConfigError
+from tumorscope.core.models.checks import check_model_and_loss
+from tumorscope.core.train import check_before_training
 
 # ---------------------------------------------------------------- in process: the rules
 
@@ -177,15 +178,15 @@ def test_out_of_range_values_name_key_value_and_allowed(dotted: str, value: Any,
 def test_cross_field_model_and_loss_faults_name_the_key(dotted: str, value: Any,
                                                         expected: str) -> None:
     with pytest.raises(ConfigError) as info:
-        config_from_dict(_raw(dotted, value), source="bad.yaml")
+        check_model_and_loss(config_from_dict(_raw(dotted, value), source="bad.yaml"))
     assert expected in str(info.value)
     assert "\n" not in str(info.value)
 
 
 def test_numbers_written_as_text_and_off_are_understood() -> None:
-    cfg = load_config("tiny-cpu", overrides=["optim.lr=1e-3", "train.amp=off",
-                                             "model.dropout=1e-1", "data.patch_size_vox=16",
-                                             "loss.options={smooth_nr: 1e-4}"])
+    cfg = check_model_and_loss(load_config(
+        "tiny-cpu", overrides=["optim.lr=1e-3", "train.amp=off", "model.dropout=1e-1",
+                               "data.patch_size_vox=16", "loss.options={smooth_nr: 1e-4}"]))
     assert cfg.optim.lr == 0.001 and cfg.train.amp == "off"
     assert cfg.model["dropout"] == 0.1 and cfg.data.patch_size_vox == (16, 16, 16)
     assert cfg.loss.options == {"smooth_nr": 1e-4}

@@ -1,0 +1,47 @@
+"""Checks of a config's model and loss options against the model code, before any work starts.
+
+They live here, beside the models, because checking an architecture or a loss needs their
+code (and torch); :mod:`tumorscope.core.config` checks every other key without it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..config import Config, show
+from ..errors import ConfigError
+from ..losses import check_loss_options
+from .unet import UNetConfig
+
+
+def check_model(cfg: Config) -> Config:
+    """Check ``cfg.model`` as a :class:`UNetConfig` and that ``data.patch_size_vox`` fits it
+    (a multiple of 2 ** (depth - 1), more than one bottleneck voxel under instance norm);
+    normalises ``cfg.model`` in place and returns ``cfg``."""
+    if not isinstance(cfg.model, dict):
+        raise ConfigError(f"section 'model' must be a mapping, got {show(cfg.model)}")
+    unet = UNetConfig.from_dict(cfg.model, key="model")
+    plain = unet.to_dict()
+    cfg.model = {k: plain[k] for k in cfg.model}
+    patch, divisor = cfg.data.patch_size_vox, unet.size_divisor
+    if any(p % divisor for p in patch):
+        raise ConfigError(
+            f"data.patch_size_vox must be multiples of {divisor} (2 ** (depth - 1) for "
+            f"model.features {list(unet.features)}), got {show(patch)}")
+    if unet.norm == "instance" and math.prod(p // divisor for p in patch) < 2:
+        raise ConfigError(
+            f"data.patch_size_vox {show(patch)} leaves a single bottleneck voxel for "
+            f"model.features {list(unet.features)}, which instance norm cannot normalise; "
+            f"make one axis at least {2 * divisor}")
+    return cfg
+
+
+def check_loss(cfg: Config) -> Config:
+    """Check ``loss.name`` and ``loss.options`` against the loss classes; returns ``cfg``."""
+    cfg.loss.options = check_loss_options(cfg.loss.name, cfg.loss.options, key="loss")
+    return cfg
+
+
+def check_model_and_loss(cfg: Config) -> Config:
+    """:func:`check_model` then :func:`check_loss`; errors name the key; returns ``cfg``."""
+    return check_loss(check_model(cfg))
