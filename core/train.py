@@ -231,38 +231,100 @@ def check_before_training(cfg: Config) -> Config:
     return cfg
 
 
-def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
-          progress: bool = True) -> Run:
-    """Train ``cfg`` into the run directory ``out_dir``; return the :class:`Run`.
+RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.threads", "data.num_workers",
+                     "data.root", "data.cache_dir")
+"""Keys a resumed run may change: where it runs and reads from, and how long it trains."""
 
-    With ``resume`` the run continues from ``checkpoints/last.pt`` exactly where it
-    stopped (weights, optimiser, scheduler, EMA, step, RNG). Ctrl-C saves ``last.pt``
-    before leaving. Under ``torchrun`` every rank trains and rank 0 writes.
-    """
-    # Every config value, the model and loss options and the device, before any case
-    # is discovered or preprocessed: a bad value stops here, by its key.
-    check_before_training(cfg)
-    from tqdm import tqdm
 
-    run = Run(Path(out_dir))
-    dinfo = init_distributed(cfg.train.device)
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "model" and k != "options":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resumable(recorded: dict[str, Any], cfg: Config, *, step: int,
+                    path: Path | None = None) -> None:
+    """Refuse to resume a run under a config other than its own (config.yaml must describe
+    what the run is), except for :data:`RESUMABLE_CHANGES`; and never to fewer steps than
+    already trained."""
+    before, now = _flat(recorded), _flat(cfg.to_dict())
+    changed = [k for k in sorted(set(before) | set(now))
+               if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES]
+    if changed:
+        k = changed[0]
+        raise ConfigError(f"cannot resume with another config: {k} is {show(before.get(k))} "
+                          f"in the run, {show(now.get(k))} now"
+                          + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else "")
+                          + "; train into a new --out instead", path=path)
+    total = cfg.train.epochs * cfg.train.steps_per_epoch
+    if total < step:
+        raise ConfigError(f"cannot resume to train.epochs {cfg.train.epochs} ({total} steps): "
+                          f"the run has trained {step} steps already", path=path)
+
+
+@dataclass
+class TrainState:
+    """What a training run changes as it goes; everything a checkpoint holds."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: torch.optim.swa_utils.AveragedModel | None
+    step: int = 0
+    best: float = -1.0
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def payload(self, cfg: Config, metrics: dict[str, float] | None = None) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "ema_full": self.ema.state_dict() if self.ema is not None else None,
+            "model_config": self.model.config.to_dict(),
+            "config": cfg.to_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "best": self.best,
+            "metrics": metrics or {},
+            "rng": [_rng_state()],
+            "regions": list(REGIONS),
+        }
+
+    def restore(self, ckpt: dict[str, Any], rank: int) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.ema is not None and ckpt.get("ema_full") is not None:
+            self.ema.load_state_dict(ckpt["ema_full"])
+        self.step, self.best = int(ckpt["step"]), float(ckpt["best"])
+        _set_rng_state(ckpt["rng"][min(rank, len(ckpt["rng"]) - 1)])
+
+
+def _setup_device(cfg: Config, dinfo: DistInfo) -> tuple[torch.device, torch.dtype | None]:
     device = resolve_device(cfg.train.device)
     if device.type == "cuda" and dinfo.world_size > 1:
         device = torch.device("cuda", dinfo.local_rank)
         torch.cuda.set_device(device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    amp = autocast_dtype(cfg.train.amp, device)
     seed_everything(cfg.train.seed + dinfo.rank)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    return device, autocast_dtype(cfg.train.amp, device)
 
-    last = run.checkpoint_path("last")
-    if resume and not last.is_file():
-        raise TumorscopeError("cannot resume: no checkpoints/last.pt in the run", path=run.path)
-    if not resume and last.is_file():
-        raise TumorscopeError("run folder already holds a checkpoint; pass --resume to "
-                              "continue it or choose another --out", path=run.path)
+
+def _prepare_cases(cfg: Config, run: Run, *, resume: bool, progress: bool, dinfo: DistInfo
+                   ) -> tuple[list[Case], list[Case], dict[str, CachedCase]]:
+    """Preprocess every labelled case (a bad one is skipped, named) and split them; a
+    resumed run keeps the split it started with."""
+    from tqdm import tqdm
 
     cases = [c for c in discover(cfg.data.root) if c.label is not None]
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir()
@@ -278,27 +340,20 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
     good = [c for c in cases if c.case_id in cached]
     recorded = run.split() if resume else {}
     if recorded.get("train") and recorded.get("val"):
-        # A resumed run keeps the split it started with, whatever the folder holds now.
         by_id = {c.case_id: c for c in good}
         gone = sorted(set(recorded["train"] + recorded["val"]) - set(by_id))
         if gone:
             raise LayoutError(f"cannot resume: case(s) of split.json missing or unreadable "
                               f"now: {', '.join(gone[:5])}", path=cfg.data.root)
-        train_cases = [by_id[i] for i in recorded["train"]]
-        val_cases = [by_id[i] for i in recorded["val"]]
-    else:
-        train_cases, val_cases = split_cases(good, val_fraction=cfg.data.val_fraction,
-                                             seed=cfg.data.split_seed)
-    train_cached = [cached[c.case_id] for c in train_cases]
-    if cfg.data.skip_empty:
-        train_cached = [c for c in train_cached if c.label is not None and np.any(c.label)]
-    val_cached = [cached[c.case_id] for c in val_cases]
+        return ([by_id[i] for i in recorded["train"]], [by_id[i] for i in recorded["val"]],
+                cached)
+    train_cases, val_cases = split_cases(good, val_fraction=cfg.data.val_fraction,
+                                         seed=cfg.data.split_seed)
+    return train_cases, val_cases, cached
 
+
+def _build_state(cfg: Config, device: torch.device) -> tuple[TrainState, nn.Module]:
     model = build_model(cfg.model).to(device)
-    n_params = count_parameters(model)
-    if dinfo.main:
-        print(f"model: UNet {list(model.config.features)}, {n_params:,} parameters, "
-              f"device {device}, autocast {amp}, world size {dinfo.world_size}", flush=True)
     if device.type == "cuda" and cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     loss_fn: nn.Module = make_loss(cfg.loss.name, **cfg.loss.options)
@@ -312,110 +367,99 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
     ema = (torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.train.ema))
         if cfg.train.ema else None)
+    return TrainState(model, optimizer, scheduler, ema), loss_fn
 
-    step, best = 0, -1.0
-    if resume:
-        ckpt = load_checkpoint(last)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if ema is not None and ckpt.get("ema_full") is not None:
-            ema.load_state_dict(ckpt["ema_full"])
-        step, best = int(ckpt["step"]), float(ckpt["best"])
-        _set_rng_state(ckpt["rng"][min(dinfo.rank, len(ckpt["rng"]) - 1)])
+
+def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
+          progress: bool = True) -> Run:
+    """Train ``cfg`` into the run directory ``out_dir``; return the :class:`Run`.
+
+    With ``resume`` the run continues from ``checkpoints/last.pt`` exactly where it
+    stopped (weights, optimiser, scheduler, EMA, step, RNG), under its own config (only
+    :data:`RESUMABLE_CHANGES` may differ). Ctrl-C saves ``last.pt`` before leaving. Under
+    ``torchrun`` every rank trains and rank 0 writes.
+    """
+    from tqdm import tqdm
+
+    # Every config value, the model and loss options and the device, before any case
+    # is discovered or preprocessed: a bad value stops here, by its key.
+    check_before_training(cfg)
+    run = Run(Path(out_dir))
+    last = run.checkpoint_path("last")
+    if resume and not last.is_file():
+        raise TumorscopeError("cannot resume: no checkpoints/last.pt in the run", path=run.path)
+    if not resume and last.is_file():
+        raise TumorscopeError("run folder already holds a checkpoint; pass --resume to "
+                              "continue it or choose another --out", path=run.path)
+    ckpt = load_checkpoint(last) if resume else None
+    if ckpt is not None:
+        check_resumable(ckpt.get("config") or {}, cfg, step=int(ckpt.get("step", 0)),
+                        path=last)
+    dinfo = init_distributed(cfg.train.device)
+    device, amp = _setup_device(cfg, dinfo)
+    train_cases, val_cases, cached = _prepare_cases(cfg, run, resume=resume,
+                                                    progress=progress, dinfo=dinfo)
+    train_cached = [cached[c.case_id] for c in train_cases]
+    if cfg.data.skip_empty:
+        train_cached = [c for c in train_cached if c.label is not None and np.any(c.label)]
+    val_cached = [cached[c.case_id] for c in val_cases]
+
+    state, loss_fn = _build_state(cfg, device)
+    if dinfo.main:
+        print(f"model: UNet {list(state.model.config.features)}, "
+              f"{count_parameters(state.model):,} parameters, device {device}, autocast "
+              f"{amp}, world size {dinfo.world_size}", flush=True)
+    if ckpt is not None:
+        state.restore(ckpt, dinfo.rank)
         if dinfo.main:
-            print(f"resumed {run.path} at step {step} (epoch {step // cfg.train.steps_per_epoch})")
-    elif dinfo.main:
+            print(f"resumed {run.path} at step {state.step} "
+                  f"(epoch {state.step // cfg.train.steps_per_epoch})")
+    if dinfo.main:
+        # config.yaml says what the run is now (a resume may extend train.epochs).
         run.path.mkdir(parents=True, exist_ok=True)
         run.write_config(cfg.to_dict())
-        run.write_split({"train": [c.case_id for c in train_cases],
-                         "val": [c.case_id for c in val_cases]})
+        if ckpt is None:
+            run.write_split({"train": [c.case_id for c in train_cases],
+                             "val": [c.case_id for c in val_cases]})
 
-    net: nn.Module = model
+    net: nn.Module = state.model
     if dinfo.world_size > 1:
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            state.model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.train.compile:
         net = torch.compile(net)
 
+    total_steps = cfg.train.epochs * cfg.train.steps_per_epoch
     sampler = PatchSampler(train_cached, cfg.data.patch_size_vox, cfg.data.batch_size,
                            cfg.data.foreground_fraction, cfg.train.seed, dinfo.rank)
     loader = torch.utils.data.DataLoader(
-        sampler, batch_size=None, sampler=range(step, total_steps),
+        sampler, batch_size=None, sampler=range(state.step, total_steps),
         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
         persistent_workers=False)
-    aug_gen = torch.Generator()
 
-    def checkpoint(which: str, epoch_metrics: dict[str, float] | None = None) -> None:
-        if not dinfo.main:
-            return
-        payload = {
-            "model": model.state_dict(),
-            "ema": ema.module.state_dict() if ema is not None else None,
-            "ema_full": ema.state_dict() if ema is not None else None,
-            "model_config": model.config.to_dict(),
-            "config": cfg.to_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "best": best,
-            "metrics": epoch_metrics or {},
-            "rng": [_rng_state()],
-            "regions": list(REGIONS),
-        }
-        save_checkpoint(run.checkpoint_path(which), payload)
+    def checkpoint(which: str, metrics: dict[str, float] | None = None) -> None:
+        if dinfo.main:
+            save_checkpoint(run.checkpoint_path(which), state.payload(cfg, metrics))
 
     net.train()
     if dinfo.main:
-        print(f"training steps {step} to {total_steps} "
+        print(f"training steps {state.step} to {total_steps} "
               f"({cfg.train.epochs} epochs x {cfg.train.steps_per_epoch})", flush=True)
-    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step",
+    bar = tqdm(total=total_steps, initial=state.step, desc="train", unit="step",
                disable=not (progress and dinfo.main))
     epoch_loss, epoch_vox, t0 = 0.0, 0, time.perf_counter()
     try:
         for image, target in loader:
-            image = image.to(device, non_blocking=True)
-            target = target.to(device, non_blocking=True)
-            aug_gen.manual_seed(cfg.train.seed * 1_000_003 + dinfo.rank * 7919 + step)
-            image, target = augment_batch(image, target, cfg.augment, generator=aug_gen)
-            if device.type == "cuda" and cfg.train.channels_last:
-                image = image.contiguous(memory_format=torch.channels_last_3d)
-            with torch.autocast(device.type, dtype=amp or torch.float32,
-                                enabled=amp is not None):
-                out = net(image)
-                loss = loss_fn(out, target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.optim.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            step += 1
-            epoch_loss += float(loss.detach())
-            epoch_vox += image[:, 0].numel() * dinfo.world_size
+            loss_value, voxels = _train_step(state, net, loss_fn, image, target, cfg, device,
+                                             amp, dinfo)
+            epoch_loss += loss_value
+            epoch_vox += voxels
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-            if step % cfg.train.steps_per_epoch == 0:
-                epoch = step // cfg.train.steps_per_epoch
-                elapsed = time.perf_counter() - t0
-                row: dict[str, Any] = {
-                    "epoch": epoch, "step": step,
-                    "loss": epoch_loss / cfg.train.steps_per_epoch,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "voxels_per_s": epoch_vox / max(elapsed, 1e-9),
-                }
-                if epoch % cfg.train.val_every_epochs == 0 or epoch == cfg.train.epochs:
-                    eval_model = ema.module if ema is not None else model
-                    metrics = validate(eval_model, val_cached, cfg, device, amp) \
-                        if dinfo.main else {}
-                    row.update(metrics)
-                    mean = float(np.mean(list(metrics.values()))) if metrics else -1.0
-                    row["dice_mean"] = mean if metrics else None
-                    if dinfo.main and mean > best:
-                        best = mean
-                        checkpoint("best", metrics)
+            bar.set_postfix(loss=f"{loss_value:.3f}")
+            if state.step % cfg.train.steps_per_epoch == 0:
+                row = _end_epoch(state, cfg, val_cached, device, amp, dinfo, checkpoint,
+                                 loss=epoch_loss, voxels=epoch_vox,
+                                 seconds=time.perf_counter() - t0)
                 if dinfo.main:
                     run.append_log(row)
                 checkpoint("last")
@@ -424,16 +468,66 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
         checkpoint("last")
         bar.close()
         if dinfo.main:
-            print(f"interrupted at step {step}; resume with --resume")
+            print(f"interrupted at step {state.step}; resume with --resume")
         raise
     bar.close()
-    if step % cfg.train.steps_per_epoch:
+    if state.step % cfg.train.steps_per_epoch:
         checkpoint("last")
     if not run.checkpoint_path("best").exists():
         checkpoint("best")
     if dinfo.world_size > 1:
-        _record_ddp_sync(model, run, dinfo)
+        _record_ddp_sync(state.model, run, dinfo)
     return run
+
+
+def _train_step(state: TrainState, net: nn.Module, loss_fn: nn.Module, image: torch.Tensor,
+                target: torch.Tensor, cfg: Config, device: torch.device,
+                amp: torch.dtype | None, dinfo: DistInfo) -> tuple[float, int]:
+    """One optimiser step on one batch; returns (loss, voxels seen across ranks)."""
+    image = image.to(device, non_blocking=True)
+    target = target.to(device, non_blocking=True)
+    # Augmentation randomness from the step alone: a resumed run draws the same batches.
+    generator = torch.Generator()
+    generator.manual_seed(cfg.train.seed * 1_000_003 + dinfo.rank * 7919 + state.step)
+    image, target = augment_batch(image, target, cfg.augment, generator=generator)
+    if device.type == "cuda" and cfg.train.channels_last:
+        image = image.contiguous(memory_format=torch.channels_last_3d)
+    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        loss = loss_fn(net(image), target)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.optim.grad_clip:
+        nn.utils.clip_grad_norm_(state.model.parameters(), cfg.optim.grad_clip)
+    state.optimizer.step()
+    state.scheduler.step()
+    if state.ema is not None:
+        state.ema.update_parameters(state.model)
+    state.step += 1
+    return float(loss.detach()), image[:, 0].numel() * dinfo.world_size
+
+
+def _end_epoch(state: TrainState, cfg: Config, val_cached: list[CachedCase],
+               device: torch.device, amp: torch.dtype | None, dinfo: DistInfo,
+               checkpoint: Any, *, loss: float, voxels: int, seconds: float
+               ) -> dict[str, Any]:
+    """The epoch's log row; validates when due and saves ``best.pt`` on a new best."""
+    epoch = state.step // cfg.train.steps_per_epoch
+    row: dict[str, Any] = {
+        "epoch": epoch, "step": state.step,
+        "loss": loss / cfg.train.steps_per_epoch,
+        "lr": state.optimizer.param_groups[0]["lr"],
+        "voxels_per_s": voxels / max(seconds, 1e-9),
+    }
+    if epoch % cfg.train.val_every_epochs == 0 or epoch == cfg.train.epochs:
+        metrics = validate(state.eval_model, val_cached, cfg, device, amp) \
+            if dinfo.main else {}
+        row.update(metrics)
+        mean = float(np.mean(list(metrics.values()))) if metrics else -1.0
+        row["dice_mean"] = mean if metrics else None
+        if dinfo.main and mean > state.best:
+            state.best = mean
+            checkpoint("best", metrics)
+    return row
 
 
 def _record_ddp_sync(model: nn.Module, run: Run, dinfo: DistInfo) -> None:

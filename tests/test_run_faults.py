@@ -398,3 +398,27 @@ def test_checkpoint_faults_are_refused_once_by_name(world: dict[str, Path],
         line = one_line_error(proc, str(path), fault)
         assert proc.stderr.count(fault) == 1, line  # once, not once per case
         assert not Run(out).predictions_dir.exists()
+
+
+# ------------------------------------------------------------------ resume under its own config
+
+def test_resume_refuses_another_config_and_extends_epochs(world: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    run_dir = tmp_path / "train"
+    shutil.copytree(world["root"] / "train_a", run_dir)
+    base = ["train", "--config", "tiny-cpu", "--data", world["data"], "--out", run_dir,
+            "--resume", "-q", *[a for t in TINY for a in ("--set", t)],
+            "--set", f"data.cache_dir={world['cache']}"]
+    before = snapshot(run_dir)
+    other_lr = cli(*base, "--set", "optim.lr=0.5", cache=world["cache"])
+    assert other_lr.returncode == 2
+    one_line_error(other_lr, "cannot resume with another config", "optim.lr is 0.01 in the "
+                   "run, 0.5 now", "new --out")
+    fewer = cli(*base, "--set", "train.epochs=1", cache=world["cache"])
+    assert fewer.returncode == 2
+    one_line_error(fewer, "has trained 6 steps already")
+    assert snapshot(run_dir) == before
+    longer = cli(*base, "--set", "train.epochs=3", cache=world["cache"])
+    assert longer.returncode == 0, longer.stderr
+    assert Run(run_dir).config()["train"]["epochs"] == 3
+    assert len(Run(run_dir).log_rows()) == 3
