@@ -1,4 +1,4 @@
-"""Bytes for the download buttons: the 3-D view as PNG, meshes (GLB, HTML, VTP), slices, CSV.
+"""Bytes for the download buttons: the 3-D view as PNG and HTML, meshes (GLB, VTP), slices, CSV.
 
 Each builder is a plain function returning ``bytes``; the pages hand them to
 ``st.download_button`` as zero-argument callables, so nothing is rendered or written until
@@ -19,10 +19,12 @@ import pandas as pd
 from PIL import Image
 
 from tumorscope.core.labels import REGIONS
-from tumorscope.render import style
+from tumorscope.render.layers import TRUTH_PREFIX, SceneOptions
 from tumorscope.render.mesh import is_empty
 
 PNG_SIZE_PX = (1280, 960)
+HTML_MAX_TRIANGLES = 150_000
+"""Surfaces above this are simplified in the HTML download, so the page stays light."""
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -45,33 +47,40 @@ def scene_png(
     truth: Mapping[str, Any] | None,
     prediction: Mapping[str, Any] | None,
     *,
-    show: Iterable[str] = REGIONS,
-    colour_by: str = "region",
-    camera: str = "oblique",
-    truth_opacity: float | None = None,
-    prediction_opacity: float = 1.0,
     brain: Any | None = None,
     errors: Mapping[str, Any] | None = None,
     dice: Mapping[str, float] | None = None,
-    title: str | None = None,
-    window_size: tuple[int, int] = PNG_SIZE_PX,
+    options: SceneOptions | None = None,
 ) -> bytes:
-    """The 3-D view rendered off-screen by render's comparison scene, same camera preset.
-
-    Truth is drawn translucent at ``truth_opacity`` and the prediction scaled by
-    ``prediction_opacity``, as the page's sliders set them.
-    """
+    """The 3-D view as a PNG: the page's scene (same ``options``: layers, opacities, camera)
+    painted off-screen by render's VTK painter; ``options.window_size`` sets its size."""
     from tumorscope.render.scene import comparison_scene, screenshot
 
-    plotter = comparison_scene(
-        truth, prediction, brain=brain, errors=errors or None, dice=dice, show=tuple(show),
-        colour_by=colour_by, truth_style="translucent", truth_opacity=truth_opacity,
-        prediction_opacity=prediction_opacity, camera=camera, title=title,
-        window_size=window_size)
+    plotter = comparison_scene(truth, prediction, brain=brain, errors=errors, dice=dice,
+                               options=options or SceneOptions(window_size=PNG_SIZE_PX))
     try:
         return png_bytes(screenshot(plotter))
     finally:
         plotter.close()
+
+
+def scene_html(
+    truth: Mapping[str, Any] | None,
+    prediction: Mapping[str, Any] | None,
+    *,
+    brain: Any | None = None,
+    errors: Mapping[str, Any] | None = None,
+    dice: Mapping[str, float] | None = None,
+    options: SceneOptions | None = None,
+) -> bytes:
+    """The 3-D view as a self-contained interactive HTML page: the page's own plotly scene
+    (same ``options``), surfaces above :data:`HTML_MAX_TRIANGLES` simplified."""
+    from tumorscope.render.export import page_html
+    from tumorscope.render.plotly_scene import comparison_figure
+
+    figure = comparison_figure(truth, prediction, brain=brain, errors=errors, dice=dice,
+                               options=options, max_triangles=HTML_MAX_TRIANGLES)
+    return page_html(figure).encode("utf-8")
 
 
 def named_meshes(truth: Mapping[str, Any] | None, prediction: Mapping[str, Any] | None, *,
@@ -86,7 +95,7 @@ def named_meshes(truth: Mapping[str, Any] | None, prediction: Mapping[str, Any] 
             meshes[region] = prediction[region]
     for region in shown:
         if truth and region in truth:
-            meshes[f"{style.TRUTH_PREFIX}{region}"] = truth[region]
+            meshes[f"{TRUTH_PREFIX}{region}"] = truth[region]
     meshes.update(errors or {})
     if brain is not None:
         meshes["brain"] = brain
@@ -105,14 +114,6 @@ def meshes_glb(meshes: Mapping[str, Any]) -> bytes:
     from tumorscope.render.export import export_meshes
 
     return _via_file(".glb", lambda path: export_meshes(meshes, path))
-
-
-def meshes_html(meshes: Mapping[str, Any], *, title: str, camera: str) -> bytes:
-    """A self-contained interactive HTML page of the meshes (``render.export``)."""
-    from tumorscope.render.export import export_meshes
-
-    return _via_file(".html", lambda path: export_meshes(meshes, path, title=title,
-                                                         camera=camera))
 
 
 def meshes_vtp_zip(meshes: Mapping[str, Any]) -> bytes:

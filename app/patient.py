@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -12,6 +12,7 @@ import streamlit as st
 from tumorscope.app import data, exports
 from tumorscope.core.labels import REGION_NAMES, REGIONS
 from tumorscope.core.metrics import HD95_DEFINITION, METRIC_COLUMNS, METRIC_DOCS
+from tumorscope.render.layers import ColourBy, SceneOptions
 
 if TYPE_CHECKING:
     from tumorscope.app.streamlit_main import Context
@@ -23,23 +24,17 @@ NO_TRUTH_NOTE = ("No ground truth for this case: the prediction is shown alone, 
 CAMERA_LABELS = {"oblique": "oblique", "axial": "axial (from the feet)",
                  "coronal": "coronal (from the front)",
                  "sagittal": "sagittal (from the patient's left)"}
-COLOURINGS = {"region colours": "region", "signed distance to truth": "signed_distance"}
+COLOURINGS: dict[str, ColourBy] = {"region colours": "region",
+                                    "signed distance to truth": "signed_distance"}
 
 
 @dataclass(frozen=True)
 class View3D:
-    """The 3-D view's settings, read from the widgets once per rerun."""
+    """The 3-D view's settings, read from the widgets once per rerun: the scene's options
+    (what the page, its PNG and its HTML all draw) and whose FP/FN voxels to load."""
 
-    regions: tuple[str, ...]
-    truth: bool
-    prediction: bool
-    colour_by: str
-    errors: bool
+    options: SceneOptions
     error_region: str
-    brain: bool
-    truth_opacity: float
-    prediction_opacity: float
-    camera: str
 
 
 def render(ctx: Context) -> None:
@@ -114,13 +109,14 @@ def _controls(pat: data.Patient) -> View3D:
                  help="Axial and coronal follow the radiological convention: the patient's "
                       "left on screen right. The PNG download uses the same preset.")
     s = st.session_state
-    return View3D(
+    options = SceneOptions(
         regions=tuple(r for r in REGIONS if r in (s["p3d_regions"] or [])),
-        truth=bool(s["p3d_truth"]) and has_truth, prediction=bool(s["p3d_pred"]),
+        show_truth=bool(s["p3d_truth"]) and has_truth, show_prediction=bool(s["p3d_pred"]),
         colour_by=COLOURINGS[s["p3d_colour"]] if has_truth else "region",
-        errors=bool(s["p3d_errors"]) and has_truth, error_region=s["p3d_error_region"],
-        brain=bool(s["p3d_brain"]), truth_opacity=float(s["p3d_truth_opacity"]),
+        show_errors=bool(s["p3d_errors"]) and has_truth, show_brain=bool(s["p3d_brain"]),
+        truth_opacity=float(s["p3d_truth_opacity"]),
         prediction_opacity=float(s["p3d_pred_opacity"]), camera=s["p3d_camera"])
+    return View3D(options=options, error_region=s["p3d_error_region"])
 
 
 @dataclass(frozen=True)
@@ -135,15 +131,16 @@ class SceneMeshes:
 
 def scene_meshes(pat: data.Patient, view: View3D) -> SceneMeshes:
     """Load (from the caches) only what ``view`` shows."""
+    shown = view.options
     prediction = None
-    if view.prediction:
-        prediction = (data.distance_meshes(pat) if view.colour_by == "signed_distance"
+    if shown.show_prediction:
+        prediction = (data.distance_meshes(pat) if shown.colour_by == "signed_distance"
                       else data.prediction_meshes(pat))
     return SceneMeshes(
-        truth=data.truth_meshes(pat) if view.truth else None,
+        truth=data.truth_meshes(pat) if shown.show_truth else None,
         prediction=prediction,
-        brain=data.brain_mesh(pat) if view.brain else None,
-        errors=data.error_meshes_of(pat, view.error_region) if view.errors else None)
+        brain=data.brain_mesh(pat) if shown.show_brain else None,
+        errors=data.error_meshes_of(pat, view.error_region) if shown.show_errors else None)
 
 
 def _scene(pat: data.Patient, dice: dict[str, float]) -> tuple[View3D, SceneMeshes]:
@@ -155,14 +152,13 @@ def _scene(pat: data.Patient, dice: dict[str, float]) -> tuple[View3D, SceneMesh
     with plot, st.spinner("Building the 3-D surfaces (cached after the first time)…"):
         meshes = scene_meshes(pat, view)
         figure = comparison_figure(
-            meshes.truth, meshes.prediction, show=view.regions, colour_by=view.colour_by,
-            truth_opacity=view.truth_opacity, prediction_opacity=view.prediction_opacity,
-            brain=meshes.brain, errors=meshes.errors, dice=dice, camera=view.camera,
-            revision=f"{pat.run.path}|{pat.case_id}")
+            meshes.truth, meshes.prediction, brain=meshes.brain, errors=meshes.errors,
+            dice=dice, options=view.options, revision=f"{pat.run.path}|{pat.case_id}")
         # theme=None: Streamlit's theme would repaint the dark scene's legend and tick text.
         st.plotly_chart(figure, key="chart_3d", theme=None, config={"displaylogo": False})
         st.caption("Drag to rotate, scroll to zoom; click a legend entry to hide it. "
-                   "Truth is see-through around the solid prediction.")
+                   "Ground truth is the wireframe cage, the prediction solid; the PNG and "
+                   "HTML downloads draw this same scene.")
     return view, meshes
 
 
@@ -185,25 +181,26 @@ def _scores(pat: data.Patient, rows: pd.DataFrame) -> None:
 def _downloads(pat: data.Patient, rows: pd.DataFrame, dice: dict[str, float], view: View3D,
                meshes: SceneMeshes) -> None:
     st.subheader("Downloads")
-    named = exports.named_meshes(meshes.truth, meshes.prediction, show=view.regions,
+    named = exports.named_meshes(meshes.truth, meshes.prediction, show=view.options.regions,
                                  brain=meshes.brain, errors=meshes.errors)
     case = pat.case_id
+    scene = {"brain": meshes.brain, "errors": meshes.errors, "dice": dice}
     png = st.columns(5)
     png[0].download_button(
         "3D view (PNG)", key="btn_png3d", mime="image/png", file_name=f"{case}_3d.png",
         icon=":material/image:", data=lambda: exports.scene_png(
-            meshes.truth, meshes.prediction, show=view.regions, colour_by=view.colour_by,
-            camera=view.camera, truth_opacity=view.truth_opacity,
-            prediction_opacity=view.prediction_opacity, brain=meshes.brain,
-            errors=meshes.errors, dice=dice, title=case),
-        help="Rendered off-screen by render with the same camera preset and colouring.")
+            meshes.truth, meshes.prediction, **scene,
+            options=replace(view.options, title=case, window_size=exports.PNG_SIZE_PX)),
+        help="The same scene rendered off-screen by render: same layers, opacities, camera.")
     png[1].download_button("Meshes (GLB)", key="btn_glb", mime="model/gltf-binary",
                            file_name=f"{case}.glb", icon=":material/deployed_code:",
                            data=lambda: exports.meshes_glb(named))
     png[2].download_button("Meshes (HTML)", key="btn_html", mime="text/html",
                            file_name=f"{case}.html", icon=":material/public:",
-                           data=lambda: exports.meshes_html(named, title=case,
-                                                            camera=view.camera))
+                           data=lambda: exports.scene_html(
+                               meshes.truth, meshes.prediction, **scene,
+                               options=replace(view.options, title=case)),
+                           help="The same interactive scene as a page that opens offline.")
     png[3].download_button("Meshes (VTP, zip)", key="btn_vtp", mime="application/zip",
                            file_name=f"{case}_vtp.zip", icon=":material/folder_zip:",
                            data=lambda: exports.meshes_vtp_zip(named))

@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     from tumorscope.core.labels import REGIONS, labels_to_regions
     from tumorscope.core.nifti import voxel_spacing_mm
     from tumorscope.core.preprocess import bounding_box
+    from tumorscope.render.layers import SceneOptions
     from tumorscope.render.mesh import brain_surface, region_meshes
     from tumorscope.render.scene import comparison_scene, screenshot
 
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     dice = {"WT": 0.87, "TC": 0.81, "ET": 0.74}
 
     def shot(**options: object) -> np.ndarray:
-        plotter = comparison_scene(meshes, pred_meshes, brain=brain, dice=dice, **options)
+        plotter = comparison_scene(meshes, pred_meshes, brain=brain, dice=dice,
+                                   options=SceneOptions(**options))
         try:
             return screenshot(plotter, window_size=(1024, 768))
         finally:
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
 
     shot()  # the first render of a process compiles shaders; not part of a case's cost
     t_scene, _ = _time(shot, args.repeat)
-    t_dist, _ = _time(lambda: shot(colour_by="signed_distance", show=["WT"]), args.repeat)
+    t_dist, _ = _time(lambda: shot(colour_by="signed_distance", regions=("WT",)), args.repeat)
     t_side, _ = _time(lambda: shot(layout="side_by_side"), args.repeat)
     total = t_ours + t_pred + t_brain + t_scene
     print(f"\none comparison scene, 1024x768, llvmpipe (CPU) rendering, median of {args.repeat}:")

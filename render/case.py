@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import pyvista as pv
 
-from tumorscope.core.errors import LayoutError, TumorscopeError, check_choice
+from tumorscope.core.errors import LayoutError, TumorscopeError
 from tumorscope.core.fingerprint import fingerprint, same_content
 from tumorscope.core.nifti import atomic_path, atomic_write_json, read_nifti
 from tumorscope.core.store import CaseRecord, Run
 
+from .layers import SceneOptions, check_window_size
 from .mesh import brain_surface, cached_region_meshes
-from .scene import CAMERA_PRESETS, check_window_size, comparison_scene, save_png
+from .scene import comparison_scene, save_png
 
 
 @dataclass(frozen=True)
@@ -84,12 +84,15 @@ def case_meshes(
     return CaseMeshes(case_id, truth, prediction, brain, dice, record.synthetic)
 
 
-def case_scene(meshes: CaseMeshes, **options: Any) -> pv.Plotter:
-    """The standard comparison scene of a case; ``options`` go to ``comparison_scene``."""
-    default_title = meshes.case_id + ("  (synthetic demo data)" if meshes.synthetic else "")
+def case_scene(meshes: CaseMeshes, options: SceneOptions | None = None) -> pv.Plotter:
+    """The standard comparison scene of a case (VTK); without a title in ``options`` it is
+    titled with the case id (and marked synthetic demo data where it is)."""
+    options = options or SceneOptions()
+    if options.title is None:
+        options = replace(options, title=meshes.case_id + (
+            "  (synthetic demo data)" if meshes.synthetic else ""))
     return comparison_scene(meshes.truth, meshes.prediction, brain=meshes.brain,
-                            dice=meshes.dice or None, title=options.pop("title", default_title),
-                            **options)
+                            dice=meshes.dice or None, options=options)
 
 
 def render_run(
@@ -110,9 +113,7 @@ def render_run(
 
     # Options are checked before any case is meshed.
     window_size = check_window_size(window_size)
-    cameras = tuple(cameras)
-    for cam in cameras:
-        check_choice("camera", cam, CAMERA_PRESETS)
+    views = [SceneOptions(camera=cam, window_size=window_size) for cam in cameras]
     ids = list(case_ids) if case_ids else run.case_ids()
     out = Path(out_dir)
     written: list[Path] = []
@@ -124,10 +125,10 @@ def render_run(
         except TumorscopeError as exc:
             skipped.append(f"{case_id}: {exc}")
             continue
-        for cam in cameras:
-            plotter = case_scene(meshes, camera=cam, window_size=window_size)
+        for view in views:
+            plotter = case_scene(meshes, view)
             try:
-                written.append(save_png(out / f"{case_id}_{cam}.png", plotter))
+                written.append(save_png(out / f"{case_id}_{view.camera}.png", plotter))
             finally:
                 plotter.close()
     return written, skipped

@@ -18,7 +18,7 @@ import json
 import struct
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 import pyvista as pv
@@ -26,9 +26,11 @@ import pyvista as pv
 from tumorscope.core.errors import ConfigError
 from tumorscope.core.nifti import atomic_path, atomic_write_text
 
-from . import style
-from .mesh import as_triangles, is_empty
-from .scene import CameraPreset
+from .layers import CameraPreset, named_layers
+from .mesh import as_triangles
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 MeshFormat = Literal["vtp", "stl", "obj", "ply", "glb", "html"]
 MESH_FORMATS: tuple[str, ...] = get_args(MeshFormat)
@@ -83,7 +85,10 @@ def export_meshes(
     material of that name under a root node turning RAS+ into glTF's +Y-up frame (units
     stay mm). The ``.html`` has one legend entry per mesh (click to hide), ``camera`` as the
     initial view and meshes above ``max_triangles`` simplified to keep the page light.
-    Truth surfaces are named ``truth_WT`` ...: translucent in their region's colour.
+    Truth surfaces are named ``truth_WT`` ...: translucent in their region's colour (colours
+    and opacities: :func:`~tumorscope.render.layers.named_layers`). A case's comparison scene
+    as a page, looking as the app's view does, is ``page_html`` of
+    :func:`~tumorscope.render.plotly_scene.comparison_figure`.
 
     >>> import tempfile
     >>> out = export_meshes({"ET": pv.Sphere()}, Path(tempfile.mkdtemp()) / "case.glb")
@@ -92,7 +97,7 @@ def export_meshes(
     """
     path = Path(path)
     fmt = _format_of(path)
-    parts = {n: m for n, m in meshes.items() if not is_empty(m)}
+    parts = {layer.name: layer.mesh for layer in named_layers(meshes)}
     if fmt == "glb":
         with atomic_path(path) as tmp:
             tmp.write_bytes(_glb_bytes(parts))
@@ -133,9 +138,8 @@ def _glb_bytes(meshes: Mapping[str, pv.PolyData]) -> bytes:
         doc["accessors"].append(accessor)
         return len(doc["accessors"]) - 1
 
-    shown = tuple(n.removeprefix(style.TRUTH_PREFIX) for n in meshes)
-    for name, mesh in meshes.items():
-        mesh = as_triangles(mesh)
+    for layer in named_layers(meshes):
+        name, mesh = layer.name, as_triangles(layer.mesh)
         attributes = {"POSITION": add_array(np.asarray(mesh.points, np.float32),
                                             target=34962, kind="VEC3", component=5126)}
         if "Normals" in mesh.point_data:
@@ -143,7 +147,7 @@ def _glb_bytes(meshes: Mapping[str, pv.PolyData]) -> bytes:
             attributes["NORMAL"] = add_array(normals, target=34962, kind="VEC3", component=5126)
         indices = add_array(mesh.regular_faces.astype(np.uint32).ravel(), target=34963,
                             kind="SCALAR", component=5125)
-        colour, opacity = style.mesh_look(name, shown)
+        colour, opacity = layer.colour, layer.opacity
         doc["materials"].append({
             "name": name,
             "pbrMetallicRoughness": {"baseColorFactor": [*colour.rgb_float, opacity],
@@ -169,12 +173,17 @@ def _glb_bytes(meshes: Mapping[str, pv.PolyData]) -> bytes:
     return struct.pack("<4sII", b"glTF", 2, 12 + len(chunks)) + chunks
 
 
+def page_html(figure: go.Figure) -> str:
+    """A plotly figure as one self-contained HTML page (plotly.js inlined, no network)."""
+    return figure.to_html(include_plotlyjs=True, full_html=True, include_mathjax=False,
+                          default_width="100%", default_height="96vh")
+
+
 def _plotly_html(
     meshes: Mapping[str, pv.PolyData], *, title: str | None, camera: CameraPreset,
     max_triangles: int | None,
 ) -> str:
     from .plotly_scene import named_figure
 
-    figure = named_figure(meshes, title=title, camera=camera, max_triangles=max_triangles)
-    return figure.to_html(include_plotlyjs=True, full_html=True, include_mathjax=False,
-                          default_width="100%", default_height="96vh")
+    return page_html(named_figure(meshes, title=title, camera=camera,
+                                  max_triangles=max_triangles))

@@ -1,15 +1,15 @@
-"""World-mm surfaces as a plotly ``Mesh3d`` scene: the one builder of the browser 3-D views.
+"""The plotly painter of a comparison scene's layers: the app's in-page 3-D view and HTML pages.
 
-The app's in-page comparison view and the exported ``.html`` page both draw through
-:func:`mesh_trace` and :func:`scene_figure`, so they share lighting, camera presets (the
-directions of :data:`~tumorscope.render.scene.CAMERA_VECTORS`), the dark background and the
-R/L, A/P, S/I letters; colours and opacities come from :mod:`~tumorscope.render.style`.
-Plotly renders in headless chromium and under Streamlit's AppTest, where a VTK.js view does
-not reliably.
+It paints the same :class:`~tumorscope.render.layers.Layer` list as the VTK painter
+(:mod:`tumorscope.render.scene`): surfaces as ``Mesh3d``, wireframes as ``Scatter3d`` lines,
+the same colours, opacities and colormap, and a camera that frames the same layers along the
+same presets. Plotly renders in headless chromium and under Streamlit's AppTest, where a
+VTK.js view does not reliably.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -20,79 +20,41 @@ import pyvista as pv
 from tumorscope.core.errors import check_choice
 
 from . import style
+from .layers import (
+    AXIS_LETTERS,
+    CAMERA_PRESETS,
+    CAMERA_VECTORS,
+    CameraPreset,
+    Layer,
+    SceneOptions,
+    edge_letters,
+    key_text,
+    named_layers,
+    panel_titles,
+    scene_layers,
+)
 from .mesh import as_triangles, is_empty, simplify_to
-from .scene import CAMERA_PRESETS, CAMERA_VECTORS, CameraPreset
 
 LIGHTING: dict[str, float] = {"ambient": 0.45, "diffuse": 0.7, "specular": 0.2,
                               "roughness": 0.6}
 """Plotly ``Mesh3d`` lighting of every surface: soft, so translucent layers stay readable."""
 
 EYE_DISTANCE = 1.35
-"""Camera distance from the scene centre, in plotly's units of the scene box."""
+"""Camera distance from the scene centre, in plotly's units of the scene box, when there is
+nothing to frame."""
 
-_AXIS_LETTERS = (("L", "R"), ("P", "A"), ("I", "S"))
+# VTK's reset_camera puts the bounding sphere (radius r) in a 30-degree view angle at
+# r / sin(15 deg); plotly's perspective is 45 degrees. This distance (in r) shows the same
+# field of view at the focal point, so both painters frame a scene alike.
+FIT_DISTANCE = 1.0 / (math.cos(math.radians(15.0)) * math.tan(math.radians(22.5)))
+
+# Letters sit this far outside the framed box (plus a fifth of its size), clear of the
+# surfaces even where an axis points half towards the camera.
 _LETTER_OFFSET_MM = 12.0
+_LETTER_OFFSET_SHARE = 0.2
 
 
-def plotly_camera(preset: CameraPreset) -> dict[str, Any]:
-    """A plotly scene camera looking along one of render's presets (same direction and up).
-
-    >>> plotly_camera("axial")["up"]
-    {'x': 0.0, 'y': 1.0, 'z': 0.0}
-    >>> plotly_camera("top")
-    Traceback (most recent call last):
-    ...
-    tumorscope.core.errors.ConfigError: camera must be one of [...], got 'top'
-    """
-    check_choice("camera", preset, CAMERA_PRESETS)
-    direction, view_up = CAMERA_VECTORS[preset]
-    eye = EYE_DISTANCE * np.asarray(direction) / np.linalg.norm(direction)
-    return {"eye": dict(zip("xyz", eye.tolist(), strict=True)),
-            "up": dict(zip("xyz", view_up, strict=True)),
-            "center": {"x": 0.0, "y": 0.0, "z": 0.0}}
-
-
-def mesh_trace(
-    mesh: pv.PolyData,
-    *,
-    name: str,
-    colour: style.Colour,
-    opacity: float,
-    intensity: np.ndarray | None = None,
-    clim_mm: float = style.DISTANCE_CLIM_MM,
-    show_scale: bool = False,
-    group: str | None = None,
-) -> go.Mesh3d:
-    """One world-mm triangle surface as a plotly ``Mesh3d`` with render's lighting.
-
-    With ``intensity`` (one value per point, e.g. ``signed_distance_mm``) the surface is
-    coloured by render's diverging distance colormap clipped at ``+-clim_mm`` (a colour bar
-    with ``show_scale``), else flat in ``colour``. ``group`` ties legend entries together.
-
-    >>> trace = mesh_trace(pv.Sphere(), name="ET", colour=style.REGION_COLOURS["ET"], opacity=1)
-    >>> trace.color, len(trace.i)
-    ('#ffd700', 1680)
-    """
-    surface = as_triangles(mesh)
-    points, faces = np.asarray(surface.points), surface.regular_faces
-    trace = go.Mesh3d(
-        x=points[:, 0], y=points[:, 1], z=points[:, 2],
-        i=faces[:, 0], j=faces[:, 1], k=faces[:, 2],
-        name=name, showlegend=True, legendgroup=group or name, opacity=opacity,
-        flatshading=False, lighting=LIGHTING, hoverinfo="name",
-    )
-    if intensity is None:
-        trace.update(color=colour.hex)
-    else:
-        trace.update(intensity=intensity, colorscale=style.DISTANCE_CMAP.replace("_r", ""),
-                     reversescale=style.DISTANCE_CMAP.endswith("_r"), cmin=-clim_mm,
-                     cmax=clim_mm, showscale=show_scale,
-                     colorbar={"title": {"text": "distance to<br>truth (mm)"}, "len": 0.5,
-                               "thickness": 14, "x": 0.98})
-    return trace
-
-
-def _bounds(meshes: Iterable[pv.PolyData | None]) -> np.ndarray | None:
+def _box(meshes: Iterable[Any]) -> np.ndarray | None:
     """(3, 2) world-mm box around the non-empty ``meshes``; ``None`` when all are empty."""
     boxes = [np.asarray(m.bounds, dtype=float).reshape(3, 2) for m in meshes
              if not is_empty(m)]
@@ -102,12 +64,123 @@ def _bounds(meshes: Iterable[pv.PolyData | None]) -> np.ndarray | None:
     return np.stack([stacked[:, :, 0].min(axis=0), stacked[:, :, 1].max(axis=0)], axis=1)
 
 
-def _orientation_labels(bounds: np.ndarray) -> list[dict[str, Any]]:
-    """R/L, A/P, S/I written just outside the scene's box on each world axis."""
-    centre = bounds.mean(axis=1)
-    half = (bounds[:, 1] - bounds[:, 0]) / 2.0 + _LETTER_OFFSET_MM
+def plotly_camera(
+    preset: CameraPreset, *, scene_box: np.ndarray | None = None,
+    fit_box: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """A plotly scene camera looking along one of render's presets (same direction and up).
+
+    With ``scene_box`` (the (3, 2) world-mm axis ranges of the scene) and ``fit_box`` (what
+    to frame) the camera looks at the centre of ``fit_box`` from where VTK's camera fit
+    would put it; without, from :data:`EYE_DISTANCE` at the scene's centre.
+
+    >>> plotly_camera("axial")["up"]
+    {'x': 0.0, 'y': 1.0, 'z': 0.0}
+    >>> box = np.array([[0.0, 100.0], [0.0, 100.0], [0.0, 100.0]])
+    >>> plotly_camera("coronal", scene_box=box, fit_box=box)["eye"]["y"] > 1
+    True
+    >>> plotly_camera("top")
+    Traceback (most recent call last):
+    ...
+    tumorscope.core.errors.ConfigError: camera must be one of [...], got 'top'
+    """
+    check_choice("camera", preset, CAMERA_PRESETS)
+    direction, view_up = CAMERA_VECTORS[preset]
+    d = np.asarray(direction) / np.linalg.norm(direction)
+    centre, eye = np.zeros(3), EYE_DISTANCE * d
+    if scene_box is not None and fit_box is not None:
+        # With aspectmode "manual" and aspect ratios proportional to the axis ranges,
+        # plotly's scene units are world mm divided by the largest range.
+        scale = float(np.ptp(scene_box, axis=1).max()) or 1.0
+        centre = (fit_box.mean(axis=1) - scene_box.mean(axis=1)) / scale
+        radius = max(float(np.linalg.norm(np.ptp(fit_box, axis=1))) / 2.0 / scale, 1e-3)
+        eye = centre + FIT_DISTANCE * radius * d
+    return {"eye": dict(zip("xyz", eye.tolist(), strict=True)),
+            "up": dict(zip("xyz", view_up, strict=True)),
+            "center": dict(zip("xyz", centre.tolist(), strict=True))}
+
+
+def _colourscale(cmap: str) -> list[list[Any]]:
+    """A matplotlib colormap as a plotly colourscale (21 stops): VTK paints the same map."""
+    from matplotlib import colormaps
+
+    colours = colormaps[cmap](np.linspace(0.0, 1.0, 21))
+    return [[float(t), "rgb({:.0f},{:.0f},{:.0f})".format(*(255 * c[:3]))]
+            for t, c in zip(np.linspace(0.0, 1.0, 21), colours, strict=True)]
+
+
+def _edges(mesh: pv.PolyData) -> np.ndarray:
+    """(E, 2) point indices of the unique triangle edges of ``mesh``."""
+    faces = as_triangles(mesh).regular_faces
+    pairs = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    return np.unique(np.sort(pairs, axis=1), axis=0)
+
+
+def layer_trace(layer: Layer, *, scene: str = "scene", max_triangles: int | None = None,
+                show_legend: bool = True) -> go.Mesh3d | go.Scatter3d:
+    """One layer as a plotly trace: a lit ``Mesh3d`` surface, or ``Scatter3d`` lines for a
+    wireframe; ``meta`` holds the layer's name. Surfaces above ``max_triangles`` are
+    simplified (:func:`~tumorscope.render.mesh.simplify_to`).
+
+    >>> from tumorscope.render.layers import Layer
+    >>> et = Layer(name="ET", role="prediction", region="ET", mesh=pv.Sphere(),
+    ...            colour=style.REGION_COLOURS["ET"], opacity=1.0, legend="ET")
+    >>> trace = layer_trace(et)
+    >>> trace.color, len(trace.i), trace.meta
+    ('#ffd700', 1680, 'ET')
+    """
+    common = {"name": layer.legend or layer.name, "legendgroup": layer.name,
+              "showlegend": show_legend and layer.legend is not None, "opacity": layer.opacity,
+              "hoverinfo": "name", "meta": layer.name, "scene": scene}
+    mesh = layer.mesh
+    if layer.representation == "wireframe":
+        points, edges = np.asarray(mesh.points), _edges(mesh)
+        # One polyline with a NaN gap after every edge: plotly breaks the line there.
+        segments = np.full((len(edges), 3, 3), np.nan)
+        segments[:, :2] = points[edges]
+        x, y, z = segments.reshape(-1, 3).T
+        return go.Scatter3d(x=x, y=y, z=z, mode="lines", connectgaps=False,
+                            line={"color": layer.colour.hex, "width": layer.line_width_px},
+                            **common)
+    if max_triangles is not None:
+        simplified = simplify_to(mesh, max_triangles=max_triangles)
+        if layer.scalars is not None and simplified is not mesh:
+            # simplify_to drops point arrays, but keeps a subset of the input points: each
+            # takes its own value back.
+            from scipy.spatial import cKDTree
+
+            _, index = cKDTree(np.asarray(mesh.points)).query(np.asarray(simplified.points))
+            values = np.asarray(mesh.point_data[layer.scalars])[index]
+            simplified.point_data[layer.scalars] = values
+        mesh = simplified
+    surface = as_triangles(mesh)
+    points, faces = np.asarray(surface.points), surface.regular_faces
+    trace = go.Mesh3d(x=points[:, 0], y=points[:, 1], z=points[:, 2], i=faces[:, 0],
+                      j=faces[:, 1], k=faces[:, 2], flatshading=False, lighting=LIGHTING,
+                      **common)
+    if layer.scalars is None:
+        trace.update(color=layer.colour.hex)
+    else:
+        low, high = layer.clim or (None, None)
+        trace.update(intensity=np.asarray(surface.point_data[layer.scalars]),
+                     colorscale=_colourscale(layer.colormap or "viridis"), cmin=low,
+                     cmax=high, showscale=layer.colour_bar is not None)
+        if layer.colour_bar:
+            trace.update(colorbar={"title": {"text": layer.colour_bar.replace("\n", "<br>")},
+                                   "len": 0.45, "y": 0.35, "thickness": 14, "x": 0.98})
+    return trace
+
+
+def _letter_offset_mm(box: np.ndarray) -> float:
+    return _LETTER_OFFSET_MM + _LETTER_OFFSET_SHARE * float(np.ptp(box, axis=1).max())
+
+
+def _orientation_labels(box: np.ndarray) -> list[dict[str, Any]]:
+    """R/L, A/P, S/I just outside ``box`` on each world axis (oblique views)."""
+    centre = box.mean(axis=1)
+    half = np.ptp(box, axis=1) / 2.0 + _letter_offset_mm(box)
     labels = []
-    for axis, letters in enumerate(_AXIS_LETTERS):
+    for axis, letters in enumerate(AXIS_LETTERS):
         for sign, letter in zip((-1.0, 1.0), letters, strict=True):
             point = centre.copy()
             point[axis] += sign * half[axis]
@@ -117,45 +190,125 @@ def _orientation_labels(bounds: np.ndarray) -> list[dict[str, Any]]:
     return labels
 
 
-def scene_figure(
-    traces: Iterable[go.Mesh3d],
+def layers_figure(
+    layers: Iterable[Layer],
+    options: SceneOptions | None = None,
     *,
-    frame: Iterable[pv.PolyData | None],
-    camera: CameraPreset = "oblique",
-    title: str | None = None,
     height_px: int | None = None,
     uirevision: str | None = None,
+    max_triangles: int | None = None,
 ) -> go.Figure:
-    """The dark 3-D scene around ``traces``: no grid, R/L A/P S/I letters, ``camera`` preset.
+    """The plotly painter: ``layers`` in a dark 3-D scene (one per view), no grid, R/L A/P
+    S/I letters around what the camera frames, aimed along ``options.camera``.
 
-    ``frame`` are the surfaces whose world-mm box the orientation letters go around (the
-    brain when it is drawn, else the tumour). ``uirevision`` keeps a user's rotation across
-    redraws until it changes.
+    ``uirevision`` keeps a user's rotation across redraws until it changes;
+    ``max_triangles`` simplifies surfaces above it (exported pages stay light).
 
-    >>> fig = scene_figure([], frame=[pv.Sphere(radius=10.0)], camera="coronal")
-    >>> [a.text for a in fig.layout.scene.annotations]
-    ['L', 'R', 'P', 'A', 'I', 'S']
+    >>> from tumorscope.render.layers import scene_layers
+    >>> layers = scene_layers({"WT": pv.Sphere(radius=10.0)}, {"WT": pv.Sphere(radius=9.0)})
+    >>> fig = layers_figure(layers, SceneOptions(camera="coronal"))
+    >>> [(t.type, t.meta, t.opacity) for t in fig.data]
+    [('mesh3d', 'prediction WT', 1.0), ('scatter3d', 'truth WT', 0.55)]
+    >>> [a.text for a in fig.layout.annotations][:4]
+    ['<b>L</b>', '<b>R</b>', '<b>S</b>', '<b>I</b>']
     """
-    bounds = _bounds(frame)
+    layers = tuple(layers)
+    options = options or SceneOptions()
+    titles = panel_titles(options)
+    width = 1.0 / len(titles)
+    figure = go.Figure()
+    annotations: list[dict[str, Any]] = []
     # No grid or ticks: world mm ticks on three axes clutter the view; the R/L, A/P, S/I
-    # letters say what a person needs (as render's orientation cube does).
+    # letters say what a person needs (as the VTK painter's orientation cube does).
     axis_style = {"visible": False, "showspikes": False}
-    figure = go.Figure(list(traces))
-    figure.update_layout(
-        title=title, height=height_px, paper_bgcolor=style.BACKGROUND_COLOUR.hex,
-        font={"color": style.TEXT_COLOUR.hex},
-        margin={"l": 0, "r": 0, "t": 40 if title else 10, "b": 0},
-        legend={"x": 0.01, "y": 0.99, "bgcolor": style.LEGEND_COLOUR.hex,
-                "font": {"size": 11}},
-        uirevision=uirevision,
-        scene={
-            "aspectmode": "data",
+    # One box and one framing for every view (as VTK's linked side-by-side cameras): views
+    # side by side show the same place at the same scale.
+    all_box = _box(layer.mesh for layer in layers)
+    fit_box = _box(layer.mesh for layer in layers if layer.fit)
+    edges = edge_letters(options.camera)
+    for panel, panel_title in enumerate(titles):
+        scene = "scene" if panel == 0 else f"scene{panel + 1}"
+        mine = [layer for layer in layers if layer.panel == panel]
+        for layer in mine:
+            figure.add_trace(layer_trace(layer, scene=scene, max_triangles=max_triangles,
+                                         show_legend=options.legend))
+        scene_layout: dict[str, Any] = {
+            "domain": {"x": [panel * width, (panel + 1) * width], "y": [0.0, 1.0]},
             "xaxis": axis_style, "yaxis": axis_style, "zaxis": axis_style,
-            "camera": plotly_camera(camera),
-            "annotations": _orientation_labels(bounds) if bounds is not None else [],
-        },
-    )
+            "aspectmode": "data", "camera": plotly_camera(options.camera)}
+        if all_box is not None and fit_box is not None:
+            # Explicit ranges (padded so the letters stay inside: plotly hides annotations
+            # outside them) make scene units known, so the camera can frame ``fit_box``.
+            box = all_box + np.array([-1.0, 1.0]) * (_letter_offset_mm(fit_box) + 4.0)
+            extent = np.ptp(box, axis=1)
+            scene_layout.update(
+                aspectmode="manual",
+                aspectratio=dict(zip("xyz", (extent / extent.max()).tolist(), strict=True)),
+                camera=plotly_camera(options.camera, scene_box=box, fit_box=fit_box))
+            if edges is None:
+                scene_layout["annotations"] = _orientation_labels(fit_box)
+            for axis, (low, high) in zip("xyz", box.tolist(), strict=True):
+                scene_layout[f"{axis}axis"] = {**axis_style, "range": [low, high],
+                                               "autorange": False}
+        figure.update_layout({scene: scene_layout})
+        # Axis-aligned views: letters at the view's edges, as the VTK painter and 2-D
+        # viewers put them (letters in 3-D would pair up on one spot along the view axis).
+        for edge, letter in (edges or {}).items():
+            x = {"left": 0.01, "right": 0.99}.get(edge, 0.5)
+            y = {"bottom": 0.01, "top": 0.99}.get(edge, 0.5)
+            annotations.append({
+                "text": f"<b>{letter}</b>", "x": panel * width + x * width, "y": y,
+                "xref": "paper", "yref": "paper", "showarrow": False,
+                "xanchor": {"left": "left", "right": "right"}.get(edge, "center"),
+                "yanchor": {"bottom": "bottom", "top": "top"}.get(edge, "middle"),
+                "font": {"size": 18}})
+        if panel_title:
+            annotations.append({"text": panel_title, "x": panel * width + 0.01, "y": 0.99,
+                                "xref": "paper", "yref": "paper", "showarrow": False,
+                                "xanchor": "left", "yanchor": "top", "font": {"size": 14}})
+    key = key_text(layers, options)
+    if key:
+        annotations.append({"text": key, "x": 0.99, "y": 0.01, "xref": "paper",
+                            "yref": "paper", "showarrow": False, "xanchor": "right",
+                            "yanchor": "bottom", "font": {"size": 12}})
+    figure.update_layout(
+        title=options.title, height=height_px, paper_bgcolor=style.BACKGROUND_COLOUR.hex,
+        font={"color": style.TEXT_COLOUR.hex}, showlegend=options.legend,
+        margin={"l": 0, "r": 0, "t": 40 if options.title else 10, "b": 0},
+        # Top left (plotly's tool bar takes the top right); bottom left side by side, where
+        # the views' titles take the top.
+        legend={"x": 0.01, "y": 0.01 if len(titles) > 1 else 0.99,
+                "yanchor": "bottom" if len(titles) > 1 else "top",
+                "bgcolor": style.LEGEND_COLOUR.hex, "font": {"size": 11}},
+        uirevision=uirevision, annotations=annotations)
     return figure
+
+
+def comparison_figure(
+    truth: Mapping[str, pv.PolyData] | None,
+    prediction: Mapping[str, pv.PolyData] | None = None,
+    *,
+    brain: pv.PolyData | None = None,
+    errors: Mapping[str, pv.PolyData] | None = None,
+    dice: Mapping[str, float] | None = None,
+    options: SceneOptions | None = None,
+    height_px: int | None = None,
+    uirevision: str | None = None,
+    max_triangles: int | None = None,
+) -> go.Figure:
+    """The standard comparison scene of one case, painted by plotly: the same
+    :func:`~tumorscope.render.layers.scene_layers` as
+    :func:`~tumorscope.render.scene.comparison_scene` paints with VTK.
+
+    >>> fig = comparison_figure({"ET": pv.Sphere(radius=5.0)}, {"ET": pv.Sphere(radius=4.0)},
+    ...                         dice={"ET": 0.8})
+    >>> [(t.name, t.opacity) for t in fig.data]
+    [('prediction ET · Dice 0.80', 1.0), ('truth ET', 0.55)]
+    """
+    layers = scene_layers(truth, prediction, brain=brain, errors=errors, dice=dice,
+                          options=options)
+    return layers_figure(layers, options, height_px=height_px, uirevision=uirevision,
+                         max_triangles=max_triangles)
 
 
 def named_figure(
@@ -165,23 +318,13 @@ def named_figure(
     camera: CameraPreset = "oblique",
     max_triangles: int | None = None,
 ) -> go.Figure:
-    """A scene of named meshes ("WT", "truth_WT", "FP", "brain", ...) coloured by
-    :func:`~tumorscope.render.style.mesh_look`: what the exported ``.html`` page shows.
-
-    Empty meshes are left out; those above ``max_triangles`` are simplified
-    (:func:`~tumorscope.render.mesh.simplify_to`).
+    """A page of named meshes ("WT", "truth_WT", "FP", "brain", ...) as mesh files draw them
+    (:func:`~tumorscope.render.layers.named_layers`): what an exported ``.html`` of meshes
+    shows. Empty meshes are left out; those above ``max_triangles`` are simplified.
 
     >>> fig = named_figure({"ET": pv.Sphere(), "truth_ET": pv.Sphere(radius=0.6)})
     >>> [(t.name, t.color, t.opacity) for t in fig.data]
     [('ET', '#ffd700', 1.0), ('truth_ET', '#ffd700', 0.3)]
     """
-    parts = {n: m for n, m in meshes.items() if not is_empty(m)}
-    shown = tuple(n.removeprefix(style.TRUTH_PREFIX) for n in parts)
-    traces = []
-    for name, mesh in parts.items():
-        if max_triangles is not None:
-            mesh = simplify_to(mesh, max_triangles=max_triangles)
-        colour, opacity = style.mesh_look(name, shown)
-        traces.append(mesh_trace(mesh, name=name, colour=colour, opacity=opacity))
-    frame = [parts["brain"]] if "brain" in parts else list(parts.values())
-    return scene_figure(traces, frame=frame, camera=camera, title=title)
+    options = SceneOptions(camera=camera, title=title)
+    return layers_figure(named_layers(meshes), options, max_triangles=max_triangles)

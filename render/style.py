@@ -2,7 +2,8 @@
 
 Plain data only (frozen dataclasses of 0-255 RGB tuples and hex strings, dicts, a colormap
 name), so the Streamlit pages' 2-D overlays and the 3-D scenes draw the same tumour in the
-same colours. Nothing here imports VTK.
+same colours. Nothing here imports VTK; the rules that combine these into a 3-D scene are
+in :mod:`tumorscope.render.layers`.
 
 >>> REGION_COLOURS["ET"].hex
 '#ffd700'
@@ -12,7 +13,6 @@ same colours. Nothing here imports VTK.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -56,7 +56,6 @@ class SurfaceStyle:
     representation: Representation = "surface"
     opacity: float = 1.0
     line_width_px: float = 1.0
-    smooth_shading: bool = True
 
 
 # Regions follow the usual BraTS figure colours: edema/whole tumour green, core red,
@@ -90,11 +89,12 @@ DISTANCE_CLIM_MM: float = 5.0
 """Default symmetric colour range of signed distances, +-5 mm (a few BraTS voxels)."""
 
 TRUTH_STYLES: dict[str, SurfaceStyle] = {
-    "wireframe": SurfaceStyle("wireframe", opacity=0.55, line_width_px=1.0,
-                              smooth_shading=False),
+    "wireframe": SurfaceStyle("wireframe", opacity=0.55, line_width_px=1.0),
     "translucent": SurfaceStyle("surface", opacity=0.3),
 }
-"""Ground truth is drawn see-through so the solid prediction inside it stays visible."""
+"""Ground truth is drawn see-through so the solid prediction inside it stays visible: a
+wireframe cage by default (it cannot be mistaken for the solid prediction), or translucent
+(and so in mesh files, which hold surfaces only)."""
 
 TRUTH_NEUTRAL_COLOUR: Colour = Colour((225, 225, 230))
 """Truth colour when the prediction is coloured by distance, so region hues do not compete."""
@@ -112,9 +112,6 @@ BACKGROUND_COLOUR: Colour = Colour((28, 30, 36))
 LEGEND_COLOUR: Colour = Colour((44, 47, 56))
 TEXT_COLOUR: Colour = Colour((235, 235, 235))
 
-NAN_COLOUR: Colour = Colour((128, 128, 128))
-"""Surface points without a value (e.g. a signed distance with no truth surface to measure to)."""
-
 CROSSHAIR_COLOUR: Colour = Colour((0, 230, 230))
 """Cyan slice-viewer crosshair: no region, label or error colour here is near it."""
 
@@ -131,66 +128,8 @@ OVERLAY_OPACITY: float = 0.45
 
 
 NESTED_OPACITY: dict[str, float] = {"WT": 0.3, "TC": 0.5, "ET": 1.0}
-"""Opacity of a region drawn together with a region nested inside it (ET in TC in WT)."""
-
-_INSIDE: dict[str, tuple[str, ...]] = {"WT": ("TC", "ET"), "TC": ("ET",), "ET": ()}
-
-
-def nested_opacity(name: str, shown: Iterable[str], *, solid: float = 1.0) -> float:
-    """Opacity of ``name`` drawn with ``shown``: ``solid`` unless a region inside it is shown.
-
-    Outer regions hide the inner ones otherwise (TC inside WT, ET inside TC).
-
-    >>> nested_opacity("WT", ["WT", "ET"]), nested_opacity("WT", ["WT"])
-    (0.3, 1.0)
-    >>> nested_opacity("ET", ["WT", "TC", "ET"])
-    1.0
-    """
-    shown = tuple(shown)
-    if any(inner in shown for inner in _INSIDE.get(name, ())):
-        return min(solid, NESTED_OPACITY[name])
-    return solid
-
-
-def nesting_depth(name: str, shown: Iterable[str]) -> int:
-    """How many of the ``shown`` regions lie inside ``name`` (0 for the innermost or a label).
-
-    >>> nesting_depth("WT", ["WT", "TC", "ET"]), nesting_depth("TC", ["WT", "TC"])
-    (2, 0)
-    """
-    shown = tuple(shown)
-    return sum(inner in shown for inner in _INSIDE.get(name, ()))
-
-
-TRUTH_PREFIX = "truth_"
-"""Exported scenes name ground-truth surfaces ``truth_WT`` ... beside the prediction's ``WT``."""
-
-
-def mesh_look(name: str, shown: Iterable[str]) -> tuple[Colour, float]:
-    """Colour and opacity of a named mesh of an exported scene, as the 3-D views draw it.
-
-    Regions and raw labels are solid in their colour (outer regions see-through when an
-    inner one is in ``shown``, see :func:`nested_opacity`); ``truth_<region>`` is the region's
-    colour at the translucent truth opacity; "FP" / "FN" in the error colours; "brain" faint;
-    anything else solid neutral grey.
-
-    >>> mesh_look("truth_ET", ["ET"])[0] == REGION_COLOURS["ET"], mesh_look("truth_ET", [])[1]
-    (True, 0.3)
-    >>> mesh_look("WT", ["WT", "TC"])[1], mesh_look("brain", [])[1]
-    (0.3, 0.12)
-    """
-    if name == "brain":
-        return BRAIN_COLOUR, BRAIN_STYLE.opacity
-    truth = name.startswith(TRUTH_PREFIX)
-    key = name.removeprefix(TRUTH_PREFIX)
-    try:
-        colour = region_colour(key)
-    except KeyError:
-        return TRUTH_NEUTRAL_COLOUR, 1.0
-    if truth:
-        return colour, TRUTH_STYLES["translucent"].opacity
-    style = ERROR_STYLE if key in ERROR_COLOURS else PREDICTION_STYLE
-    return colour, nested_opacity(key, shown, solid=style.opacity)
+"""Opacity of a region drawn together with a region nested inside it (ET in TC in WT); the
+rule that applies it is :func:`tumorscope.render.layers.nested_opacity`."""
 
 
 def region_colour(name: str) -> Colour:

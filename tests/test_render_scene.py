@@ -16,6 +16,7 @@ from PIL import Image  # noqa: E402
 from tumorscope.core.errors import ConfigError  # noqa: E402
 from tumorscope.render import scene as scene_module  # noqa: E402
 from tumorscope.render import style  # noqa: E402
+from tumorscope.render.layers import SceneOptions  # noqa: E402
 from tumorscope.render.mesh import brain_surface, error_meshes, region_meshes  # noqa: E402
 from tumorscope.render.scene import (  # noqa: E402
     CAMERA_PRESETS,
@@ -67,9 +68,11 @@ def _yellow(img: np.ndarray) -> np.ndarray:
 
 
 def _shot(case: dict, **kwargs) -> np.ndarray:
-    options = {"brain": case["brain"], **kwargs}
-    camera = options.pop("camera", "oblique")
-    plotter = comparison_scene(case["truth"], case["pred"], camera=camera, **options)
+    """Screenshot of the case's scene; ``brain`` and ``dice`` are scene data, the rest
+    :class:`SceneOptions`."""
+    brain, dice = kwargs.pop("brain", case["brain"]), kwargs.pop("dice", None)
+    plotter = comparison_scene(case["truth"], case["pred"], brain=brain, dice=dice,
+                               options=SceneOptions(**kwargs))
     try:
         return screenshot(plotter, window_size=SIZE)
     finally:
@@ -84,7 +87,7 @@ def test_screenshot_is_non_blank_and_sized(case: dict) -> None:
 
 def test_enhancing_tumour_is_yellow_when_shown_and_absent_when_hidden(case: dict) -> None:
     shown = _shot(case, camera="axial")
-    hidden = _shot(case, camera="axial", show=["WT", "TC"])
+    hidden = _shot(case, camera="axial", regions=["WT", "TC"])
     assert _yellow(shown).sum() > 200
     assert _yellow(hidden).sum() == 0
 
@@ -93,7 +96,7 @@ def test_enhancing_tumour_is_yellow_when_shown_and_absent_when_hidden(case: dict
 # patient's right on the screen's left.
 @pytest.mark.parametrize("camera", ["axial", "coronal"])
 def test_right_sided_lobe_appears_on_screen_left(case: dict, camera: str) -> None:
-    img = _shot(case, camera=camera, show=["ET"], focus="brain")  # brain centred on the ball
+    img = _shot(case, camera=camera, regions=["ET"], focus="brain")  # brain centred on ball
     cols = np.nonzero(_yellow(img))[1]
     assert cols.size > 100
     assert cols.mean() < SIZE[0] / 2 - 5
@@ -107,9 +110,9 @@ def test_presets_differ_and_are_validated(case: dict) -> None:
                 diff = np.abs(images[a].astype(int) - images[b].astype(int)).mean()
                 assert diff > 2, (a, b)
     with pytest.raises(ConfigError, match=r"camera must be one of \['axial'.*got 'top'"):
-        comparison_scene(case["truth"], case["pred"], camera="top")
+        comparison_scene(case["truth"], case["pred"], options=SceneOptions(camera="top"))
     with pytest.raises(ConfigError, match="colour_by"):
-        comparison_scene(case["truth"], case["pred"], colour_by="dice")
+        comparison_scene(case["truth"], case["pred"], options=SceneOptions(colour_by="dice"))
 
 
 # The prediction is the truth moved 4 mm anterior: over-segmented (red) in front, under-
@@ -118,7 +121,7 @@ def test_presets_differ_and_are_validated(case: dict) -> None:
 def test_signed_distance_mode_shows_over_and_under_segmentation(
     case: dict, camera: str, axis: int
 ) -> None:
-    img = _shot(case, colour_by="signed_distance", show=["WT"], camera=camera, brain=None)
+    img = _shot(case, colour_by="signed_distance", regions=["WT"], camera=camera, brain=None)
     r, g, b = (img[..., i].astype(int) for i in range(3))
     red = (r > 150) & (r - b > 60) & (r - g > 40)
     blue = (b > 150) & (b - r > 60)
@@ -128,7 +131,8 @@ def test_signed_distance_mode_shows_over_and_under_segmentation(
 
 def test_errors_and_side_by_side(case: dict) -> None:
     e = error_meshes(tumour((0.0, 4.0, 0.0)), tumour(), AFFINE)
-    plotter = comparison_scene(case["truth"], None, errors=e, show=["WT"])
+    plotter = comparison_scene(case["truth"], None, errors=e,
+                               options=SceneOptions(regions=["WT"]))
     img = screenshot(plotter, window_size=SIZE)
     plotter.close()
     r, b = img[..., 0].astype(int), img[..., 2].astype(int)
@@ -141,8 +145,8 @@ def test_errors_and_side_by_side(case: dict) -> None:
 
 def test_opacity_options_reach_the_surfaces(case: dict) -> None:
     def surface_opacities(**kwargs) -> list[float]:
-        plotter = comparison_scene(case["truth"], case["pred"], truth_style="translucent",
-                                   **kwargs)
+        plotter = comparison_scene(case["truth"], case["pred"],
+                                   options=SceneOptions(truth_style="translucent", **kwargs))
         try:
             return [round(a.prop.opacity, 3) for a in plotter.actors.values()
                     if isinstance(a, pv.Actor)]
@@ -150,16 +154,17 @@ def test_opacity_options_reach_the_surfaces(case: dict) -> None:
             plotter.close()
 
     # Prediction first, then truth; nested WT/TC/ET keep their layering under the scale.
-    assert surface_opacities(show=["ET"], truth_opacity=0.6, prediction_opacity=0.5) == [
+    assert surface_opacities(regions=["ET"], truth_opacity=0.6, prediction_opacity=0.5) == [
         0.5, 0.6]
-    assert surface_opacities(show=["WT", "ET"], prediction_opacity=0.5)[:2] == [
+    assert surface_opacities(regions=["WT", "ET"], prediction_opacity=0.5)[:2] == [
         round(0.5 * style.NESTED_OPACITY["WT"], 3), 0.5]
     prediction_only = {**case, "truth": None, "brain": None}
-    solid = _shot(prediction_only, show=["ET"], camera="axial")
-    faded = _shot(prediction_only, show=["ET"], camera="axial", prediction_opacity=0.25)
+    solid = _shot(prediction_only, regions=["ET"], camera="axial")
+    faded = _shot(prediction_only, regions=["ET"], camera="axial", prediction_opacity=0.25)
     assert _yellow(solid).sum() > 200 and _yellow(faded).sum() < _yellow(solid).sum() / 4
     with pytest.raises(ConfigError, match=r"prediction_opacity must be in \(0, 1\], got 0"):
-        comparison_scene(case["truth"], case["pred"], prediction_opacity=0)
+        comparison_scene(case["truth"], case["pred"],
+                         options=SceneOptions(prediction_opacity=0))
 
 
 def test_transparent_background_and_png(case: dict, tmp_path: Path) -> None:
@@ -195,8 +200,9 @@ def test_docstring_example() -> None:
 def test_window_size_out_of_range_is_refused_before_drawing(case: dict, size: tuple) -> None:
     # 100000 x 100000 aborts VTK natively and a negative width draws garbage: refuse both.
     with pytest.raises(ConfigError, match=r"window_size"):
-        comparison_scene(case["truth"], case["pred"], window_size=size)
-    plotter = comparison_scene(case["truth"], case["pred"], window_size=SIZE)
+        comparison_scene(case["truth"], case["pred"], options=SceneOptions(window_size=size))
+    plotter = comparison_scene(case["truth"], case["pred"],
+                               options=SceneOptions(window_size=SIZE))
     try:
         with pytest.raises(ConfigError, match=r"16\.\.8192|\(width, height\)"):
             screenshot(plotter, window_size=size)
