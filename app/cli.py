@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import statistics
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -127,6 +128,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from tumorscope.core.config import load_config
+    from tumorscope.core.store import Run
     from tumorscope.core.train import train
 
     overrides = list(args.set or [])
@@ -134,8 +136,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"data.root={args.data}")
     if args.device:
         overrides.append(f"train.device={args.device}")
-    cfg = load_config(args.config, overrides=overrides)
-    out = args.out or Path("runs") / Path(str(args.config)).stem
+    source = args.config or "tiny-cpu"
+    out = args.out or Path("runs") / Path(str(source)).stem
+    if args.resume and args.config is None:
+        # Resuming continues the run as it was configured; --set changes only what it names.
+        own = Run(Path(out)).config_path
+        if not own.is_file():
+            raise TumorscopeError("cannot resume: the run has no config.yaml (pass --config)",
+                                  path=out)
+        source = own
+    cfg = load_config(source, overrides=overrides)
     run = train(cfg, out, resume=args.resume, progress=not args.quiet)
     print(f"run written to {run.path}")
     return 0
@@ -152,10 +162,10 @@ def _print_dice_table(rows: list[dict]) -> None:
         sel = [r for r in rows if r["region"] == region]
         if not sel:
             continue
-        dices = sorted(float(r["dice"]) for r in sel)
-        hds = sorted(float(r["hd95_mm"]) for r in sel)
-        print(f"{region:<8}{len(sel):>6}{sum(dices) / len(dices):>11.3f}"
-              f"{hds[len(hds) // 2]:>16.2f}")
+        dices = [float(r["dice"]) for r in sel]
+        hds = [float(r["hd95_mm"]) for r in sel]
+        print(f"{region:<8}{len(sel):>6}{statistics.fmean(dices):>11.3f}"
+              f"{statistics.median(hds):>16.2f}")
 
 
 def _print_predict_report(report: PredictReport) -> None:
@@ -173,9 +183,14 @@ def _evaluate_and_print(run: Run, labels: Path | None = None, *, quiet: bool) ->
     for line in report.skipped:
         print(f"not scored {line}", file=sys.stderr)
     if report.no_truth:
-        print(f"{len(report.no_truth)} prediction(s) without ground truth, not scored")
+        names = ", ".join(report.no_truth[:5]) + (" ..." if len(report.no_truth) > 5 else "")
+        print(f"{len(report.no_truth)} prediction(s) without ground truth, not scored "
+              f"({names})")
+    kept = sum(1 for c in report.unscored if c not in report.no_truth
+               and any(str(r["case_id"]) == c for r in report.rows))
     print(f"scored {len(report.scored)}, unchanged {len(report.reused)}"
-          + (f", stale rows kept {len(report.skipped)}" if report.skipped else ""))
+          + (f", not scored {len(report.skipped)}" if report.skipped else "")
+          + (f" (their earlier rows kept, marked stale: {kept})" if kept else ""))
     _print_dice_table(report.current_rows)
     return len(report.skipped)
 
@@ -232,7 +247,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"held-out cases: {len(split['val'])} (synthetic demo cohort in {args.data})")
     failed = len(report.failed) + _evaluate_and_print(run, quiet=args.quiet)
     print(f"run: {run.path}  — browse it with: streamlit run streamlit_app.py -- "
-          f"--results {run.path.parent}")
+          f"--results {run.path}")
     return 1 if failed else 0
 
 
@@ -332,8 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "on held-out cases; writes config.yaml, log.csv and "
                                    "checkpoints/{best,last}.pt into --out. Ctrl-C saves; "
                                    "--resume continues exactly. Runs under torchrun for DDP.")
-    p.add_argument("--config", default="tiny-cpu",
-                   help="preset name (tiny-cpu, default) or a YAML file (default tiny-cpu)")
+    p.add_argument("--config", default=None,
+                   help="preset name (tiny-cpu, default) or a YAML file (default tiny-cpu; "
+                        "with --resume, the run's own config.yaml)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<config>)")
     p.add_argument("--data", default=None, help="dataset folder (overrides data.root)")
     p.add_argument("--device", type=_device, default=None,

@@ -25,6 +25,7 @@ import streamlit as st
 
 from tumorscope.core.cases import MODALITIES
 from tumorscope.core.errors import GeometryError, LayoutError, TumorscopeError
+from tumorscope.core.fingerprint import stat_identity
 from tumorscope.core.labels import REGIONS, labels_to_regions
 from tumorscope.core.nifti import read_label, read_nifti, voxel_spacing_mm
 from tumorscope.core.store import CaseRecord, Run, open_runs
@@ -209,20 +210,41 @@ def _cohort(run_path: str, stamps: tuple[int, ...]) -> tuple[pd.DataFrame, pd.Da
     predicted = {}
     for case_id in unscored:
         convention = cases[case_id].label_convention if case_id in cases else "brats2020"
-        predicted[case_id] = predicted_volumes_ml(str(run.prediction_path(case_id)),
-                                                  stamp(run.prediction_path(case_id)),
-                                                  convention)
+        try:
+            predicted[case_id] = predicted_volumes_ml(str(run.prediction_path(case_id)),
+                                                      stamp(run.prediction_path(case_id)),
+                                                      convention)
+        except TumorscopeError as exc:  # one bad file: its row stays empty, said by stale
+            log.warning("%s", exc)
     return metrics, cohort_table(metrics, cases, run.case_ids(), predicted)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _stale(run_path: str, stamps: tuple[int, ...]) -> dict[str, str]:
-    return Run(Path(run_path)).score_problems()
+def _stale(run_path: str, stamps: tuple[int, ...], inputs: int) -> dict[str, str]:
+    run = Run(Path(run_path))
+    records = run.case_records()
+    problems = run.score_problems(records=records)
+    for case_id in run.case_ids():
+        if case_id not in records:
+            problems.setdefault(case_id, "its prediction file was not written by tumorscope "
+                                         "predict (no record in cases.json)")
+    return problems
+
+
+def _inputs_stamp(run: Run) -> int:
+    """Changes when any image or label a run's predictions and scores came from changes: one
+    ``stat`` per file, so a scan replaced after the fact is noticed on the next rerun."""
+    paths = []
+    for record in run_cases(run).values():
+        paths += [*record.images.values(), *([record.label] if record.label else [])]
+    return hash(tuple(tuple(stat_identity(p) or ()) for p in paths))
 
 
 def stale_scores(run: Run) -> dict[str, str]:
-    """Patients whose score in metrics.csv is not of the prediction now in the run -> why."""
-    return _stale(str(run.path), run_stamp(run))
+    """Patients that have no current score -> why: their score in metrics.csv is of another
+    prediction, model, image or ground truth than the run holds now, or their prediction
+    file is not one predict wrote."""
+    return _stale(str(run.path), run_stamp(run), _inputs_stamp(run))
 
 
 def cohort(run: Run) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from .cases import MODALITIES, Case, load_case
-from .fingerprint import fingerprint, same_content
-from .nifti import atomic_save_npy, atomic_write_json
+from .errors import TumorscopeError
+from .fingerprint import content_unchanged, fingerprint, same_content
+from .nifti import atomic_save_npy, atomic_write_json, read_header
 from .preprocess import CropBox, bounding_box, brain_mask, crop, resample, zoom_factors, zscore
 
 log = logging.getLogger(__name__)
@@ -121,11 +122,27 @@ def preprocess_case(
         meta = _build(case, folder, spacing_mm)
         return _open(case.case_id, folder, meta)
     try:
+        _check_entry(folder, case, meta)
         return _open(case.case_id, folder, meta)
-    except (OSError, ValueError, EOFError) as exc:  # a truncated or damaged .npy
+    except (OSError, ValueError, EOFError, TumorscopeError) as exc:  # a damaged entry
         log.warning("%s: cache entry of %s is damaged (%s); rebuilding it", folder,
                     case.case_id, exc)
         return _open(case.case_id, folder, _build(case, folder, spacing_mm))
+
+
+def _check_entry(folder: Path, case: Case, meta: dict[str, Any]) -> None:
+    """Raise ``ValueError`` unless the entry's arrays are the bytes written at build time and
+    its geometry is the source's: an entry changed after the fact is never used."""
+    for name, fp in (meta.get("arrays") or {}).items():
+        if not content_unchanged(fp, folder / name):
+            raise ValueError(f"{name} is not the array written at build time")
+    if not meta.get("arrays"):
+        raise ValueError("no record of its arrays (built by an older version)")
+    shape, affine = read_header(case.files[0])
+    box = meta.get("crop_box") or {}
+    if list(shape[:3]) != list(box.get("original_shape", [])) or not np.allclose(
+            np.asarray(meta.get("affine"), dtype=float), affine, atol=1e-4):
+        raise ValueError(f"recorded grid differs from that of {case.files[0].name}")
 
 
 def _build(case: Case, folder: Path, spacing_mm: float | None) -> dict[str, Any]:
@@ -136,14 +153,17 @@ def _build(case: Case, folder: Path, spacing_mm: float | None) -> dict[str, Any]
     zoom = zoom_factors(data.spacing_mm, spacing_mm)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_save_npy(folder / "image.npy", resample(image, zoom, order=1))
+    arrays = {"image.npy": fingerprint(folder / "image.npy")}
     if data.label is not None:
         atomic_save_npy(folder / "label.npy", resample(crop(data.label, box), zoom, order=0))
+        arrays["label.npy"] = fingerprint(folder / "label.npy")
     meta = {
         "version": CACHE_VERSION,
         "case_id": case.case_id,
         "layout": case.layout,
         "label_convention": case.label_convention,
         "sources": _fingerprint(case),
+        "arrays": arrays,
         "has_label": data.label is not None,
         "crop_box": box.to_dict(),
         "affine": np.asarray(data.affine).tolist(),

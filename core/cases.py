@@ -63,13 +63,20 @@ LAYOUT_SEPARATOR = {"brats2020": "_", "brats2021": "_", "brats2023": "-"}
 LAYOUT_LABELS = {"brats2020": "brats2020", "brats2021": "brats2020", "brats2023": "brats2023"}
 
 EXTREME_FACTOR = 10.0
-"""A voxel this many times further from the background than the 99.9th percentile is an
-extreme outlier (a warning: normalisation clips it)."""
-EXTREME_VALUE = 1e6
-"""Any intensity beyond this magnitude is an extreme outlier, whatever the percentiles."""
+"""A brain voxel this many times further from the background than the 99.9th percentile of
+the brain voxels is an extreme outlier (a warning: normalisation clips it). The rule is
+relative only, so data in large units (a scan scaled by 1e6) is not an outlier."""
+MIN_BRAIN_SHARE = 0.005
+"""A modality with fewer of its voxels than this share differing from the background is
+practically empty: not an MRI scan. A skull-stripped BraTS brain fills 10-15 % of its
+240x240x155 grid (an adult brain, ~1.2 l, in any field of view that holds a head: at least
+~3 %); 0.5 % of the BraTS grid is a 35 mm cube."""
 
 COHORT_FILE = "tumorscope_cohort.json"
-"""Written beside generated cohorts; ``{"synthetic": true, ...}`` marks every case synthetic."""
+"""Written beside generated cohorts: ``{"synthetic": true, "case_ids": [...], ...}`` marks the
+listed cases synthetic, and only those (a real case copied in beside them stays real)."""
+SYNTHETIC_ID_RE = re.compile(r"^TSDemo_\d{5}$")
+"""Case ids of the demo cohort; an old cohort marker without ``case_ids`` marks only these."""
 
 # Longer keys first so that "t1ce" is not read as "t1" + "ce".
 _FILE_RE = re.compile(
@@ -303,15 +310,30 @@ def _metadata_for(root: Path, cases: list[Case]) -> dict[str, dict[str, Any]]:
                 meta.setdefault(case_id, {}).update(values)
         cohort = folder / COHORT_FILE
         if cohort.is_file():
-            try:
-                info = json.loads(cohort.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                log.warning("%s: cohort file not read (%s)", cohort, exc)
-                continue
+            marked = _synthetic_ids(cohort)
             for c in cases:
-                if c.folder.parent == folder or c.folder == folder:
-                    meta.setdefault(c.case_id, {})["synthetic"] = bool(info.get("synthetic"))
+                if (c.folder.parent == folder or c.folder == folder) and marked(c.case_id):
+                    meta.setdefault(c.case_id, {})["synthetic"] = True
     return meta
+
+
+def _synthetic_ids(cohort: Path) -> Any:
+    """Which case ids the cohort marker ``cohort`` marks synthetic, as a predicate: those it
+    lists under ``case_ids``; for a marker written before it listed them, the ids that follow
+    the demo naming (:data:`SYNTHETIC_ID_RE`); none for a marker that cannot be read or does
+    not say ``"synthetic": true``."""
+    try:
+        info = json.loads(cohort.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.warning("%s: cohort file not read (%s)", cohort, exc)
+        return lambda case_id: False
+    if not isinstance(info, dict) or info.get("synthetic") is not True:
+        return lambda case_id: False
+    listed = info.get("case_ids")
+    if isinstance(listed, list):
+        ids = {i for i in listed if isinstance(i, str)}
+        return lambda case_id: case_id in ids
+    return lambda case_id: SYNTHETIC_ID_RE.match(case_id) is not None
 
 
 def discover(root: str | Path) -> list[Case]:
@@ -403,20 +425,29 @@ def _fmt(value: float) -> str:
 
 def _intensity_problems(modality: str, path: Path,
                         data: np.ndarray) -> tuple[TumorscopeError | None, list[str]]:
-    """The fault (a constant modality) or the warnings (non-zero background, negative
-    intensities, extreme outliers) of one modality's voxels."""
+    """The fault (a constant or practically empty modality) or the warnings (non-zero
+    background, negative intensities, extreme outliers) of one modality's voxels.
+
+    Levels are percentiles of the brain voxels (those that differ from the background), so
+    neither the background nor a few extreme voxels set them."""
     lo, hi = float(data.min()), float(data.max())
     if lo == hi:
         return VoxelValueError(
             f"modality {modality} is constant (every voxel {_fmt(lo)}): not an MRI scan",
             path=path), []
-    warnings: list[str] = []
-    background, _ = background_level(data)
+    background, tolerance = background_level(data)
     magnitude = np.abs(data - background)
-    scale = float(np.percentile(magnitude, 99.9))
-    if scale == 0:  # fewer than 0.1% of voxels differ from the background
-        scale = float(magnitude.max())
-    if abs(background) > 0.01 * max(scale, abs(hi), abs(lo)):
+    brain = magnitude > tolerance if tolerance > 0 else data != background
+    n_brain = int(np.count_nonzero(brain))
+    if n_brain < MIN_BRAIN_SHARE * data.size:
+        return VoxelValueError(
+            f"modality {modality} is practically empty: {n_brain:,} of {data.size:,} voxels "
+            f"differ from the background {_fmt(background)}: not an MRI scan", path=path), []
+    warnings: list[str] = []
+    above = magnitude[brain]
+    scale = float(np.percentile(above, 99.9))
+    level = max(scale, float(np.percentile(np.abs(data[brain]), 99.9)))
+    if abs(background) > 0.01 * level:
         warnings.append(
             f"{path}: modality {modality} background is {_fmt(background)}, not 0 (the most "
             "common value on the volume's border): expected a skull-stripped scan with zeros "
@@ -427,14 +458,14 @@ def _intensity_problems(modality: str, path: Path,
         warnings.append(
             f"{path}: modality {modality} has {negative} negative voxel(s) (min {_fmt(lo)}): "
             "expected MRI intensities >= 0")
-    limit = max(EXTREME_FACTOR * scale, 0.0)
-    outliers = int(np.count_nonzero((magnitude > limit) | (np.abs(data) > EXTREME_VALUE)))
+    outliers = int(np.count_nonzero(above > EXTREME_FACTOR * scale))
     if outliers:
         worst = lo if abs(lo - background) > abs(hi - background) else hi
         warnings.append(
             f"{path}: modality {modality} has {outliers} extreme outlier voxel(s) (up to "
-            f"{_fmt(worst)}, against a 99.9th percentile of {_fmt(background + scale)}): "
-            "intensities are clipped to the 0.5-99.5th percentiles before normalisation")
+            f"{_fmt(worst)}, more than {EXTREME_FACTOR:g} times the 99.9th percentile of the "
+            f"brain voxels, {_fmt(background + scale)}): intensities are clipped to the "
+            "0.5-99.5th percentiles before normalisation")
     return None, warnings
 
 

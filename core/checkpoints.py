@@ -18,6 +18,7 @@ from torch import nn
 from .config import Config, config_from_dict
 from .errors import ConfigError, TumorscopeError
 from .fingerprint import sha256_file
+from .labels import REGIONS
 from .models import build_model
 from .nifti import atomic_path
 
@@ -152,6 +153,13 @@ def model_from_checkpoint(ckpt: dict[str, Any], *, ema: bool = True,
     if problem:
         raise CheckpointError(f"weights do not match the recorded architecture: {problem}",
                               path=path)
+    for key, tensor in state.items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and \
+                not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"weight {key!r} holds {bad} non-finite value(s) (NaN or "
+                                  "inf): the training diverged; this model cannot predict",
+                                  path=path)
     model.load_state_dict(state)
     return model.eval()
 
@@ -172,8 +180,14 @@ def load_model(path: str | Path) -> LoadedModel:
         raise CheckpointError(f"recorded training config is invalid ({exc.fault})",
                               path=path) from None
     model = model_from_checkpoint(ckpt, path=path)
-    channels = getattr(getattr(model, "config", None), "in_channels", INPUT_CHANNELS)
+    config = getattr(model, "config", None)
+    channels = getattr(config, "in_channels", INPUT_CHANNELS)
     if channels != INPUT_CHANNELS:
         raise CheckpointError(f"network takes {channels} input channel(s); Tumorscope cases "
                               f"have {INPUT_CHANNELS} (T1, T1ce, T2, FLAIR)", path=path)
+    outputs = getattr(config, "out_channels", len(REGIONS))
+    if outputs != len(REGIONS):
+        raise CheckpointError(f"network gives {outputs} output channel(s); Tumorscope needs "
+                              f"{len(REGIONS)}, one per region ({', '.join(REGIONS)})",
+                              path=path)
     return LoadedModel(path.resolve(), sha256_file(path), model, cfg, ckpt)

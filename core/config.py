@@ -335,6 +335,8 @@ RECORD_SECTION = "predict"
 
 SECTIONS = {"data": DataConfig, "loss": LossConfig, "optim": OptimConfig,
             "augment": AugmentConfig, "train": TrainConfig}
+SECTION_LIST = "data, model, ..."
+"""The sections of a config file, as messages name them."""
 
 
 def _plain(obj: Any) -> Any:
@@ -401,6 +403,33 @@ def _section(cls: type, values: Any, name: str, where: _Where) -> Any:
     return cls(**values)
 
 
+def _what(value: Any) -> str:
+    """A value that should have been a mapping, in words: ``a list``, ``42``, ``'text'``."""
+    if isinstance(value, list | tuple):
+        return "a list"
+    return show(value)
+
+
+def _check_shape(raw: Any, where: _Where) -> dict[str, Any]:
+    """``raw`` without its record section, once it is a mapping of known sections each of
+    which is a mapping (or empty); raises :class:`ConfigError` naming the file otherwise."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a config must be a mapping of sections ({SECTION_LIST}), got "
+                          f"{_what(raw)}", path=where.source)
+    # A run's config.yaml also records what predict used; it is a record, not a setting,
+    # so a run's config can be given to `train --config` as it is.
+    raw = {k: v for k, v in raw.items() if k != RECORD_SECTION}
+    unknown = sorted(str(k) for k in set(raw) - set(SECTIONS) - {"model"})
+    if unknown:
+        raise where.error(unknown[0], f"unknown section(s) {unknown}; expected "
+                          f"{sorted([*SECTIONS, 'model'])}")
+    for name in ("data", "model", "loss", "optim", "augment", "train"):
+        value = raw.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise where.error(name, f"section {name!r} must be a mapping, got {_what(value)}")
+    return raw
+
+
 def config_from_dict(raw: dict[str, Any], *, source: str | None = None,
                      overridden: Collection[str] = ()) -> Config:
     """Build and validate a :class:`Config` from nested plain values.
@@ -409,21 +438,10 @@ def config_from_dict(raw: dict[str, Any], *, source: str | None = None,
     ``overridden`` (given on the command line), whose errors name only the key.
     """
     where = _Where(source, overridden)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"a config must be a mapping of sections, got {type(raw).__name__}",
-                          path=source)
-    # A run's config.yaml also records what predict used; it is a record, not a setting,
-    # so a run's config can be given to `train --config` as it is.
-    raw = {k: v for k, v in raw.items() if k != RECORD_SECTION}
-    unknown = sorted(str(k) for k in set(raw) - set(SECTIONS) - {"model"})
-    if unknown:
-        raise where.error(unknown[0], f"unknown section(s) {unknown}; expected "
-                          f"{sorted([*SECTIONS, 'model'])}")
+    raw = _check_shape(raw, where)
     parts = {name: _section(cls, {} if raw.get(name) is None else raw[name], name, where)
              for name, cls in SECTIONS.items()}
     model = {} if raw.get("model") is None else raw["model"]
-    if not isinstance(model, dict):
-        raise where.error("model", f"section 'model' must be a mapping, got {show(model)}")
     cfg = Config(model=dict(model), **parts)
     _validate(cfg, where)
     return cfg
@@ -486,6 +504,9 @@ def override_keys(overrides: list[str]) -> list[str]:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``section.key=value`` strings (value parsed as YAML) to a raw config mapping."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a config must be a mapping of sections ({SECTION_LIST}), got "
+                          f"{_what(raw)}")
     out = _plain(raw)
     for item in overrides:
         keys, text = _override_parts(item)
@@ -497,12 +518,77 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {k!r} is not a section")
         try:
-            node[keys[-1]] = yaml.safe_load(text)
+            node[keys[-1]] = parse_yaml(text)
+        except DuplicateKeyError as exc:
+            raise ConfigError(f"override {item!r}: key {exc.key!r} is given twice in the "
+                              "value: keep one") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: the value {text!r} is not valid YAML "
                               f"({yaml_problem(exc)}); quote text, write lists as [a, b]"
                               ) from None
     return out
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping in YAML text gives one key twice (plain YAML keeps the last silently)."""
+
+    def __init__(self, key: str, first_line: int, line: int) -> None:
+        self.key, self.first_line, self.line = key, first_line, line
+        where = (f"on line {line}" if line == first_line
+                 else f"at lines {first_line} and {line}")
+        super().__init__(f"key {key!r} is given twice, {where}: keep one")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe YAML loader, refusing a mapping that gives a key twice (YAML 1.1 keeps the
+    last value silently, so ``batch_size: 2`` then ``batch_size: 3`` would train with 3)."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._check_unique(node, (), set())
+        return super().construct_document(node)
+
+    def _check_unique(self, node: yaml.Node, where: tuple[str, ...], seen: set[int]) -> None:
+        if id(node) in seen:  # an alias: checked where its anchor is
+            return
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._check_unique(item, (*where[:-1], f"{where[-1]}[{i}]") if where
+                                   else (f"[{i}]",), seen)
+            return
+        if not isinstance(node, yaml.MappingNode):
+            return
+        first: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                self._check_unique(value_node, where, seen)
+                continue
+            key = None
+            if isinstance(key_node, yaml.ScalarNode):
+                key = self.construct_object(key_node)
+                try:
+                    hash(key)
+                except TypeError:
+                    key = None
+            line = key_node.start_mark.line + 1
+            name = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+            if key is not None:
+                if key in first:
+                    raise DuplicateKeyError(".".join((*where, name)), first[key], line)
+                first[key] = line
+            self._check_unique(value_node, (*where, name), seen)
+
+
+def parse_yaml(text: str) -> Any:
+    r"""YAML text as plain values (safe loader, so no Python objects), refusing a key given
+    twice in one mapping with :class:`DuplicateKeyError`.
+
+    >>> parse_yaml("data:\n  batch_size: 2\n  batch_size: 3\n")
+    Traceback (most recent call last):
+    ...
+    tumorscope.core.config.DuplicateKeyError: key 'data.batch_size' is given twice, ...
+    """
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def preset_text(name: str) -> str:
@@ -524,9 +610,23 @@ def load_config(source: str | Path, *, overrides: list[str] | None = None) -> Co
         except UnicodeDecodeError:
             raise ConfigError("not a YAML text file (it is not UTF-8 text)", path=path) from None
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = parse_yaml(text)
+    except DuplicateKeyError as exc:
+        raise ConfigError(str(exc), path=where) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"not valid YAML ({yaml_problem(exc)})", path=where) from None
+    if raw is None and not _has_content(text):
+        raise ConfigError(f"the config file is empty (start from a preset: "
+                          f"{', '.join(PRESETS)})", path=where)
     overrides = overrides or []
+    # The file's own shape first, so that a fault in it is blamed on the file, not on the
+    # override (``--data`` sets data.root) that would otherwise meet it first.
+    raw = _check_shape(raw, _Where(where, ()))
     return config_from_dict(apply_overrides(raw, overrides), source=where,
                             overridden=override_keys(overrides))
+
+
+def _has_content(text: str) -> bool:
+    """Whether YAML text holds anything but blank lines, comments and document markers."""
+    return any(line.strip() and not line.lstrip().startswith("#")
+               and line.strip() not in ("---", "...") for line in text.splitlines())

@@ -596,7 +596,8 @@ def make_demo_cohort(out_dir: str | Path, *, n_cases: int = 20, seed: int = 0,
     ``SHAPE`` (240, 240, 155) in nibabel (i, j, k) order, 1 mm, :data:`AFFINE`; images int16,
     zero outside the brain; labels uint8 in {0, 1, 2, 4}. Beside them: ``name_mapping.csv``
     (Grade, Subject_ID), ``survival_info.csv`` (Subject_ID, Age, Survival_days) and
-    ``tumorscope_cohort.json`` marking the cohort synthetic. Every write is atomic.
+    ``tumorscope_cohort.json`` marking the cases it lists (``case_ids``) synthetic. Every
+    write is atomic.
 
     Case ``i`` depends only on ``(seed, i)``: the same seed gives the same voxels, and a case
     whose five files all exist is skipped, so an interrupted run completes where it stopped
@@ -625,8 +626,10 @@ def make_demo_cohort(out_dir: str | Path, *, n_cases: int = 20, seed: int = 0,
     # The synthetic marker and metadata go first: a cohort interrupted half-way must never
     # look like patient data, and is recognised as this generator's on the next run.
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The marker lists the cases it stands for: only those read back as synthetic, so a
+    # real case copied into this folder later is not taken for one of them.
     marker = {"synthetic": True, "generator": GENERATOR, "seed": seed, "n_cases": n_cases,
-              "note": NOTE}
+              "case_ids": [m.case_id for m in metas], "note": NOTE}
     _write_if_changed(cohort_file, json.dumps(marker, indent=2, sort_keys=True) + "\n")
     _write_metadata(out_dir, metas)
 

@@ -18,7 +18,7 @@ from .fingerprint import fingerprint
 from .geometry import conform_to
 from .metrics import region_metrics
 from .nifti import read_label
-from .store import STATUS_OK, Run
+from .store import STATUS_OK, Run, format_stat, parse_stat
 
 METADATA_COLUMNS = ("grade", "age", "synthetic")
 SCORING_VERSION = 1
@@ -60,6 +60,21 @@ def _truth_sources(run: Run, labels_dir: str | Path | None
     return truth, "no label file recorded for it at prediction (give --labels DIR)"
 
 
+def _truth_keys(fp: dict[str, Any]) -> dict[str, Any]:
+    """The columns that say which ground truth a row scored (and let a reader check it)."""
+    return {"truth_sha256": fp["sha256"], "truth_path": fp["path"], "truth_size": fp["size"],
+            "truth_stat": format_stat(fp["stat"])}
+
+
+def _truth_fingerprint(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The truth fingerprint stored in a case's rows, so an unchanged label is not re-hashed."""
+    if not rows:
+        return None
+    row = rows[0]
+    return {"path": row.get("truth_path"), "stat": parse_stat(row.get("truth_stat")),
+            "sha256": row.get("truth_sha256")}
+
+
 def evaluate_run(run: Run, labels_dir: str | Path | None = None, *,
                  progress: bool = True) -> EvaluateReport:
     """Score the run's predictions into ``metrics.csv``, one row per case x region.
@@ -84,6 +99,7 @@ def evaluate_run(run: Run, labels_dir: str | Path | None = None, *,
         old_rows.setdefault(str(row["case_id"]), []).append(row)
     problems = run.score_problems([r for rs in old_rows.values() for r in rs])
     records = run.case_records()
+    claim = run.predict_claim()
 
     scored: dict[str, list[dict[str, Any]]] = {}
     reused: list[str] = []
@@ -96,16 +112,20 @@ def evaluate_run(run: Run, labels_dir: str | Path | None = None, *,
             continue
         label_path, convention, meta = truth[case_id]
         pred_path = run.prediction_path(case_id)
+        record = records.get(case_id)
+        stale = run.prediction_problem(record, claim) if record is not None else None
+        if stale is not None:
+            unscored[case_id] = stale
+            continue
         try:
-            record = records.get(case_id)
             pred_fp = fingerprint(pred_path, record.prediction if record else None)
-            truth_fp = fingerprint(label_path)
             previous = old_rows.get(case_id, [])
+            truth_fp = fingerprint(label_path, _truth_fingerprint(previous))
             if previous and case_id not in problems and all(
                     r.get("prediction_sha256") == pred_fp["sha256"]
                     and r.get("truth_sha256") == truth_fp["sha256"]
                     and r.get("scoring_version") == SCORING_VERSION for r in previous):
-                scored[case_id] = previous
+                scored[case_id] = [{**r, **_truth_keys(truth_fp)} for r in previous]
                 reused.append(case_id)
                 continue
             gt = read_label(label_path, convention=convention)
@@ -117,8 +137,7 @@ def evaluate_run(run: Run, labels_dir: str | Path | None = None, *,
             unscored[case_id] = str(exc)
             continue
         extra = {k: meta.get(k) for k in METADATA_COLUMNS}
-        keys = {"prediction_sha256": pred_fp["sha256"], "truth_sha256": truth_fp["sha256"],
-                "truth_path": str(Path(label_path).resolve()),
+        keys = {"prediction_sha256": pred_fp["sha256"], **_truth_keys(truth_fp),
                 "scoring_version": SCORING_VERSION}
         scored[case_id] = [{"case_id": case_id, **row, **extra, **keys} for row in scores]
     # Rows of cases whose prediction has left the run stay, marked, rather than vanish.

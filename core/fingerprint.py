@@ -75,18 +75,42 @@ def same_content(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bo
                 and a.get("sha256") == b.get("sha256"))
 
 
-def unchanged_on_disk(fp: Mapping[str, Any] | None, path: str | Path | None = None) -> bool:
-    """Cheap check (one ``stat``, no hashing) that the file ``fp`` describes is still as it was.
+_MEMO: dict[tuple[str, tuple[int, ...]], str] = {}
+"""Hashes computed by this process, by (path, stat identity): a reader asking again is free."""
+
+
+def content_unchanged(fp: Mapping[str, Any] | None, path: str | Path | None = None) -> bool:
+    """Whether the file ``fp`` describes still holds the same bytes.
 
     ``path`` is where the file is now, when its folder may have moved since (a run copied
-    elsewhere). Used by readers that must not show a result of a file that has changed
-    since; the writers re-hash before they reuse anything.
+    elsewhere). One ``stat`` when its identity (inode, size, mtime, ctime) is the recorded
+    one; otherwise the content is hashed (once per identity in this process) and compared,
+    so a copy with the same bytes is current and ``cp -p`` of other bytes is not.
     """
     where = path if path is not None else (fp or {}).get("path")
-    if not fp or not where:
+    if not fp or not where or not fp.get("sha256"):
         return False
     try:
         st = os.stat(where)
     except OSError:
         return False
-    return st.st_size == fp.get("size") and st.st_mtime_ns == fp.get("mtime_ns")
+    key = _stat_key(st)
+    if key == fp.get("stat"):
+        return True
+    if st.st_size != fp.get("size"):
+        return False
+    memo = (str(where), tuple(key))
+    if memo not in _MEMO:
+        try:
+            _MEMO[memo] = sha256_file(where)
+        except TumorscopeError:
+            return False
+    return _MEMO[memo] == fp["sha256"]
+
+
+def stat_identity(path: str | Path) -> list[int] | None:
+    """The stat identity of ``path`` as fingerprints record it, or None if it is not there."""
+    try:
+        return _stat_key(os.stat(path))
+    except OSError:
+        return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import io
+import linecache
 import os
 import re
 from collections.abc import Mapping
@@ -48,6 +49,15 @@ _WORDS_NO_PATH: dict[int, str] = {
     errno.ENFILE: "too many open files",
     errno.ENOMEM: "out of memory",
 }
+OUTPUT_FLAGS: tuple[str, ...] = ("--out", "--cache")
+"""Path options naming what a command writes: a path below one that does not exist is one the
+command was creating, not an input gone missing."""
+VIRTUAL_FILE_SYSTEMS = frozenset({
+    "proc", "sysfs", "cgroup", "cgroup2", "debugfs", "tracefs", "securityfs", "pstore",
+    "bpf", "configfs", "fusectl", "devpts", "mqueue", "binfmt_misc", "efivarfs", "autofs",
+})
+"""File systems that are views of the kernel: they cannot hold a user's files."""
+_CREATE_CALL_RE = re.compile(r"\b(mkdir|makedirs|mkdtemp|mkstemp)\(")
 # Temporary names: ".NAME.RANDOM.tmpSUFFIX" or ".NAME.HOST-PID.RANDOM.tmpSUFFIX".
 _TEMP_RE = re.compile(r"^\.(?P<body>.+)\.tmp(?P<suffix>(?:\.[^./]+)*)$")
 _SHORT_WRITE_RE = re.compile(r"(\d+) requested and (\d+) written")
@@ -163,6 +173,89 @@ def _low_space(path: Path | None) -> bool:
     return False
 
 
+def _failed_in_create(exc: BaseException) -> bool:
+    """Whether the call that raised ``exc`` was creating a folder (``mkdir``, ``makedirs``,
+    a temporary folder), judged by the innermost frame of its traceback."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    if code.co_name in ("mkdir", "makedirs", "mkdtemp"):
+        return True
+    return bool(_CREATE_CALL_RE.search(linecache.getline(code.co_filename, tb.tb_lineno)))
+
+
+def _being_created(path: Path, flags: Mapping[str, object]) -> bool:
+    """Whether a missing ``path`` must be one a command was creating: the value of an output
+    option (``--out``) itself, or a path below one whose folder is missing too or lies on a
+    file system that cannot hold files. (A file missing from an existing output folder may
+    have been read, so it is left to the usual wording.)"""
+    for flag, value in flags.items():
+        if flag not in OUTPUT_FLAGS or not isinstance(value, str | Path):
+            continue
+        if os.path.abspath(path) == os.path.abspath(value):
+            return True
+        if _same_or_below(path, Path(value)):
+            above = _existing_ancestor(path)
+            return above != path.parent or _file_system_type(above) in VIRTUAL_FILE_SYSTEMS
+    return False
+
+
+def _file_system_type(path: Path) -> str | None:
+    """The type of the file system ``path`` lies on ("ext4", "proc"), where the system says
+    (Linux: /proc/self/mounts); ``None`` elsewhere."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as fh:
+            mounts = [line.split()[:3] for line in fh]
+    except OSError:
+        return None
+    real = os.path.realpath(path)
+    best, kind = "", None
+    for fields in mounts:
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def _existing_ancestor(path: Path) -> Path | None:
+    for p in path.parents:
+        try:
+            if p.exists():
+                return p
+        except OSError:
+            return None
+    return None
+
+
+def _cannot_create(path: Path, code: int | None) -> str | None:
+    """Why ``path``, which a command was creating, could not be: its folder is missing, or
+    lies on a file system that cannot hold files; ``None`` when there is nothing to add to
+    the usual wording of ``code``."""
+    try:
+        if path.exists() or path.is_symlink():
+            return None
+    except OSError:
+        return None
+    above = _existing_ancestor(path)
+    kind = None if above is None else _file_system_type(above)
+    if above is not None and kind in VIRTUAL_FILE_SYSTEMS:
+        return (f"cannot create {path} ({above} is on a {kind} file system, a view of the "
+                "kernel that cannot hold files; choose a folder on a disk)")
+    if code != errno.ENOENT:
+        return None
+    if above is None:
+        return f"cannot create {path} (no folder above it exists)"
+    if above != path.parent:
+        return f"cannot create {path} (its folder {path.parent} does not exist)"
+    return (f"cannot create {path} (the system says there is no such file or folder, "
+            f"although {above} exists)")
+
+
 def os_error_words(exc: OSError) -> str:
     """What is wrong, in plain words, without the path (for messages that name it already).
 
@@ -187,6 +280,15 @@ def describe_os_error(exc: OSError, flags: Mapping[str, object] | None = None) -
     'disk full while writing runs/x/predictions/A.nii.gz'
     >>> describe_os_error(PermissionError(errno.EACCES, "Permission denied", "runs/x"))
     'permission denied: cannot write runs/x'
+
+    An output that could not be created (an ``--out`` in /proc, or below a missing folder)
+    is not reported as missing; an input that is missing is:
+
+    >>> missing = FileNotFoundError(errno.ENOENT, "No such file or directory", "no/such/out")
+    >>> describe_os_error(missing, {"--out": "no/such/out"})
+    'cannot create no/such/out (its folder no/such does not exist)'
+    >>> describe_os_error(missing, {"--checkpoint": "no/such/out"})
+    'no/such/out does not exist'
     """
     flags = flags or {}
     path = failing_path(exc)
@@ -208,6 +310,12 @@ def describe_os_error(exc: OSError, flags: Mapping[str, object] | None = None) -
         if code in _WORDS_NO_PATH:
             return _WORDS_NO_PATH[code]
         return str(exc.strerror or exc)
+    if code in (errno.ENOENT, errno.EPERM) and (_failed_in_create(exc)
+                                                or _being_created(path, flags)):
+        # An output that could not be created does not "not exist": say why it cannot be.
+        words = _cannot_create(path, code)
+        if words is not None:
+            return words
     if code in _WORDS:
         return _WORDS[code].format(path=path, action=_action(path))
     reason = (exc.strerror or str(exc)).rstrip(".")

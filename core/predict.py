@@ -139,22 +139,41 @@ def _model_key(provenance: dict[str, Any] | None) -> tuple[str | None, str]:
             repr(sorted(settings.items())))
 
 
+def _claim_key(claim: dict[str, Any] | None) -> tuple[str | None, str]:
+    if not claim:
+        return None, ""
+    return claim.get("checkpoint_sha256"), repr(sorted((claim.get("settings") or {}).items()))
+
+
 def _check_same_model(run: Run, records: dict[str, CaseRecord], provenance: dict[str, Any],
                       *, checkpoint: Path, force: bool) -> None:
-    """Refuse to mix models or settings in one run unless asked to replace (``force``)."""
+    """Refuse to mix models or settings in one run unless asked to replace (``force``).
+
+    The run's model is the one config.yaml's ``predict`` section claims (written under the
+    run's lock before the first case, so two processes with different checkpoints cannot
+    both start). Runs from before that section existed are judged by their records.
+    """
     if force or run.owns_checkpoint(checkpoint):
         return
-    on_disk = set(run.case_ids())
     current = _model_key(provenance)
+    now = describe_model(provenance["checkpoint"], provenance["settings"])
+    claim = run.predict_claim()
+    if claim and claim.get("checkpoint_sha256"):
+        if _claim_key(claim) != current:
+            before = describe_model({"path": claim.get("checkpoint"),
+                                     "sha256": claim.get("checkpoint_sha256")},
+                                    claim.get("settings"))
+            raise ConfigError(
+                f"holds predictions of {before}; this call uses {now}. Pass --force to "
+                f"replace the run's predictions, or choose a new --out", path=run.path)
+        return  # records of another model are leftovers of an interrupted --force: redone
+    on_disk = set(run.case_ids())
     for record in records.values():
-        if record.case_id not in on_disk:
-            continue
-        if _model_key(record.provenance) == current:
+        if record.case_id not in on_disk or _model_key(record.provenance) == current:
             continue
         before = describe_model((record.provenance or {}).get("checkpoint"),
                                 (record.provenance or {}).get("settings")) \
             if record.provenance else "an unrecorded model (no provenance in cases.json)"
-        now = describe_model(provenance["checkpoint"], provenance["settings"])
         raise ConfigError(
             f"holds predictions of {before}; this call uses {now}. Pass --force to replace "
             f"the run's predictions, or choose a new --out", path=run.path)
@@ -248,12 +267,13 @@ def predict_run(
     run.path.mkdir(parents=True, exist_ok=True)
     report = PredictReport(run)
     report.cleaned = len(run.clean_temp_files())
-    records = run.case_records()
-    _check_same_model(run, records, {"checkpoint": ck_info, "settings": settings},
-                      checkpoint=checkpoint, force=force)
-    _write_predict_config(run, loaded, {
-        "checkpoint": ck_info["path"], "checkpoint_sha256": ck_info["sha256"],
-        "input": str(Path(input_dir).resolve()), **settings})
+    with run.lock():  # check and claim at once: a concurrent predict sees this claim
+        records = run.case_records()
+        _check_same_model(run, records, {"checkpoint": ck_info, "settings": settings},
+                          checkpoint=checkpoint, force=force)
+        _write_predict_config(run, loaded, {
+            "checkpoint": ck_info["path"], "checkpoint_sha256": ck_info["sha256"],
+            "input": str(Path(input_dir).resolve()), "settings": settings})
     model = loaded.model.to(dev)
 
     def tell(case_id: str, what: str) -> None:
@@ -284,7 +304,7 @@ def predict_run(
     leftovers = [cid for cid, rec in run.case_records().items()
                  if cid not in done and _model_key(rec.provenance) != current
                  and run.prediction_path(cid).is_file()]
-    if leftovers and (force or run.owns_checkpoint(checkpoint)):
+    if leftovers:  # only after --force, a retrained own checkpoint, or an interrupted --force
         report.removed = run.forget_cases(leftovers)
     return report
 

@@ -43,7 +43,7 @@ import yaml
 from filelock import FileLock, Timeout
 
 from .errors import LayoutError, yaml_problem
-from .fingerprint import unchanged_on_disk
+from .fingerprint import content_unchanged
 from .nifti import atomic_write_json, atomic_write_text, is_temp_file, stale_temp_files
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,13 @@ NUMERIC_METRIC_COLUMNS = (
 """Columns of metrics.csv that must hold numbers (or be empty)."""
 
 STATUS_OK = "ok"
+
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    "dice": (0.0, 1.0), "jaccard": (0.0, 1.0), "sensitivity": (0.0, 1.0),
+    "specificity": (0.0, 1.0), "hd95_mm": (0.0, math.inf), "volume_truth_ml": (0.0, math.inf),
+    "volume_pred_ml": (0.0, math.inf), "volume_diff_ml": (-math.inf, math.inf),
+}
+"""What each metric can be; metrics.csv holding anything else is refused by line."""
 
 
 @dataclass(frozen=True)
@@ -298,34 +305,107 @@ class Run:
         return raw
 
     def metrics_rows(self) -> list[dict[str, Any]]:
-        """Rows of metrics.csv (one per case x region) with numbers parsed, stale ones too."""
-        return _read_csv(self.metrics_path, numeric=NUMERIC_METRIC_COLUMNS,
+        """Rows of metrics.csv (one per case x region) with numbers parsed, stale ones too.
+
+        A value no metric can take (a Dice outside [0, 1], a negative or infinite distance or
+        volume) or a case and region listed twice is a :class:`LayoutError` naming the line:
+        such a table was not written by evaluate, and averaging it would mislead.
+        """
+        rows = _read_csv(self.metrics_path, numeric=NUMERIC_METRIC_COLUMNS,
                          required=("case_id", "region"))
+        seen: dict[tuple[str, str], int] = {}
+        for line, row in enumerate(rows, start=2):
+            key = (str(row["case_id"]), str(row["region"]))
+            if key in seen:
+                raise LayoutError(f"line {line} repeats case {key[0]} region {key[1]} (first "
+                                  f"on line {seen[key]})", path=self.metrics_path)
+            seen[key] = line
+            for column, (low, high) in METRIC_RANGES.items():
+                value = row.get(column)
+                if value is None:
+                    continue
+                if not (math.isfinite(value) and low <= value <= high):
+                    raise LayoutError(f"line {line}: {column} = {value!r} is impossible "
+                                      f"(expected {_span(low, high)})", path=self.metrics_path)
+        return rows
+
+    def predict_claim(self) -> dict[str, Any] | None:
+        """The ``predict`` section of config.yaml: the checkpoint (path, sha256) and settings
+        the run's predictions are made with, or None when nothing has been predicted."""
+        claim = (self.config() or {}).get("predict")
+        return claim if isinstance(claim, dict) else None
+
+    def model_problem(self, record: CaseRecord,
+                      claim: Mapping[str, Any] | None = None) -> str | None:
+        """Why ``record``'s prediction is not one of the run's model (config.yaml's ``predict``
+        section), or None when it is (or the run records no model: older runs)."""
+        claim = self.predict_claim() if claim is None else claim
+        if not claim or not claim.get("checkpoint_sha256") or record.provenance is None:
+            return None
+        sha = record.checkpoint_sha256
+        if sha != claim.get("checkpoint_sha256"):
+            return (f"predicted by another checkpoint (sha256 {str(sha)[:12]}) than the run's "
+                    f"(sha256 {str(claim['checkpoint_sha256'])[:12]}); run tumorscope "
+                    "predict again")
+        if "settings" in claim and record.provenance.get("settings") != claim["settings"]:
+            return "predicted with other settings than the run's; run tumorscope predict again"
+        return None
+
+    def prediction_problem(self, record: CaseRecord,
+                           claim: Mapping[str, Any] | None = None) -> str | None:
+        """Why the prediction of ``record`` is not a current result of the run: made by
+        another model than config.yaml names, or from images that have changed since."""
+        model = self.model_problem(record, claim)
+        if model is not None:
+            return model
+        for modality, fp in ((record.provenance or {}).get("sources") or {}).items():
+            if not content_unchanged(fp):
+                return (f"its {modality} image changed since it was predicted; run "
+                        "tumorscope predict again")
+        return None
 
     def score_problems(self, rows: list[dict[str, Any]] | None = None,
                        records: Mapping[str, CaseRecord] | None = None) -> dict[str, str]:
         """Per case whose score must not be shown as current, the reason: marked stale by
-        evaluate, prediction gone, or the prediction changed since it was scored."""
+        evaluate; the prediction gone, changed, or made by another model than the run's;
+        its images changed since it was predicted; its ground truth changed since it was
+        scored. One ``stat`` per file when nothing moved; content is hashed only for files
+        whose stat identity changed."""
         rows = self.metrics_rows() if rows is None else rows
         records = self.case_records() if records is None else records
+        claim = self.predict_claim()
         on_disk = set(self.case_ids())
         problems: dict[str, str] = {}
         for row in rows:
             case_id = str(row["case_id"])
             if case_id in problems:
                 continue
-            status = row.get("status")
-            record = records.get(case_id)
-            pred = record.prediction if record else None
-            if status not in (None, STATUS_OK):
-                problems[case_id] = str(status)
-            elif case_id not in on_disk:
-                problems[case_id] = "stale: its prediction is no longer in the run"
-            elif pred is not None and row.get("prediction_sha256") != pred.get("sha256"):
-                problems[case_id] = "stale: scored another prediction than the one in the run"
-            elif pred is not None and not unchanged_on_disk(pred, self.prediction_path(case_id)):
-                problems[case_id] = "stale: the prediction file changed since it was recorded"
+            problem = self._row_problem(row, case_id, records.get(case_id), on_disk, claim)
+            if problem is not None:
+                problems[case_id] = problem
         return problems
+
+    def _row_problem(self, row: Mapping[str, Any], case_id: str, record: CaseRecord | None,
+                     on_disk: set[str], claim: Mapping[str, Any] | None) -> str | None:
+        status = row.get("status")
+        if status not in (None, STATUS_OK):
+            return str(status)
+        if case_id not in on_disk:
+            return "stale: its prediction is no longer in the run"
+        pred = record.prediction if record else None
+        if pred is not None and row.get("prediction_sha256") != pred.get("sha256"):
+            return "stale: scored another prediction than the one in the run"
+        if pred is not None and not content_unchanged(pred, self.prediction_path(case_id)):
+            return "stale: the prediction file changed since it was recorded"
+        if record is not None:
+            problem = self.prediction_problem(record, claim)
+            if problem is not None:
+                return f"stale: {problem}"
+        truth = {"path": row.get("truth_path"), "sha256": row.get("truth_sha256"),
+                 "size": row.get("truth_size"), "stat": parse_stat(row.get("truth_stat"))}
+        if truth["path"] and truth["sha256"] and not content_unchanged(truth):
+            return "stale: its ground truth changed since it was scored"
+        return None
 
     def current_metrics_rows(self) -> list[dict[str, Any]]:
         """Rows of metrics.csv that score the prediction now in the run (nothing stale)."""
@@ -429,6 +509,30 @@ class Run:
         if removed:
             log.info("removed %d leftover temporary file(s) in %s", len(removed), self.path)
         return removed
+
+
+def _span(low: float, high: float) -> str:
+    """What a metric's range allows, in words.
+
+    >>> _span(0.0, 1.0), _span(0.0, math.inf), _span(-math.inf, math.inf)
+    ('a number in [0, 1]', 'a finite number >= 0', 'a finite number')
+    """
+    if math.isfinite(low) and math.isfinite(high):
+        return f"a number in [{low:g}, {high:g}]"
+    return f"a finite number >= {low:g}" if math.isfinite(low) else "a finite number"
+
+
+def parse_stat(value: Any) -> list[int] | None:
+    """``"ino:size:mtime_ns:ctime_ns"`` (how metrics.csv stores a stat identity) as a list."""
+    try:
+        return [int(v) for v in str(value).split(":")] if value else None
+    except ValueError:
+        return None
+
+
+def format_stat(stat: list[int] | None) -> str | None:
+    """A stat identity as one CSV cell (see :func:`parse_stat`)."""
+    return ":".join(str(v) for v in stat) if stat else None
 
 
 def _parse(value: str) -> Any:

@@ -47,13 +47,14 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- data
 
-def split_cases(cases: list[Case], *, val_fraction: float, seed: int) -> tuple[list[Case],
-                                                                              list[Case]]:
+def split_cases(cases: list[Case], *, val_fraction: float, seed: int,
+                root: str | Path | None = None) -> tuple[list[Case], list[Case]]:
     """Deterministic train/validation split of the cases that have a label map."""
     labelled = [c for c in cases if c.label is not None]
     if len(labelled) < 2:
-        raise LayoutError(f"training needs at least 2 cases with a label map, found "
-                          f"{len(labelled)}", path=cases[0].folder.parent if cases else None)
+        where = root if root is not None else cases[0].folder.parent if cases else None
+        raise LayoutError(f"training needs at least 2 readable cases with a label map, found "
+                          f"{len(labelled)}", path=where)
     order = np.random.default_rng(seed).permutation(len(labelled))
     n_val = min(max(1, round(len(labelled) * val_fraction)), len(labelled) - 1)
     val = sorted((labelled[i] for i in order[:n_val]), key=lambda c: c.case_id)
@@ -239,7 +240,7 @@ RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.threads", "data.num_
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
-        if isinstance(v, dict) and k != "model" and k != "options":
+        if isinstance(v, dict):
             out.update(_flat(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
@@ -348,7 +349,7 @@ def _prepare_cases(cfg: Config, run: Run, *, resume: bool, progress: bool, dinfo
         return ([by_id[i] for i in recorded["train"]], [by_id[i] for i in recorded["val"]],
                 cached)
     train_cases, val_cases = split_cases(good, val_fraction=cfg.data.val_fraction,
-                                         seed=cfg.data.split_seed)
+                                         seed=cfg.data.split_seed, root=cfg.data.root)
     return train_cases, val_cases, cached
 
 
@@ -438,8 +439,15 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
         persistent_workers=False)
 
     def checkpoint(which: str, metrics: dict[str, float] | None = None) -> None:
-        if dinfo.main:
-            save_checkpoint(run.checkpoint_path(which), state.payload(cfg, metrics))
+        if not dinfo.main:
+            return
+        if not all(bool(torch.isfinite(t).all()) for t in state.model.parameters()):
+            # Never replace a good checkpoint by weights that diverged.
+            raise TumorscopeError(
+                f"training diverged by step {state.step}: the weights hold NaN or inf; "
+                f"lower optim.lr (now {cfg.optim.lr:g}) or set optim.grad_clip "
+                f"({run.checkpoint_path(which).name} not written)")
+        save_checkpoint(run.checkpoint_path(which), state.payload(cfg, metrics))
 
     net.train()
     if dinfo.main:
@@ -494,6 +502,12 @@ def _train_step(state: TrainState, net: nn.Module, loss_fn: nn.Module, image: to
         image = image.contiguous(memory_format=torch.channels_last_3d)
     with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
         loss = loss_fn(net(image), target)
+    if not torch.isfinite(loss.detach()):
+        # Stop before the step: best.pt and last.pt keep the last finite weights.
+        raise TumorscopeError(
+            f"training diverged at step {state.step}: the loss is {float(loss.detach())}; "
+            f"lower optim.lr (now {cfg.optim.lr:g}) or set optim.grad_clip, and resume from "
+            "the last checkpoint or start a new --out")
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.optim.grad_clip:

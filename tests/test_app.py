@@ -21,6 +21,7 @@ from streamlit.testing.v1 import AppTest
 from tumorscope.app import data, exports, slices
 from tumorscope.app.cli import main as cli_main
 from tumorscope.core.store import Run
+from tumorscope.render.layers import SceneOptions
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "streamlit_app.py"
@@ -169,7 +170,9 @@ def test_selecting_a_patient_shows_its_metrics_and_3d_scene(run_dir: Path) -> No
     names = [t["name"] for t in scene["data"]]
     assert names[0] == "brain" and any(n.startswith("truth WT") for n in names)
     assert any(n.startswith("prediction WT") for n in names)
-    assert all(t["type"] == "mesh3d" for t in scene["data"])
+    # Truth is a wireframe cage (plotly lines), everything else lit surfaces.
+    assert all(t["type"] == ("scatter3d" if t["name"].startswith("truth") else "mesh3d")
+               for t in scene["data"])
     assert at.session_state["case_id"] == case_id
 
     # Distance colouring, one region, FP/FN surfaces, another camera.
@@ -320,13 +323,14 @@ def test_exports_write_real_files(run_dir: Path) -> None:
     run = Run(run_dir)
     pat = data.patient(run, run.case_ids()[0])
     truth, pred = data.truth_meshes(pat), data.prediction_meshes(pat)
-    png = exports.scene_png(truth, pred, camera="axial", window_size=(320, 240))
+    png = exports.scene_png(truth, pred,
+                            options=SceneOptions(camera="axial", window_size=(320, 240)))
     image = np.asarray(Image.open(io.BytesIO(png)))
     assert image.shape == (240, 320, 3) and image.std() > 5
     named = exports.named_meshes(truth, pred)
     assert {"WT", "truth_WT"} <= set(named)
     assert exports.meshes_glb(named)[:4] == b"glTF"
-    assert b"plotly" in exports.meshes_html(named, title="t", camera="oblique")[:200_000]
+    assert b"plotly" in exports.scene_html(truth, pred, options=SceneOptions(title="t"))[:200_000]
     with zipfile.ZipFile(io.BytesIO(exports.meshes_vtp_zip(named))) as archive:
         assert {f"{n}.vtp" for n in named} == set(archive.namelist())
 
@@ -385,3 +389,15 @@ def test_a_changed_prediction_shows_no_stale_score(run_dir: Path, tmp_path: Path
     assert np.isnan(row["Dice WT"])  # the old number is gone, not shown as current
     others = table[table["patient"] != case_id]
     assert others["Dice WT"].notna().all()
+
+
+def test_a_stray_file_in_predictions_does_not_take_the_overview_down(run_dir: Path,
+                                                                     tmp_path: Path) -> None:
+    folder = tmp_path / "R"
+    shutil.copytree(run_dir, folder, ignore=shutil.ignore_patterns("checkpoints", "meshes"))
+    (folder / "predictions" / "stray_copy.nii.gz").write_text("not a NIfTI")
+    at = ok(app(folder).run())
+    warnings = " ".join(w.value for w in at.warning)
+    assert "stray_copy" in warnings and "not written by tumorscope predict" in warnings
+    table = at.dataframe[0].value
+    assert set(Run(run_dir).case_ids()) <= set(table["patient"])

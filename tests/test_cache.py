@@ -137,3 +137,30 @@ def test_touch_or_copy_back_keeps_the_entry_another_content_rebuilds_it(
     time.sleep(0.01)
     preprocess_case(case, tmp_path / "cache")
     assert npy.stat().st_mtime_ns != stamp  # rebuilt from the new content
+
+
+def test_an_entry_changed_after_the_fact_is_rebuilt(
+        brats2021_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Same-size damage to an array, or a tampered geometry in meta.json, is never used."""
+    import json
+
+    case = discover(brats2021_root)[0]
+    first = preprocess_case(case, tmp_path / "cache")
+    image, affine = np.array(first.image), np.array(first.affine)
+    folder = case_cache_dir(case, tmp_path / "cache")
+    npy = folder / "image.npy"
+    raw = bytearray(npy.read_bytes())
+    raw[-4000:] = b"\xff" * 4000  # other voxels, same size
+    npy.write_bytes(bytes(raw))
+    with caplog.at_level("WARNING"):
+        again = preprocess_case(case, tmp_path / "cache")
+    assert "image.npy is not the array written at build time" in caplog.text
+    np.testing.assert_array_equal(np.asarray(again.image), image)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["affine"][0][3] = 50.0
+    (folder / "meta.json").write_text(json.dumps(meta))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        third = preprocess_case(case, tmp_path / "cache")
+    assert "recorded grid differs" in caplog.text
+    np.testing.assert_array_equal(third.affine, affine)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from builders import BRATS_AFFINE, SMALL_SHAPE, small_label, write_case
 
 from tumorscope.app.cli import main
 from tumorscope.core import errors
-from tumorscope.core.cases import MODALITIES, check_case, discover, load_case
+from tumorscope.core.cases import COHORT_FILE, MODALITIES, check_case, discover, load_case
 
 
 def test_brats2020_layout_with_metadata_and_uncompressed(tmp_path: Path) -> None:
@@ -226,3 +227,40 @@ def test_cli_error_is_one_line_without_traceback(tmp_path: Path,
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0
     assert "missing: folder does not exist" in err and "Traceback" not in err
+
+
+# ---- the cohort marker marks the cases it lists, not every case of its folder ----
+
+def _marker(root: Path, **fields: object) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / COHORT_FILE).write_text(json.dumps({
+        "synthetic": True, "generator": "tumorscope demo-data", "seed": 0, **fields}))
+
+
+@pytest.mark.parametrize("fields, synthetic", [
+    ({"n_cases": 1, "case_ids": ["TSDemo_00000"]}, {"TSDemo_00000"}),
+    # A marker written before it listed its cases: the demo naming decides.
+    ({"n_cases": 1}, {"TSDemo_00000", "TSDemo_00003"}),
+    ({"case_ids": ["TSDemo_00000", "BraTS2021_00001"]}, {"TSDemo_00000", "BraTS2021_00001"}),
+])
+def test_cohort_marker_marks_only_its_cases(tmp_path: Path, fields: dict,
+                                            synthetic: set[str]) -> None:
+    root = tmp_path / "demo_data"
+    _marker(root, **fields)
+    for case_id in ("TSDemo_00000", "TSDemo_00003", "BraTS2021_00001"):
+        write_case(root, case_id)
+    found = discover(root)
+    assert {c.case_id for c in found if c.synthetic} == synthetic
+    assert all("synthetic" not in c.metadata for c in found if not c.synthetic)
+
+
+def test_check_cli_does_not_call_a_copied_real_case_synthetic(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "demo_data"
+    _marker(root, n_cases=1, case_ids=["TSDemo_00000"])
+    write_case(root, "TSDemo_00000")
+    write_case(root, "BraTS2021_00001", seed=1)  # a patient's scan, copied in later
+    assert main(["check", str(root)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("BraTS2021_00001  ") and "synthetic" not in lines[0]
+    assert lines[1].startswith("TSDemo_00000  ") and lines[1].endswith("  synthetic  ok")

@@ -87,6 +87,15 @@ def _constant(folder: Path) -> tuple[Path, list[str]]:
     return path, ["modality flair is constant (every voxel 7.0)"]
 
 
+def _practically_empty(folder: Path) -> tuple[Path, list[str]]:
+    # Before: passed with an outlier warning "against a 99.9th percentile of 1e+30".
+    data = np.zeros(SMALL_SHAPE, np.float32)
+    data[12, 14, 12] = 1e30
+    path = _save(_file(folder, "t1"), data)
+    return path, [f"modality t1 is practically empty: 1 of {np.prod(SMALL_SHAPE):,} voxels "
+                  "differ from the background 0.0: not an MRI scan"]
+
+
 def _zero_affine(folder: Path) -> tuple[Path, list[str]]:
     path = _save_with_header(_file(folder, "t2"), _volume(folder, "t2"), qform_code=0,
                              srow_x=[0] * 4, srow_y=[0] * 4, srow_z=[0] * 4)
@@ -165,6 +174,7 @@ def _broken_symlink(folder: Path) -> tuple[Path, list[str]]:
 ERRORS: dict[str, tuple[Breaker, type[errors.TumorscopeError]]] = {
     "all-zero modality": (_all_zero, errors.VoxelValueError),
     "constant modality": (_constant, errors.VoxelValueError),
+    "practically empty modality": (_practically_empty, errors.VoxelValueError),
     "zero affine": (_zero_affine, errors.GeometryError),
     "singular affine": (_singular_affine, errors.GeometryError),
     "zero pixdim": (_zero_pixdim, errors.GeometryError),
@@ -335,7 +345,10 @@ WARNINGS = {
     "+500 background only": (_background_only, ["t2 background is 500.0, not 0"]),
     "negative intensities": (_negative, ["t1 has", "negative voxel(s) (min -1000.0)",
                                          "t1 background is -1000.0"]),
-    "1e30 voxel": (_spike, ["t1 has 1 extreme outlier voxel(s) (up to 1e+30"]),
+    # The percentile is the brain's, which one voxel cannot set (before: "1e+30" for a
+    # practically empty modality).
+    "1e30 voxel": (_spike, ["t1 has 1 extreme outlier voxel(s) (up to 1e+30, more than 10 "
+                            "times the 99.9th percentile of the brain voxels, 1"]),
 }
 
 
@@ -360,6 +373,58 @@ def test_clean_case_has_no_intensity_warning(tmp_path: Path) -> None:
     write_case(tmp_path, GOOD)
     (case,) = discover(tmp_path)
     assert check_case(case).warnings == () and load_case(case).warnings == ()
+
+
+def _scaled(key: str, data: np.ndarray) -> np.ndarray:
+    return data.astype(np.float64) * 1e6
+
+
+def _scaled_int(key: str, data: np.ndarray) -> np.ndarray:
+    return (data * 10_000_000).astype(np.int32)  # up to 1.5e9
+
+
+@pytest.mark.parametrize("change", [_scaled, _scaled_int])
+def test_data_in_large_units_is_no_outlier(tmp_path: Path, change) -> None:  # type: ignore[no-untyped-def]
+    """Before: "16128 extreme outlier voxel(s)" for every voxel beyond an absolute 1e6."""
+    write_case(tmp_path, GOOD)
+    _rewrite(write_case(tmp_path, BAD, seed=1), change)
+    result = run_cli("check", tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stdout + result.stderr
+    assert "warning" not in result.stdout, result.stdout
+    assert result.stdout.splitlines()[-1] == "2 case(s): 2 ok, 0 bad"
+
+
+@pytest.mark.parametrize("share, empty", [(0.004, True), (0.006, False), (0.03, False)])
+def test_a_modality_is_practically_empty_below_half_a_percent(
+        tmp_path: Path, share: float, empty: bool) -> None:
+    """A small brain on a big grid passes; a speck of signal does not (the share is of the
+    voxels that differ from the background, whatever their values)."""
+    shape = (60, 60, 40)
+    folder = write_case(tmp_path, BAD, shape=shape)
+    data = np.zeros(shape, np.float32)
+    n = int(round(share * data.size))
+    rng = np.random.default_rng(0)
+    data.ravel()[:n] = rng.uniform(50, 150, n)
+    data = np.roll(data, (20, 20, 10), axis=(0, 1, 2))  # off the border
+    _save(_file(folder, "flair"), data)
+    (case,) = discover(tmp_path)
+    report = check_case(case)
+    if empty:
+        assert [f.message for f in report.faults] == [
+            f"modality flair is practically empty: {n:,} of {data.size:,} voxels differ from "
+            "the background 0.0: not an MRI scan"]
+    else:
+        assert report.ok and not report.warnings, (report.faults, report.warnings)
+
+
+def test_a_spike_in_a_normal_scan_is_still_an_outlier_whatever_the_units(
+        tmp_path: Path) -> None:
+    folder = write_case(tmp_path, BAD)
+    _rewrite(folder, lambda key, data: _spike(key, _scaled(key, data)))
+    (case,) = discover(tmp_path)
+    (warning,) = check_case(case).warnings
+    assert "modality t1 has 1 extreme outlier voxel(s) (up to 1e+30" in warning
+    assert "percentile of the brain voxels, 1.4" in warning  # ~150e6, not 1e+30
 
 
 def test_preprocess_logs_the_warnings(tmp_path: Path) -> None:

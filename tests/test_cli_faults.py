@@ -162,7 +162,70 @@ def test_demo_data_writes_a_new_folder_and_reuses_it_unchanged(tmp_path: Path) -
     assert snapshot(out) == written
 
 
+def test_a_real_case_copied_into_a_demo_cohort_is_not_listed_synthetic(tmp_path: Path) -> None:
+    """Before: the cohort marker labelled every case of its folder synthetic."""
+    out = tmp_path / "demo_data"
+    made = cli("demo-data", "--out", out, "--cases", "1", "-q")
+    assert made.returncode == 0, made.stderr
+    write_case(out, "BraTS2021_00001")  # a patient's scan, copied in afterwards
+    result = cli("check", out)
+    assert result.returncode == 0 and "Traceback" not in result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("BraTS2021_00001  ") and "synthetic" not in lines[0], lines
+    assert lines[1].startswith("TSDemo_00000  ") and lines[1].endswith("  synthetic  ok")
+    assert lines[-1] == "2 case(s): 2 ok, 0 bad"
+
+
 # --------------------------------------------------------------------------- 8. OS errors
+
+
+def _proc_is_procfs() -> bool:
+    try:
+        with open("/proc/self/mounts") as fh:
+            return any(line.split()[1:3] == ["/proc", "proc"] for line in fh)
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _proc_is_procfs(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("command, target", [
+    (["demo-data", "--cases", "1", "-q", "--out"], "/proc/tsout"),
+    (["preprocess", "{data}", "-q", "--cache"], "/proc/tsout/cache"),
+])
+def test_an_output_that_cannot_be_created_says_so(tmp_path: Path, command: list[str],
+                                                  target: str) -> None:
+    """Before: "/proc/tsout does not exist", as if an input were missing."""
+    data = tmp_path / "data"
+    write_case(data, "BraTS2021_00000")
+    command = [str(data) if a == "{data}" else a for a in command]
+    one_line_error(cli(*command, target),
+                   "error: cannot create /proc/tsout (/proc is on a proc file system, a view "
+                   "of the kernel that cannot hold files; choose a folder on a disk)")
+
+
+def test_creating_below_a_missing_folder_names_that_folder(tmp_path: Path) -> None:
+    target = tmp_path / "gone" / "run"
+    with pytest.raises(FileNotFoundError) as info:
+        target.mkdir()
+    assert describe_os_error(info.value) == (
+        f"cannot create {target} (its folder {tmp_path / 'gone'} does not exist)")
+    assert describe_os_error(info.value, {"--out": target}) == describe_os_error(info.value)
+
+
+def test_a_missing_input_still_does_not_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "best.pt"
+    with pytest.raises(FileNotFoundError) as info:
+        open(missing, "rb")
+    for flags in ({}, {"--checkpoint": missing}, {"--out": tmp_path / "run"}):
+        assert describe_os_error(info.value, flags) == f"{missing} does not exist"
+    # The output itself, or a path below it whose folder is missing, was being created; a
+    # file missing from an existing output folder may have been read.
+    assert describe_os_error(info.value, {"--out": tmp_path}) == f"{missing} does not exist"
+    out = tmp_path / "run"
+    for path in (out, out / "predictions" / "a.nii.gz"):
+        made = FileNotFoundError(errno.ENOENT, "No such file or directory", str(path))
+        assert describe_os_error(made, {"--out": out}).startswith(f"cannot create {path} (")
+
 
 
 @pytest.mark.parametrize("command", [

@@ -390,3 +390,84 @@ def test_bad_flags_exit_2_naming_the_flag(tmp_path: Path, cohort: Path, argv: li
     assert code == 2, stderr
     assert shown in _error_line(stderr, command)
     _nothing_written(tmp_path, cohort, before)
+
+
+# ---------------------------------------------------------------- the config file's own shape
+
+CONFIG_FILE_FAULTS = [
+    ("list.yaml", "- a\n- b\n",
+     "list.yaml: a config must be a mapping of sections (data, model, ...), got a list"),
+    ("number.yaml", "42\n",
+     "number.yaml: a config must be a mapping of sections (data, model, ...), got 42"),
+    ("scalar_section.yaml", "data: 5\n",
+     "scalar_section.yaml: section 'data' must be a mapping, got 5"),
+    ("duplicate.yaml", "data:\n  batch_size: 2\n  batch_size: 3\n",
+     "duplicate.yaml: key 'data.batch_size' is given twice, at lines 2 and 3: keep one"),
+    ("empty.yaml", "",
+     "empty.yaml: the config file is empty (start from a preset: tiny-cpu, default)"),
+]
+"""A config file that is no config: before, a traceback (a list, a number), a fault blamed on
+the ``--data`` flag (``data: 5``), or silently accepted (a key given twice: the last won; an
+empty file: the full default model trained)."""
+
+
+@pytest.mark.parametrize(("name", "text", "shown"), CONFIG_FILE_FAULTS)
+def test_train_refuses_a_config_file_that_is_no_config(
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, cohort: Path,
+        name: str, text: str, shown: str) -> None:
+    config = tmp_path_factory.mktemp("config") / name
+    config.write_text(text)
+    before = _files(cohort)
+    code, stderr = _run_cli(tmp_path, "train", "--config", str(config), "--data", str(cohort),
+                            "--out", str(tmp_path / "run"), "-q")
+    line = _error_line(stderr, "train")
+    assert code == 2, stderr
+    assert line == f"tumorscope train: error: {config.parent}/{shown}", line
+    _nothing_written(tmp_path, cohort, before)
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("# nothing but a comment\n\n", "the config file is empty (start from a preset"),
+    ("---\n", "the config file is empty"),
+    ("null\n", "a config must be a mapping of sections (data, model, ...), got null"),
+    ("'text'\n", "got 'text'"),
+    ("model: [8, 16]\n", "section 'model' must be a mapping, got a list"),
+    ("train: 3\n", "section 'train' must be a mapping, got 3"),
+    ("optim:\n  lr: 0.1\nmodel:\n  features: [8]\noptim:\n  lr: 0.2\n",
+     "key 'optim' is given twice, at lines 1 and 5"),
+    ("model:\n  blocks:\n    - {a: 1, a: 2}\n",
+     "key 'model.blocks[0].a' is given twice, on line 3: keep one"),
+])
+def test_load_config_names_the_file_and_its_fault(tmp_path: Path, text: str,
+                                                  shown: str) -> None:
+    path = tmp_path / "my.yaml"
+    path.write_text(text)
+    for overrides in ([], [f"data.root={tmp_path}"]):  # --data never takes the blame
+        with pytest.raises(ConfigError) as info:
+            load_config(path, overrides=overrides)
+        assert info.value.path == path and shown in info.value.fault, str(info.value)
+        assert "override" not in str(info.value)
+
+
+def test_a_config_without_duplicates_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "ok.yaml"
+    # The same key in two sections, and YAML merge keys that a mapping then overrides, are
+    # not duplicates; an explicit empty mapping is a config (of defaults).
+    path.write_text("data:\n  batch_size: 3\n  root: x\ntrain:\n  seed: 1\noptim:\n"
+                    "  name: sgd\n  momentum: 0.9\nloss:\n  name: dice\n  options: {}\n")
+    cfg = load_config(path, overrides=["train.epochs=2"])
+    assert cfg.data.batch_size == 3 and cfg.train.seed == 1 and cfg.train.epochs == 2
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("augment:\n  <<: {flip: 0.2, noise: 0.1}\n  flip: 0.3\n")
+    cfg = load_config(merged)
+    assert cfg.augment.flip == 0.3 and cfg.augment.noise == 0.1
+    explicit = tmp_path / "explicit.yaml"
+    explicit.write_text("{}\n")
+    assert load_config(explicit) == Config()
+
+
+def test_a_duplicate_key_in_an_override_value_is_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config("tiny-cpu", overrides=["loss.options={smooth_nr: 1, smooth_nr: 2}"])
+    assert str(info.value) == ("override 'loss.options={smooth_nr: 1, smooth_nr: 2}': key "
+                               "'smooth_nr' is given twice in the value: keep one")

@@ -6,6 +6,7 @@ import csv
 import doctest
 import json
 import os
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -177,6 +178,7 @@ def test_metadata_files(cohort: tuple[Path, list[Path]]) -> None:
     info = json.loads((out / "tumorscope_cohort.json").read_text())
     assert info == {"synthetic": True, "generator": "tumorscope demo-data", "seed": 0,
                     "n_cases": N_CASES,
+                    "case_ids": [f"TSDemo_{i:05d}" for i in range(N_CASES)],
                     "note": "synthetic tumours in ICBM152 anatomy, not patient data"}
     with open(out / "name_mapping.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -201,6 +203,21 @@ def test_cohort_reads_back_as_synthetic_brats2021(cohort: tuple[Path, list[Path]
         assert case.metadata["grade"] == "HGG"
         report = check_case(case)
         assert report.ok, report.faults
+        assert report.warnings == (), report.warnings  # no outlier, background or emptiness
+
+
+def test_a_real_case_copied_into_the_cohort_is_not_synthetic(
+        cohort: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    """Before, the marker labelled every case of its folder synthetic, a copied-in patient
+    scan too; now it lists the ids it wrote, and marks only those."""
+    out = tmp_path / "cohort"
+    shutil.copytree(cohort[0], out)
+    write_case(out, "BraTS2021_00001")
+    write_case(out, "TSDemo_00042")  # named like the demo, but not one the marker lists
+    found = {c.case_id: c for c in discover(out)}
+    assert {i: c.synthetic for i, c in found.items()} == {
+        **{f"TSDemo_{i:05d}": True for i in range(N_CASES)},
+        "BraTS2021_00001": False, "TSDemo_00042": False}
 
 
 def test_existing_cases_are_skipped_and_partial_ones_completed(

@@ -326,7 +326,13 @@ def test_a_score_of_a_changed_prediction_is_never_current(world: dict[str, Path]
     (b"case_id,region,dice\nA,WT,zero point five\n", "dice = 'zero point five' is not a"),
     (b"case_id,region,dice,hd95_mm\nA,WT,0.5,1.0\nA,TC,0.", "line 3 has 3 field(s)"),
     (bytes(range(256)) * 4, "binary data"),
-], ids=["nul", "text-in-number", "truncated-row", "binary"])
+    (b"case_id,region,dice\nA,WT,inf\n", "dice = inf is impossible"),
+    (b"case_id,region,dice\nA,WT,-5\n", "dice = -5 is impossible (expected a number in"),
+    (b"case_id,region,hd95_mm\nA,WT,-1.0\n", "hd95_mm = -1.0 is impossible"),
+    (b"case_id,region,dice\nA,WT,0.5\nB,WT,0.4\nA,WT,0.5\n",
+     "line 4 repeats case A region WT (first on line 2)"),
+], ids=["nul", "text-in-number", "truncated-row", "binary", "inf-dice", "negative-dice",
+        "negative-hd95", "duplicate-row"])
 def test_damaged_metrics_csv_is_named_and_kept(world: dict[str, Path], tmp_path: Path,
                                                damage: bytes, fault: str) -> None:
     out = tmp_path / "run"
@@ -384,7 +390,19 @@ def test_checkpoint_faults_are_refused_once_by_name(world: dict[str, Path],
         c["model"]["surprise.weight"] = c["model"].pop(next(iter(c["model"])))
         c["ema"] = None
 
+    def nan_weights(c):
+        c["model"][next(iter(c["model"]))].fill_(float("nan"))
+        c["ema"] = None
+
+    def two_outputs(c):
+        net = build_model({**c["model_config"], "out_channels": 2})
+        c["model_config"] = net.config.to_dict()
+        c["model"] = net.state_dict()
+        c["ema"] = None
+
     cases = [(wider, "weights do not match the recorded architecture"),
+             (nan_weights, "non-finite value(s)"),
+             (two_outputs, "network gives 2 output channel(s)"),
              (no_config, "holds no training config"),
              (bad_config, "recorded training config is invalid"),
              (two_channels, "network takes 2 input channel(s)"),
@@ -418,7 +436,129 @@ def test_resume_refuses_another_config_and_extends_epochs(world: dict[str, Path]
     assert fewer.returncode == 2
     one_line_error(fewer, "has trained 6 steps already")
     assert snapshot(run_dir) == before
-    longer = cli(*base, "--set", "train.epochs=3", cache=world["cache"])
+    # Without --config, --resume continues the run as configured: only epochs changes.
+    longer = cli("train", "--data", world["data"], "--out", run_dir, "--resume", "-q",
+                 "--set", "train.epochs=3", cache=world["cache"])
     assert longer.returncode == 0, longer.stderr
-    assert Run(run_dir).config()["train"]["epochs"] == 3
+    config = Run(run_dir).config()
+    assert config["train"]["epochs"] == 3 and config["optim"]["lr"] == 0.01
+    assert config["model"]["features"] == [4, 8, 16]
     assert len(Run(run_dir).log_rows()) == 3
+    wider = cli("train", "--data", world["data"], "--out", run_dir, "--resume", "-q",
+                "--set", "model.features=[8,16,32]", cache=world["cache"])
+    assert wider.returncode == 2
+    one_line_error(wider, "model.features is [4, 8, 16] in the run, [8, 16, 32] now")
+
+
+def test_diverging_training_stops_and_never_writes_nan_weights(world: dict[str, Path],
+                                                               tmp_path: Path) -> None:
+    out = tmp_path / "diverge"
+    proc = cli("train", "--config", "tiny-cpu", "--data", world["data"], "--out", out, "-q",
+               *[a for t in TINY for a in ("--set", t)], "--set", "optim.lr=1e12",
+               "--set", "optim.grad_clip=null", "--set", f"data.cache_dir={world['cache']}",
+               cache=world["cache"])
+    assert proc.returncode == 2
+    one_line_error(proc, "training diverged", "optim.lr")
+    for ckpt in Run(out).checkpoint_dir.glob("*.pt"):
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)["model"]
+        assert all(bool(torch.isfinite(t).all()) for t in state.values()
+                   if t.is_floating_point()), ckpt
+
+
+def test_concurrent_predicts_of_two_models_cannot_both_claim_a_run(world: dict[str, Path],
+                                                                   tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TUMORSCOPE_CACHE": str(world["cache"])}
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "tumorscope.app.cli", "predict", "--checkpoint", world[name],
+         "--input", world["data"], "--out", out, "--cache", world["cache"], "-q"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name in ("a", "b")]
+    results = [p.communicate(timeout=300) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], results
+    loser = results[[p.returncode for p in procs].index(2)][1]
+    assert "holds predictions of" in loser and "Traceback" not in loser
+    run = Run(out)
+    shas = {r.checkpoint_sha256 for r in run.case_records().values()}
+    assert shas == {run.predict_claim()["checkpoint_sha256"]}
+
+
+def test_interrupted_force_leaves_no_mixed_score_and_resumes(world: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert predict(world, out).returncode == 0
+    sha_a = Run(out).predict_claim()["checkpoint_sha256"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TUMORSCOPE_CACHE": str(world["cache"])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tumorscope.app.cli", "predict", "--checkpoint", world["b"],
+         "--input", world["data"], "--out", out, "--cache", world["cache"], "-q", "--force",
+         "--mirror"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = Run(out)
+    sha_b = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        claim = run.predict_claim() if run.config_path.is_file() else None
+        records = run.case_records() if claim else {}
+        if claim and claim["checkpoint_sha256"] != sha_a and any(
+                r.checkpoint_sha256 == claim["checkpoint_sha256"] for r in records.values()):
+            sha_b = claim["checkpoint_sha256"]
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert sha_b is not None
+    records = run.case_records()
+    old = [c for c, r in records.items() if r.checkpoint_sha256 != sha_b]
+    # Whatever the moment of the kill, no score of the replaced model passes as current.
+    assert not set(old) & set(run.dice_by_region())
+    for case_id in old:
+        assert "another checkpoint" in run.score_problems().get(case_id, "another checkpoint")
+    resumed = predict(world, out, "--mirror", ckpt="b")
+    assert resumed.returncode == 0, resumed.stderr
+    assert {r.checkpoint_sha256 for r in run.case_records().values()} == {sha_b}
+    assert set(run.dice_by_region()) == set(IDS)
+
+
+def test_inputs_or_truth_changed_after_the_fact_are_never_current(world: dict[str, Path],
+                                                                  tmp_path: Path) -> None:
+    data = copy_cohort(world, tmp_path / "data")
+    out = tmp_path / "run"
+    assert predict(world, out, data=data).returncode == 0
+    run = Run(out)
+    # Case 0's label redrawn 3 voxels off, its mtime put back; case 2's flair by case 3's
+    # (cp -p keeps the mtime).
+    label = data / IDS[0] / f"{IDS[0]}_seg.nii.gz"
+    st = label.stat()
+    img = nib.load(label)
+    nib.save(nib.Nifti1Image(np.roll(np.asarray(img.dataobj), 3, axis=0), img.affine), label)
+    os.utime(label, ns=(st.st_atime_ns, st.st_mtime_ns))
+    shutil.copy2(data / IDS[3] / f"{IDS[3]}_flair.nii.gz",
+                 data / IDS[2] / f"{IDS[2]}_flair.nii.gz")
+    problems = run.score_problems()
+    assert "ground truth changed" in problems[IDS[0]]
+    assert "flair image changed since it was predicted" in problems[IDS[2]]
+    assert set(run.dice_by_region()) == {IDS[1], IDS[3]}
+    proc = cli("evaluate", out, "-q", cache=world["cache"])
+    assert proc.returncode == 1
+    assert f"not scored {IDS[2]}" in proc.stderr and "run tumorscope predict again" in proc.stderr
+    assert "scored 1, unchanged 2" in proc.stdout  # case 0 rescored against its new label
+    assert set(run.dice_by_region()) == {IDS[0], IDS[1], IDS[3]}
+
+
+def test_the_printed_table_is_the_mean_and_the_true_median(world: dict[str, Path],
+                                                           tmp_path: Path) -> None:
+    import statistics
+
+    out = tmp_path / "run"
+    proc = predict(world, out)
+    assert proc.returncode == 0
+    rows = Run(out).current_metrics_rows()
+    for region in ("WT", "TC", "ET"):
+        sel = [r for r in rows if r["region"] == region]
+        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(region))
+        _, n, mean, median = line.split()
+        assert int(n) == len(sel) == 4
+        assert float(mean) == pytest.approx(statistics.fmean(r["dice"] for r in sel), abs=5e-4)
+        assert float(median) == pytest.approx(statistics.median(r["hd95_mm"] for r in sel),
+                                              abs=5e-3)
