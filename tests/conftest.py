@@ -22,3 +22,5 @@ def _cache_in_tmp(tmp_path_factory: pytest.TempPathFactory,
     """Every test (and every subprocess it starts) caches in a temp folder of its own, never
     in the user's ~/.cache/tumorscope; a test that names a cache folder still gets that one."""
     monkeypatch.setenv("TUMORSCOPE_CACHE", str(tmp_path_factory.mktemp("tumorscope_cache")))
+    # matplotlib's font cache would otherwise land in ~/.cache/matplotlib on a fresh machine.
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path_factory.getbasetemp() / "matplotlib"))

@@ -80,7 +80,13 @@ def launch_chromium(playwright: Any) -> Any:
     if not CHROMIUM.is_file():
         pytest.fail(f"chromium is missing at {CHROMIUM}: install Debian's package "
                     "(apt-get install chromium); this test never downloads a browser")
-    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    # Chromium keeps crash reports and settings under $HOME: give it a home of its own, so
+    # the suite writes nothing outside its temp folders.
+    home = tempfile.mkdtemp(prefix="chromium-home-")
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                      env={**os.environ, "HOME": home,
+                                           "XDG_CONFIG_HOME": f"{home}/.config",
+                                           "XDG_CACHE_HOME": f"{home}/.cache"})
 
 
 def wait_until_drawn(page: Any, heading: str, *, plots: int) -> None:
