@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NoReturn
 from tumorscope.core.errors import TumorscopeError
 
 if TYPE_CHECKING:  # heavy modules load inside the subcommands
-    from tumorscope.core.predict import PredictReport
+    from tumorscope.core.prediction.predict import PredictReport
     from tumorscope.core.store import Run
 
 Command = Callable[[argparse.Namespace], int]
@@ -63,7 +63,7 @@ def _int_in(low: int, high: int) -> Callable[[str], object]:
 
 def _device(text: str) -> object:
     """An argparse ``type`` for ``--device``: auto, cpu, cuda, cuda:N or mps, and present."""
-    from tumorscope.core.checkpoints import device_problem
+    from tumorscope.core.models.checkpoints import device_problem
 
     name = _checked_as("train.device")(text)
     problem = device_problem(str(name))
@@ -73,7 +73,7 @@ def _device(text: str) -> object:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from tumorscope.core.cases import check_case, discover
+    from tumorscope.core.data.cases import check_case, discover
 
     cases = discover(args.folder)
     bad = 0
@@ -98,7 +98,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    from tumorscope.core.demo import make_demo_cohort
+    from tumorscope.core.data.synthetic import make_demo_cohort
 
     folders = make_demo_cohort(args.out, n_cases=args.cases, seed=args.seed,
                                progress=not args.quiet)
@@ -109,8 +109,8 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 def cmd_preprocess(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from tumorscope.core.cache import default_cache_dir, preprocess_case
-    from tumorscope.core.cases import discover
+    from tumorscope.core.data.cases import discover
+    from tumorscope.core.data.preprocess import default_cache_dir, preprocess_case
 
     cache_dir = Path(args.cache) if args.cache else default_cache_dir()
     cases = discover(args.folder)
@@ -129,7 +129,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from tumorscope.core.config import load_config
     from tumorscope.core.store import Run
-    from tumorscope.core.train import train
+    from tumorscope.core.training.train import train
 
     overrides = list(args.set or [])
     if args.data:
@@ -152,7 +152,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _print_dice_table(rows: list[dict]) -> None:
-    from tumorscope.core.labels import REGIONS
+    from tumorscope.core.data.labels import REGIONS
 
     if not rows:
         print("no current score to show")
@@ -177,7 +177,7 @@ def _print_predict_report(report: PredictReport) -> None:
 
 def _evaluate_and_print(run: Run, labels: Path | None = None, *, quiet: bool) -> int:
     """Score ``run``, print what happened and the table; the number of cases not scored."""
-    from tumorscope.core.evaluate import evaluate_run
+    from tumorscope.core.scoring.evaluate import evaluate_run
 
     report = evaluate_run(run, labels, progress=not quiet)
     for line in report.skipped:
@@ -196,7 +196,7 @@ def _evaluate_and_print(run: Run, labels: Path | None = None, *, quiet: bool) ->
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tumorscope.core.predict import predict_run
+    from tumorscope.core.prediction.predict import predict_run
 
     report = predict_run(args.checkpoint, args.input, args.out, cache_dir=args.cache,
                          overlap=args.overlap, mirror=args.mirror,
@@ -225,12 +225,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from tumorscope.core.cache import default_cache_dir
     from tumorscope.core.config import load_config
-    from tumorscope.core.demo import make_demo_cohort
-    from tumorscope.core.predict import predict_run
+    from tumorscope.core.data.preprocess import default_cache_dir
+    from tumorscope.core.data.synthetic import make_demo_cohort
+    from tumorscope.core.prediction.predict import predict_run
     from tumorscope.core.store import Run
-    from tumorscope.core.train import check_before_training, train
+    from tumorscope.core.training.train import check_before_training, train
 
     overrides = [f"data.root={args.data}", *(args.set or [])]
     cfg = check_before_training(load_config(args.config, overrides=overrides))  # before any work

@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from tumorscope.core.cases import MODALITIES
+from tumorscope.core.data.cases import MODALITIES
+from tumorscope.core.data.labels import REGIONS, labels_to_regions
+from tumorscope.core.data.nifti import read_label, read_nifti, voxel_spacing_mm
 from tumorscope.core.errors import GeometryError, LayoutError, TumorscopeError
 from tumorscope.core.fingerprint import stat_identity
-from tumorscope.core.labels import REGIONS, labels_to_regions
-from tumorscope.core.nifti import read_label, read_nifti, voxel_spacing_mm
 from tumorscope.core.store import CaseRecord, Run, open_runs
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from tumorscope.core.labels import REGIONS
+from tumorscope.core.data.labels import REGIONS
 from tumorscope.render.layers import TRUTH_PREFIX, SceneOptions
 from tumorscope.render.mesh import is_empty
 

@@ -11,8 +11,8 @@ from plotly.subplots import make_subplots
 
 from tumorscope.app import data, state
 from tumorscope.app.exports import csv_bytes
-from tumorscope.core.labels import REGION_NAMES, REGIONS
-from tumorscope.core.metrics import HD95_DEFINITION, METRIC_DOCS
+from tumorscope.core.data.labels import REGION_NAMES, REGIONS
+from tumorscope.core.scoring.metrics import HD95_DEFINITION, METRIC_DOCS
 from tumorscope.render import style
 
 if TYPE_CHECKING:

@@ -10,8 +10,8 @@ import pandas as pd
 import streamlit as st
 
 from tumorscope.app import data, exports
-from tumorscope.core.labels import REGION_NAMES, REGIONS
-from tumorscope.core.metrics import HD95_DEFINITION, METRIC_COLUMNS, METRIC_DOCS
+from tumorscope.core.data.labels import REGION_NAMES, REGIONS
+from tumorscope.core.scoring.metrics import HD95_DEFINITION, METRIC_COLUMNS, METRIC_DOCS
 from tumorscope.render.layers import ColourBy, SceneOptions
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ import streamlit as st
 from streamlit_image_coordinates import streamlit_image_coordinates
 
 from tumorscope.app import data, exports, slices
-from tumorscope.core.labels import LABEL_NAMES, REGION_NAMES, REGIONS
+from tumorscope.core.data.labels import LABEL_NAMES, REGION_NAMES, REGIONS
 from tumorscope.render import style
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from tumorscope.core.labels import region_mask
+from tumorscope.core.data.labels import region_mask
 from tumorscope.render import style
 
 View = Literal["axial", "coronal", "sagittal"]

@@ -20,7 +20,7 @@ import torch  # imported before any timing: its import costs seconds
 from monai.metrics import compute_hausdorff_distance
 from scipy import ndimage
 
-from tumorscope.core.metrics import hd95_mm
+from tumorscope.core.scoring.metrics import hd95_mm
 
 SHAPE = (240, 240, 155)
 TOLERANCE_MM = 1e-3

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
-from tumorscope.core.cache import preprocess_case
-from tumorscope.core.cases import discover, load_case
-from tumorscope.core.demo import make_demo_cohort
-from tumorscope.core.infer import sliding_window_logits
+from tumorscope.core.data.cases import discover, load_case
+from tumorscope.core.data.preprocess import preprocess_case
+from tumorscope.core.data.synthetic import make_demo_cohort
+from tumorscope.core.data.volumes import brain_mask, uncrop, zscore
 from tumorscope.core.models import build_model
-from tumorscope.core.preprocess import brain_mask, uncrop, zscore
+from tumorscope.core.prediction.sliding_window import sliding_window_logits
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
     full = load_case(case).image
     full_norm, _, _ = zscore(full, brain_mask(full))
     if args.checkpoint:
-        from tumorscope.core.train import load_checkpoint, model_from_checkpoint
+        from tumorscope.core.training.train import load_checkpoint, model_from_checkpoint
 
         net = model_from_checkpoint(load_checkpoint(args.checkpoint))
     else:

@@ -14,8 +14,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from tumorscope.core.cache import preprocess_case
-from tumorscope.core.cases import discover
+from tumorscope.core.data.cases import discover
+from tumorscope.core.data.preprocess import preprocess_case
 
 
 def _best(fn, repeats: int) -> float:
@@ -35,7 +35,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tumorscope-bench-"))
     data = args.data
     if data is None:
-        from tumorscope.core.demo import make_demo_cohort
+        from tumorscope.core.data.synthetic import make_demo_cohort
 
         data = tmp / "demo"
         make_demo_cohort(data, n_cases=1, seed=0, progress=False)

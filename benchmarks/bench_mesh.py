@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from skimage.measure import marching_cubes
 
-    from tumorscope.core.labels import REGIONS, labels_to_regions
-    from tumorscope.core.nifti import voxel_spacing_mm
-    from tumorscope.core.preprocess import bounding_box
+    from tumorscope.core.data.labels import REGIONS, labels_to_regions
+    from tumorscope.core.data.nifti import voxel_spacing_mm
+    from tumorscope.core.data.volumes import bounding_box
     from tumorscope.render.layers import SceneOptions
     from tumorscope.render.mesh import brain_surface, region_meshes
     from tumorscope.render.scene import comparison_scene, screenshot

@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from tumorscope.core.losses import make_loss
 from tumorscope.core.models import build_model
+from tumorscope.core.models.losses import make_loss
 
 
 def step_rate(features, patch: int, batch: int, steps: int, device: torch.device,

@@ -23,8 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-from tumorscope.core.demo import case_files, make_demo_cohort  # noqa: E402
-from tumorscope.core.nifti import read_nifti  # noqa: E402
+from tumorscope.core.data.nifti import read_nifti  # noqa: E402
+from tumorscope.core.data.synthetic import case_files, make_demo_cohort  # noqa: E402
 from tumorscope.render.style import LABEL_COLOURS as STYLE_LABEL_COLOURS  # noqa: E402
 
 MODALITIES = ("t1", "t1ce", "t2", "flair")

@@ -34,7 +34,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from .errors import ConfigError, check_choice, yaml_problem
+from tumorscope.core.errors import ConfigError, check_choice, yaml_problem
 
 PRESETS: tuple[str, ...] = ("tiny-cpu", "default")
 
@@ -266,7 +266,7 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    """A loss of :mod:`tumorscope.core.losses` by name, with its keyword options."""
+    """A loss of :mod:`tumorscope.core.models.losses` by name, with its keyword options."""
 
     name: str = _rule("dice_bce", nonempty=True)  # the loss module checks the name
     options: dict[str, Any] = field(default_factory=dict, metadata={"rule": Rule()})

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import CaseFileMissingError, TumorscopeError
+from tumorscope.core.errors import CaseFileMissingError, TumorscopeError
 
 _CHUNK = 1 << 20
 

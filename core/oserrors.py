@@ -3,7 +3,7 @@
 The command line (and the app) turn every :class:`OSError` that escapes a command into one
 sentence through :func:`describe_os_error`; the wording of each ``errno`` lives here and
 nowhere else. A path reported by the system may be one of
-:func:`~tumorscope.core.nifti.atomic_path`'s temporaries; the file the user asked for is
+:func:`~tumorscope.core.data.nifti.atomic_path`'s temporaries; the file the user asked for is
 named instead (:func:`temp_target`).
 """
 

@@ -42,9 +42,14 @@ from typing import Any
 import yaml
 from filelock import FileLock, Timeout
 
-from .errors import LayoutError, yaml_problem
-from .fingerprint import content_unchanged
-from .nifti import atomic_write_json, atomic_write_text, is_temp_file, stale_temp_files
+from tumorscope.core.data.nifti import (
+    atomic_write_json,
+    atomic_write_text,
+    is_temp_file,
+    stale_temp_files,
+)
+from tumorscope.core.errors import LayoutError, yaml_problem
+from tumorscope.core.fingerprint import content_unchanged
 
 log = logging.getLogger(__name__)
 

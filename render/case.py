@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pyvista as pv
 
+from tumorscope.core.data.nifti import atomic_path, atomic_write_json, read_nifti
 from tumorscope.core.errors import LayoutError, TumorscopeError
 from tumorscope.core.fingerprint import fingerprint, same_content
-from tumorscope.core.nifti import atomic_path, atomic_write_json, read_nifti
 from tumorscope.core.store import CaseRecord, Run
 
 from .layers import SceneOptions, check_window_size

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Literal, get_args
 import numpy as np
 import pyvista as pv
 
+from tumorscope.core.data.nifti import atomic_path, atomic_write_text
 from tumorscope.core.errors import ConfigError
-from tumorscope.core.nifti import atomic_path, atomic_write_text
 
 from .layers import CameraPreset, named_layers
 from .mesh import as_triangles

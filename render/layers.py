@@ -9,8 +9,8 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from tumorscope.core.data.labels import REGIONS
 from tumorscope.core.errors import ConfigError, check_choice
-from tumorscope.core.labels import REGIONS
 
 from . import style
 

@@ -22,10 +22,10 @@ import pyvista as pv
 from scipy import ndimage
 from vtkmodules.vtkFiltersCore import vtkQuadricClustering, vtkSurfaceNets3D
 
+from tumorscope.core.data.labels import LABEL_NAMES, REGIONS, region_mask
+from tumorscope.core.data.nifti import atomic_path, atomic_write_json, read_label
+from tumorscope.core.data.volumes import bounding_box
 from tumorscope.core.errors import CaseFileMissingError, ConfigError, GeometryError
-from tumorscope.core.labels import LABEL_NAMES, REGIONS, region_mask
-from tumorscope.core.nifti import atomic_path, atomic_write_json, read_label
-from tumorscope.core.preprocess import bounding_box
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import numpy as np
 import pyvista as pv
 from vtkmodules.vtkRenderingAnnotation import vtkAnnotatedCubeActor, vtkCornerAnnotation
 
+from tumorscope.core.data.nifti import atomic_path
 from tumorscope.core.errors import ConfigError, check_choice
-from tumorscope.core.nifti import atomic_path
 
 from . import style
 from .layers import (

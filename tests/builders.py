@@ -7,7 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from tumorscope.core.cases import LAYOUT_KEYS, LAYOUT_SEPARATOR, MODALITIES
+from tumorscope.core.data.cases import LAYOUT_KEYS, LAYOUT_SEPARATOR, MODALITIES
 
 SMALL_SHAPE = (24, 28, 24)
 BRATS_AFFINE = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 239.0], [0, 0, 1.0, 0], [0, 0, 0, 1]])

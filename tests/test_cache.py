@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from tumorscope.app.cli import main
-from tumorscope.core.cache import case_cache_dir, preprocess_case
-from tumorscope.core.cases import discover, load_case
-from tumorscope.core.preprocess import bounding_box, brain_mask, crop, uncrop, zscore
+from tumorscope.core.data.cases import discover, load_case
+from tumorscope.core.data.preprocess import case_cache_dir, preprocess_case
+from tumorscope.core.data.volumes import bounding_box, brain_mask, crop, uncrop, zscore
 
 
 def test_cache_round_trip_and_provenance(brats2021_root: Path, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from builders import BRATS_AFFINE, SMALL_SHAPE, small_label, write_case
 
 from tumorscope.app.cli import main
 from tumorscope.core import errors
-from tumorscope.core.cases import COHORT_FILE, MODALITIES, check_case, discover, load_case
+from tumorscope.core.data.cases import COHORT_FILE, MODALITIES, check_case, discover, load_case
 
 
 def test_brats2020_layout_with_metadata_and_uncompressed(tmp_path: Path) -> None:

@@ -22,10 +22,10 @@ import pytest
 from builders import BRATS_AFFINE, SMALL_SHAPE, small_image, small_label, write_case
 
 from tumorscope.core import errors
-from tumorscope.core.cache import preprocess_case
-from tumorscope.core.cases import check_case, discover, load_case
+from tumorscope.core.data.cases import check_case, discover, load_case
+from tumorscope.core.data.preprocess import preprocess_case
+from tumorscope.core.data.volumes import brain_mask, zscore
 from tumorscope.core.errors import UnreadableFileError
-from tumorscope.core.preprocess import brain_mask, zscore
 
 GOOD = "BraTS2021_00000"
 BAD = "BraTS2021_00042"

@@ -23,7 +23,7 @@ import pytest
 from builders import write_case
 
 from tumorscope.core import oserrors
-from tumorscope.core.cases import COHORT_FILE
+from tumorscope.core.data.cases import COHORT_FILE
 from tumorscope.core.oserrors import describe_os_error, temp_target
 
 # --------------------------------------------------------------------------- helpers

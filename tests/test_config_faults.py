@@ -35,7 +35,7 @@ from tumorscope.core.config import (
 )
 from tumorscope.core.errors import ConfigError
 from tumorscope.core.models.checks import check_model_and_loss
-from tumorscope.core.train import check_before_training
+from tumorscope.core.training.train import check_before_training
 
 # ---------------------------------------------------------------- in process: the rules
 
@@ -207,7 +207,7 @@ def test_override_value_that_is_not_yaml_is_refused_by_name(item: str) -> None:
 
 
 def test_training_checks_channels_and_device_before_any_case(tmp_path: Path) -> None:
-    from tumorscope.core.train import train
+    from tumorscope.core.training.train import train
 
     cfg = load_config("tiny-cpu", overrides=["model.in_channels=3",
                                              f"data.root={tmp_path / 'nowhere'}",

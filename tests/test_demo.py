@@ -15,9 +15,9 @@ import pytest
 from builders import write_case
 from scipy import ndimage as ndi
 
-from tumorscope.core import demo
-from tumorscope.core.cases import check_case, discover
-from tumorscope.core.demo import AFFINE, SHAPE, case_files, make_demo_cohort
+from tumorscope.core.data import synthetic as demo
+from tumorscope.core.data.cases import check_case, discover
+from tumorscope.core.data.synthetic import AFFINE, SHAPE, case_files, make_demo_cohort
 from tumorscope.core.errors import ConfigError
 
 MODALITIES = ("t1", "t1ce", "t2", "flair")

@@ -8,7 +8,11 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from tumorscope.core.errors import ConfigError
-from tumorscope.core.infer import gaussian_importance, sliding_window_logits, window_grid
+from tumorscope.core.prediction.sliding_window import (
+    gaussian_importance,
+    sliding_window_logits,
+    window_grid,
+)
 
 
 def _net(seed: int = 0) -> torch.nn.Module:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tumorscope.core import errors
-from tumorscope.core.labels import (
+from tumorscope.core.data.labels import (
     REGIONS,
     check_labels,
     from_canonical,

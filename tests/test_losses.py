@@ -11,9 +11,9 @@ from monai.losses import DiceLoss as MonaiDiceLoss
 from monai.losses import FocalLoss as MonaiFocalLoss
 from torch.nn import functional as F
 
-from tumorscope.core import losses
 from tumorscope.core.errors import ConfigError, GeometryError
-from tumorscope.core.losses import (
+from tumorscope.core.models import losses
+from tumorscope.core.models.losses import (
     LOSS_NAMES,
     BCELoss,
     DeepSupervisionLoss,

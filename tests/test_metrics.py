@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tumorscope.core import metrics
+from tumorscope.core.data.labels import REGIONS
 from tumorscope.core.errors import ConfigError, GeometryError, LabelError
-from tumorscope.core.labels import REGIONS
-from tumorscope.core.metrics import (
+from tumorscope.core.scoring import metrics
+from tumorscope.core.scoring.metrics import (
     HD95_DEFINITION,
     METRIC_COLUMNS,
     METRIC_DOCS,

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from tumorscope.core.errors import ConfigError
-from tumorscope.core.losses import DeepSupervisionLoss, DiceBCELoss
 from tumorscope.core.models import (
     UNet,
     UNetConfig,
@@ -20,6 +19,7 @@ from tumorscope.core.models import (
 )
 from tumorscope.core.models import blocks as blocks_module
 from tumorscope.core.models import unet as unet_module
+from tumorscope.core.models.losses import DeepSupervisionLoss, DiceBCELoss
 
 SHAPE = (32, 16, 24)  # anisotropic on purpose; every size a multiple of 8 (depth <= 4)
 

@@ -11,9 +11,9 @@ from builders import write_case
 from PIL import Image
 
 from tumorscope.app.cli import main
-from tumorscope.core.cases import discover
+from tumorscope.core.data.cases import discover
 from tumorscope.core.errors import ConfigError
-from tumorscope.core.evaluate import evaluate_run
+from tumorscope.core.scoring.evaluate import evaluate_run
 from tumorscope.core.store import Run
 from tumorscope.render.case import case_meshes, render_run
 

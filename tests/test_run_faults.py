@@ -25,7 +25,7 @@ from builders import write_case
 from tumorscope.core.config import load_config
 from tumorscope.core.models import build_model
 from tumorscope.core.store import Run
-from tumorscope.core.train import train
+from tumorscope.core.training.train import train
 
 SHAPE = (36, 36, 28)
 TINY = [
@@ -170,7 +170,7 @@ def test_kill_9_mid_write_leaves_no_case_and_is_cleaned(world: dict[str, Path],
     assert predict(world, out).returncode == 0
     target = Run(out).prediction_path("BraTS2021_99999")
     code = ("import os, signal\n"
-            "from tumorscope.core.nifti import atomic_path\n"
+            "from tumorscope.core.data.nifti import atomic_path\n"
             f"cm = atomic_path({str(target)!r})\n"
             "tmp = cm.__enter__()\n"
             "tmp.write_bytes(b'half a file')\n"

@@ -11,7 +11,7 @@ from builders import write_case
 
 from tumorscope.core.config import load_config
 from tumorscope.core.errors import ConfigError
-from tumorscope.core.train import autocast_dtype, lr_factor, resolve_device, train
+from tumorscope.core.training.train import autocast_dtype, lr_factor, resolve_device, train
 
 SHAPE = (36, 36, 28)
 

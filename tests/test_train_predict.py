@@ -19,7 +19,7 @@ from tumorscope.app.cli import main
 from tumorscope.core.config import load_config
 from tumorscope.core.errors import TumorscopeError
 from tumorscope.core.store import Run
-from tumorscope.core.train import load_checkpoint, train
+from tumorscope.core.training.train import load_checkpoint, train
 
 SHAPE = (36, 36, 28)
 TINY = [

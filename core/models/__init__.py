@@ -1,6 +1,6 @@
 """The 3D UNet family (config, blocks, builder); the only place models are defined."""
 
-from .blocks import (
+from tumorscope.core.models.blocks import (
     BottleneckAttention,
     ConvNormAct,
     DoubleConv,
@@ -9,7 +9,7 @@ from .blocks import (
     make_act,
     make_norm,
 )
-from .unet import (
+from tumorscope.core.models.unet import (
     UNet,
     UNetConfig,
     build_model,

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import ConfigError, check_choice
+from tumorscope.core.errors import ConfigError, check_choice
 
 NormKind = Literal["instance", "group", "batch"]
 ActKind = Literal["leakyrelu", "relu", "gelu"]

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import math
 
-from ..config import Config, show
-from ..errors import ConfigError
-from ..losses import check_loss_options
-from .unet import UNetConfig
+from tumorscope.core.config import Config, show
+from tumorscope.core.errors import ConfigError
+from tumorscope.core.models.losses import check_loss_options
+from tumorscope.core.models.unet import UNetConfig
 
 
 def check_model(cfg: Config) -> Config:

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import ConfigError, check_choice
-from ..labels import REGIONS
-from .blocks import (
+from tumorscope.core.data.labels import REGIONS
+from tumorscope.core.errors import ConfigError, check_choice
+from tumorscope.core.models.blocks import (
     ACTIVATIONS,
     NORMS,
     UPSAMPLINGS,
@@ -234,7 +234,7 @@ class UNet(nn.Module):
     Encoder: one stage per level (double conv or residual block), 2x max-pooling between
     levels; optional self-attention at the bottleneck. Decoder: up-sample, concatenate the
     skip connection, one stage. A 1x1x1 head gives one logit per region (WT, TC, ET in
-    :data:`~tumorscope.core.labels.REGIONS` order); sigmoid is left to the loss or to
+    :data:`~tumorscope.core.data.labels.REGIONS` order); sigmoid is left to the loss or to
     :func:`logits_to_regions`.
 
     Every spatial size must be a multiple of ``config.size_divisor``. In training mode with
@@ -360,7 +360,7 @@ def logits_to_regions(logits: torch.Tensor, *, threshold: float = 0.5) -> torch.
     """Region logits ``(N, 3, X, Y, Z)`` -> boolean masks of the same shape (sigmoid > threshold).
 
     Channels stay independent: nesting (ET in TC in WT) is imposed later, when regions become
-    labels (:func:`tumorscope.core.labels.regions_to_labels`).
+    labels (:func:`tumorscope.core.data.labels.regions_to_labels`).
 
     >>> logits_to_regions(torch.tensor([-1.0, 0.0, 2.0])).tolist()
     [False, False, True]

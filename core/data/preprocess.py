@@ -12,11 +12,19 @@ from typing import Any
 
 import numpy as np
 
-from .cases import MODALITIES, Case, load_case
-from .errors import TumorscopeError
-from .fingerprint import content_unchanged, fingerprint, same_content
-from .nifti import atomic_save_npy, atomic_write_json, read_header
-from .preprocess import CropBox, bounding_box, brain_mask, crop, resample, zoom_factors, zscore
+from tumorscope.core.data.cases import MODALITIES, Case, load_case
+from tumorscope.core.data.nifti import atomic_save_npy, atomic_write_json, read_header
+from tumorscope.core.data.volumes import (
+    CropBox,
+    bounding_box,
+    brain_mask,
+    crop,
+    resample,
+    zoom_factors,
+    zscore,
+)
+from tumorscope.core.errors import TumorscopeError
+from tumorscope.core.fingerprint import content_unchanged, fingerprint, same_content
 
 log = logging.getLogger(__name__)
 

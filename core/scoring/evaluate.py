@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cases import discover
-from .errors import LayoutError, TumorscopeError
-from .fingerprint import fingerprint
-from .geometry import conform_to
-from .metrics import region_metrics
-from .nifti import read_label
-from .store import STATUS_OK, Run, format_stat, parse_stat
+from tumorscope.core.data.cases import discover
+from tumorscope.core.data.geometry import conform_to
+from tumorscope.core.data.nifti import read_label
+from tumorscope.core.errors import LayoutError, TumorscopeError
+from tumorscope.core.fingerprint import fingerprint
+from tumorscope.core.scoring.metrics import region_metrics
+from tumorscope.core.store import STATUS_OK, Run, format_stat, parse_stat
 
 METADATA_COLUMNS = ("grade", "age", "synthetic")
 SCORING_VERSION = 1

@@ -28,7 +28,15 @@ from typing import Any
 
 import numpy as np
 
-from .errors import (
+from tumorscope.core.data.nifti import (
+    NIFTI_SUFFIXES,
+    read_header,
+    read_label,
+    read_nifti,
+    voxel_spacing_mm,
+)
+from tumorscope.core.data.volumes import background_level
+from tumorscope.core.errors import (
     CaseFileMissingError,
     GeometryError,
     LayoutError,
@@ -36,15 +44,7 @@ from .errors import (
     UnreadableFileError,
     VoxelValueError,
 )
-from .nifti import (
-    NIFTI_SUFFIXES,
-    read_header,
-    read_label,
-    read_nifti,
-    voxel_spacing_mm,
-)
-from .oserrors import os_error_words
-from .preprocess import background_level
+from tumorscope.core.oserrors import os_error_words
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import ConfigError, GeometryError, check_choice
+from tumorscope.core.errors import ConfigError, GeometryError, check_choice
 
 LossName = Literal["dice", "bce", "weighted_bce", "jaccard", "focal", "dice_bce"]
 LOSS_NAMES: tuple[str, ...] = get_args(LossName)

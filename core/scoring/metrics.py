@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .errors import ConfigError, GeometryError
-from .labels import REGIONS, check_labels, labels_to_regions
+from tumorscope.core.data.labels import REGIONS, check_labels, labels_to_regions
+from tumorscope.core.errors import ConfigError, GeometryError
 
 __all__ = [
     "HD95_DEFINITION",
@@ -331,7 +331,7 @@ def hd95_mm(
     pred, truth : (X, Y, Z) ndarray
         Masks on the same grid; nonzero voxels are foreground.
     spacing_mm : 3 positive floats
-        Voxel size along X, Y, Z in mm (``tumorscope.core.nifti.voxel_spacing_mm``).
+        Voxel size along X, Y, Z in mm (``tumorscope.core.data.nifti.voxel_spacing_mm``).
     percentile : float
         Percentile in [0, 100]; 100 gives the classic Hausdorff distance.
 
@@ -367,7 +367,7 @@ def region_metrics(
     Parameters
     ----------
     pred_label, truth_label : (X, Y, Z) integer ndarray
-        Canonical label maps (values 0, 1, 2, 4; see :mod:`tumorscope.core.labels`) on the
+        Canonical label maps (values 0, 1, 2, 4; see :mod:`tumorscope.core.data.labels`) on the
         same grid.
     spacing_mm : 3 positive floats
         Voxel size along X, Y, Z in mm.
@@ -375,7 +375,7 @@ def region_metrics(
     Returns
     -------
     list of dict
-        One dict per region in :data:`~tumorscope.core.labels.REGIONS` order, keys
+        One dict per region in :data:`~tumorscope.core.data.labels.REGIONS` order, keys
         :data:`METRIC_COLUMNS`. Empty regions follow the conventions in :data:`METRIC_DOCS`.
 
     >>> truth = np.zeros((8, 8, 8), np.uint8); truth[2:6, 2:6, 2:6] = 2; truth[3:5, 3:5, 3:5] = 4

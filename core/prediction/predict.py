@@ -19,23 +19,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cache import (
+from tumorscope.core.config import Config
+from tumorscope.core.data.cases import Case, discover
+from tumorscope.core.data.labels import from_canonical, regions_to_labels
+from tumorscope.core.data.nifti import read_header, write_nifti
+from tumorscope.core.data.preprocess import (
     CACHE_VERSION,
     CachedCase,
     default_cache_dir,
     preprocess_case,
     source_fingerprints,
 )
-from .cases import Case, discover
-from .checkpoints import LoadedModel, autocast_dtype, load_model, resolve_device
-from .config import Config
-from .errors import ConfigError, TumorscopeError
-from .fingerprint import fingerprint
-from .infer import sliding_window_logits
-from .labels import from_canonical, regions_to_labels
-from .nifti import read_header, write_nifti
-from .preprocess import uncrop
-from .store import CaseRecord, Run
+from tumorscope.core.data.volumes import uncrop
+from tumorscope.core.errors import ConfigError, TumorscopeError
+from tumorscope.core.fingerprint import fingerprint
+from tumorscope.core.models.checkpoints import (
+    LoadedModel,
+    autocast_dtype,
+    load_model,
+    resolve_device,
+)
+from tumorscope.core.prediction.sliding_window import sliding_window_logits
+from tumorscope.core.store import CaseRecord, Run
 
 log = logging.getLogger(__name__)
 

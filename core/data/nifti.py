@@ -25,14 +25,14 @@ import nibabel as nib
 import numpy as np
 from nibabel.openers import ImageOpener
 
-from .errors import (
+from tumorscope.core.errors import (
     CaseFileMissingError,
     CorruptFileError,
     GeometryError,
     UnreadableFileError,
     VoxelValueError,
 )
-from .oserrors import os_error_words
+from tumorscope.core.oserrors import os_error_words
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -342,7 +342,7 @@ def read_label(path: str | Path, *, convention: str = "brats2020") -> Volume:
     2023's 3 becomes 4); unknown or fractional values raise :class:`LabelError` naming
     ``path``.
     """
-    from .labels import check_labels, to_canonical
+    from tumorscope.core.data.labels import check_labels, to_canonical
 
     vol = read_nifti(path, dtype=None)
     check_labels(vol.data, convention=convention, path=str(path))

@@ -20,9 +20,9 @@ import numpy as np
 from scipy import ndimage as ndi
 from tqdm import tqdm
 
-from .cases import COHORT_FILE
-from .errors import ConfigError, CorruptFileError
-from .nifti import atomic_write_text, write_nifti
+from tumorscope.core.data.cases import COHORT_FILE
+from tumorscope.core.data.nifti import atomic_write_text, write_nifti
+from tumorscope.core.errors import ConfigError, CorruptFileError
 
 log = logging.getLogger(__name__)
 

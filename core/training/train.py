@@ -19,10 +19,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .augment import augment_batch
-from .cache import CachedCase, default_cache_dir, preprocess_case
-from .cases import MODALITIES, Case, discover
-from .checkpoints import (  # noqa: F401  (re-exported for older scripts)
+from tumorscope.core.config import Config, show
+from tumorscope.core.config import validate as validate_config
+from tumorscope.core.data.cases import MODALITIES, Case, discover
+from tumorscope.core.data.labels import REGIONS, labels_to_regions
+from tumorscope.core.data.nifti import atomic_write_json
+from tumorscope.core.data.preprocess import CachedCase, default_cache_dir, preprocess_case
+from tumorscope.core.errors import ConfigError, LayoutError, TumorscopeError
+from tumorscope.core.models import build_model, count_parameters
+from tumorscope.core.models.checkpoints import (  # noqa: F401  (re-exported for older scripts)
     autocast_dtype,
     device_problem,
     load_checkpoint,
@@ -30,17 +35,12 @@ from .checkpoints import (  # noqa: F401  (re-exported for older scripts)
     resolve_device,
     save_checkpoint,
 )
-from .config import Config, show
-from .config import validate as validate_config
-from .errors import ConfigError, LayoutError, TumorscopeError
-from .infer import sliding_window_logits
-from .labels import REGIONS, labels_to_regions
-from .losses import DeepSupervisionLoss, make_loss
-from .metrics import dice
-from .models import build_model, count_parameters
-from .models.checks import check_model_and_loss
-from .nifti import atomic_write_json
-from .store import Run
+from tumorscope.core.models.checks import check_model_and_loss
+from tumorscope.core.models.losses import DeepSupervisionLoss, make_loss
+from tumorscope.core.prediction.sliding_window import sliding_window_logits
+from tumorscope.core.scoring.metrics import dice
+from tumorscope.core.store import Run
+from tumorscope.core.training.augment import augment_batch
 
 log = logging.getLogger(__name__)
 

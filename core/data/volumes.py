@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import GeometryError
+from tumorscope.core.errors import GeometryError
 
 
 @dataclass(frozen=True)

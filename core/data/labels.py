@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from .errors import LabelError
+from tumorscope.core.errors import LabelError
 
 REGIONS: tuple[str, ...] = ("WT", "TC", "ET")
 """Region names in channel order of every region array and every model output."""

@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import Config, config_from_dict
-from .errors import ConfigError, TumorscopeError
-from .fingerprint import sha256_file
-from .labels import REGIONS
-from .models import build_model
-from .nifti import atomic_path
+from tumorscope.core.config import Config, config_from_dict
+from tumorscope.core.data.labels import REGIONS
+from tumorscope.core.data.nifti import atomic_path
+from tumorscope.core.errors import ConfigError, TumorscopeError
+from tumorscope.core.fingerprint import sha256_file
+from tumorscope.core.models import build_model
 
 INPUT_CHANNELS = 4
 """T1, T1ce, T2, FLAIR: what every Tumorscope case gives a network."""

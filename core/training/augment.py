@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .config import AugmentConfig
+from tumorscope.core.config import AugmentConfig
 
 
 def _rotation_matrices(angles: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .errors import GeometryError
+from tumorscope.core.errors import GeometryError
 
 AFFINE_ATOL_MM = 1e-3
 

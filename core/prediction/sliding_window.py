@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from tumorscope.core.errors import ConfigError
 
 
 def window_starts(size_vox: int, roi_vox: int, *, overlap: float) -> list[int]:
