@@ -2,9 +2,9 @@
 
 Every loss takes ``logits : (N, C, *spatial)`` (any float dtype; computed in float32) and
 ``target : (N, C, *spatial)`` with values in {0, 1} (float, bool or integer), and returns a
-scalar. Each is a plain function plus a thin :class:`torch.nn.Module` that only stores the
-options; :func:`make_loss` picks one by name, :class:`DeepSupervisionLoss` applies one to every
-head of a deep-supervised UNet.
+scalar. Each is a plain function; :class:`Loss` is the one module form, binding a function's
+options (``DiceLoss`` and the others only name their function); :func:`make_loss` picks one
+by name, :class:`DeepSupervisionLoss` applies one to every head of a deep-supervised UNet.
 
 Smoothing of the overlap losses (Dice, Jaccard), as in MONAI::
 
@@ -250,138 +250,105 @@ def dice_bce_loss(
     return dice_weight * dice + bce_weight * bce_loss(logits, target)
 
 
-class DiceLoss(nn.Module):
-    """Module form of :func:`dice_loss`; stores the options.
+class Loss(nn.Module):
+    """A functional loss with its options bound: the one module form of every loss here.
+
+    A subclass names its function (``function``) and which options must be >= 0
+    (``non_negative``); options are the function's keyword-only parameters, checked and
+    stored once, and readable as attributes.
 
     >>> DiceLoss(batch_dice=True)(torch.zeros(2, 3, 4, 4, 4), torch.zeros(2, 3, 4, 4, 4)).shape
     torch.Size([])
+    >>> DiceLoss(batch_dice=True).batch_dice
+    True
     """
 
-    def __init__(
-        self,
-        *,
-        smooth_nr: float = DEFAULT_SMOOTH,
-        smooth_dr: float = DEFAULT_SMOOTH,
-        squared_denominator: bool = False,
-        batch_dice: bool = False,
-    ) -> None:
+    function: typing.ClassVar[typing.Callable[..., torch.Tensor]]
+    non_negative: typing.ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, **options: object) -> None:
         super().__init__()
-        _check_non_negative(smooth_nr=smooth_nr, smooth_dr=smooth_dr)
-        self.smooth_nr = smooth_nr
-        self.smooth_dr = smooth_dr
-        self.squared_denominator = squared_denominator
-        self.batch_dice = batch_dice
+        params = _keyword_options(type(self).function)
+        unknown = sorted(set(options) - set(params))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected option(s) {unknown}")
+        bound = {k: options.get(k, p.default) for k, p in params.items()}
+        _check_non_negative(**{k: bound[k] for k in self.non_negative})  # type: ignore[arg-type]
+        self.check(bound)
+        self.options = bound
+
+    def check(self, options: Mapping[str, object]) -> None:
+        """Option checks beyond ``non_negative``; raise :class:`ConfigError`."""
+
+    def __getattr__(self, name: str) -> object:
+        options = self.__dict__.get("options")
+        if options is not None and name in options:
+            return options[name]
+        return super().__getattr__(name)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return dice_loss(
-            logits,
-            target,
-            smooth_nr=self.smooth_nr,
-            smooth_dr=self.smooth_dr,
-            squared_denominator=self.squared_denominator,
-            batch_dice=self.batch_dice,
-        )
+        return type(self).function(logits, target, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
 
 
-class JaccardLoss(nn.Module):
+def _keyword_options(function: typing.Callable[..., object]) -> dict[str, inspect.Parameter]:
+    params = inspect.signature(function).parameters
+    return {k: p for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+class DiceLoss(Loss):
+    """Module form of :func:`dice_loss`."""
+
+    function = staticmethod(dice_loss)
+    non_negative = ("smooth_nr", "smooth_dr")
+
+
+class JaccardLoss(Loss):
     """Module form of :func:`jaccard_loss`."""
 
-    def __init__(
-        self,
-        *,
-        smooth_nr: float = DEFAULT_SMOOTH,
-        smooth_dr: float = DEFAULT_SMOOTH,
-        batch_dice: bool = False,
-    ) -> None:
-        super().__init__()
-        _check_non_negative(smooth_nr=smooth_nr, smooth_dr=smooth_dr)
-        self.smooth_nr = smooth_nr
-        self.smooth_dr = smooth_dr
-        self.batch_dice = batch_dice
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return jaccard_loss(
-            logits,
-            target,
-            smooth_nr=self.smooth_nr,
-            smooth_dr=self.smooth_dr,
-            batch_dice=self.batch_dice,
-        )
+    function = staticmethod(jaccard_loss)
+    non_negative = ("smooth_nr", "smooth_dr")
 
 
-class BCELoss(nn.Module):
+class BCELoss(Loss):
     """Module form of :func:`bce_loss` (takes logits, like ``torch.nn.BCEWithLogitsLoss``)."""
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return bce_loss(logits, target)
+    function = staticmethod(bce_loss)
 
 
-class WeightedBCELoss(nn.Module):
+class WeightedBCELoss(Loss):
     """Module form of :func:`weighted_bce_loss`; ``pos_weight`` is recomputed every batch."""
 
-    def __init__(self, *, max_pos_weight: float | None = None) -> None:
-        super().__init__()
-        if max_pos_weight is not None and max_pos_weight < 1:
-            raise ConfigError(f"max_pos_weight must be >= 1 or None, got {max_pos_weight}")
-        self.max_pos_weight = max_pos_weight
+    function = staticmethod(weighted_bce_loss)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return weighted_bce_loss(logits, target, max_pos_weight=self.max_pos_weight)
+    def check(self, options: Mapping[str, object]) -> None:
+        cap = options["max_pos_weight"]
+        if cap is not None and cap < 1:  # type: ignore[operator]
+            raise ConfigError(f"max_pos_weight must be >= 1 or None, got {cap}")
 
 
-class FocalLoss(nn.Module):
+class FocalLoss(Loss):
     """Module form of :func:`focal_loss`."""
 
-    def __init__(self, *, gamma: float = 2.0, alpha: float | None = None) -> None:
-        super().__init__()
-        _check_non_negative(gamma=gamma)
-        if alpha is not None and not 0.0 <= alpha <= 1.0:
+    function = staticmethod(focal_loss)
+    non_negative = ("gamma",)
+
+    def check(self, options: Mapping[str, object]) -> None:
+        alpha = options["alpha"]
+        if alpha is not None and not 0.0 <= alpha <= 1.0:  # type: ignore[operator]
             raise ConfigError(f"alpha must be in [0, 1] or None, got {alpha}")
-        self.gamma = gamma
-        self.alpha = alpha
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return focal_loss(logits, target, gamma=self.gamma, alpha=self.alpha)
 
 
-class DiceBCELoss(nn.Module):
+class DiceBCELoss(Loss):
     """Module form of :func:`dice_bce_loss`: the default loss."""
 
-    def __init__(
-        self,
-        *,
-        dice_weight: float = 1.0,
-        bce_weight: float = 1.0,
-        smooth_nr: float = DEFAULT_SMOOTH,
-        smooth_dr: float = DEFAULT_SMOOTH,
-        squared_denominator: bool = False,
-        batch_dice: bool = False,
-    ) -> None:
-        super().__init__()
-        _check_non_negative(
-            dice_weight=dice_weight, bce_weight=bce_weight, smooth_nr=smooth_nr, smooth_dr=smooth_dr
-        )
-        self.dice_weight = dice_weight
-        self.bce_weight = bce_weight
-        self.smooth_nr = smooth_nr
-        self.smooth_dr = smooth_dr
-        self.squared_denominator = squared_denominator
-        self.batch_dice = batch_dice
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return dice_bce_loss(
-            logits,
-            target,
-            dice_weight=self.dice_weight,
-            bce_weight=self.bce_weight,
-            smooth_nr=self.smooth_nr,
-            smooth_dr=self.smooth_dr,
-            squared_denominator=self.squared_denominator,
-            batch_dice=self.batch_dice,
-        )
+    function = staticmethod(dice_bce_loss)
+    non_negative = ("dice_weight", "bce_weight", "smooth_nr", "smooth_dr")
 
 
-LOSSES: dict[str, type[nn.Module]] = {
+LOSSES: dict[str, type[Loss]] = {
     "dice": DiceLoss,
     "bce": BCELoss,
     "weighted_bce": WeightedBCELoss,
@@ -391,17 +358,16 @@ LOSSES: dict[str, type[nn.Module]] = {
 }
 
 
-def _loss_class(name: object, *, key: str) -> type[nn.Module]:
+def _loss_class(name: object, *, key: str) -> type[Loss]:
     if not isinstance(name, str) or name not in LOSS_NAMES:
         raise ConfigError(f"{key} must be one of {list(LOSS_NAMES)}, got {name!r}")
     return LOSSES[name]
 
 
-def _option_hints(cls: type[nn.Module]) -> dict[str, object]:
-    """The keyword-only options of a loss class with their annotations."""
-    params = inspect.signature(cls.__init__).parameters
-    hints = typing.get_type_hints(cls.__init__) if cls.__init__ is not nn.Module.__init__ else {}
-    return {p: hints.get(p) for p in params if params[p].kind is inspect.Parameter.KEYWORD_ONLY}
+def _option_hints(cls: type[Loss]) -> dict[str, object]:
+    """The keyword-only options of a loss (its function's) with their annotations."""
+    hints = typing.get_type_hints(cls.function)
+    return {p: hints.get(p) for p in _keyword_options(cls.function)}
 
 
 def _option_value(label: str, value: object, hint: object) -> object:
@@ -433,7 +399,7 @@ def _option_value(label: str, value: object, hint: object) -> object:
     return value
 
 
-def _checked_options(name: str, cls: type[nn.Module], options: Mapping[str, object], *,
+def _checked_options(name: str, cls: type[Loss], options: Mapping[str, object], *,
                      prefix: str) -> dict[str, object]:
     hints = _option_hints(cls)
     allowed = list(hints)
@@ -452,7 +418,7 @@ def make_loss(name: LossName = DEFAULT_LOSS, **options: object) -> nn.Module:
     """The loss called ``name``, built with ``options`` (keyword options of its class).
 
     >>> make_loss("focal", gamma=1.0)
-    FocalLoss()
+    FocalLoss(gamma=1.0, alpha=None)
     >>> make_loss("tversky")
     Traceback (most recent call last):
     ...
