@@ -23,6 +23,11 @@ if TYPE_CHECKING:  # heavy modules load inside the subcommands
 Command = Callable[[argparse.Namespace], int]
 
 
+def _say(line: str) -> None:
+    """Progress lines of long jobs, on stdout and at once (a watching process reads them)."""
+    print(line, flush=True)
+
+
 def _fmt_shape(shape: Sequence[int] | None) -> str:
     return "x".join(str(s) for s in shape) if shape else "?"
 
@@ -146,7 +151,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                   path=out)
         source = own
     cfg = load_config(source, overrides=overrides)
-    run = train(cfg, out, resume=args.resume, progress=not args.quiet)
+    run = train(cfg, out, resume=args.resume, progress=not args.quiet, say=_say)
     print(f"run written to {run.path}")
     return 0
 
@@ -238,7 +243,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run = Run(Path(args.out))
     # An interrupted or finished demo run continues from its last checkpoint (a finished
     # one just reloads), so running the command again never retrains from scratch.
-    train(cfg, run.path, resume=run.checkpoint_path("last").is_file(), progress=not args.quiet)
+    train(cfg, run.path, resume=run.checkpoint_path("last").is_file(), progress=not args.quiet,
+          say=_say)
     split = run.split()
     report = predict_run(run.checkpoint_path("best"), args.data, run.path,
                          case_ids=split["val"], progress=not args.quiet,
@@ -253,7 +259,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from tumorscope.core.store import open_runs
-    from tumorscope.render.case import render_run
+    from tumorscope.render.runs import render_run
     from tumorscope.render.scene import check_pixels
 
     check_pixels("--width", args.width)

@@ -7,9 +7,8 @@ import logging
 import math
 import os
 import random
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -337,7 +336,7 @@ def _prepare_cases(cfg: Config, run: Run, *, resume: bool, progress: bool, dinfo
                                                    spacing_mm=cfg.data.spacing_mm)
         except TumorscopeError as exc:  # one bad case does not stop the cohort
             if dinfo.main:
-                print(f"skipped {case.case_id}: {exc}", file=sys.stderr, flush=True)
+                log.warning("skipped %s: %s", case.case_id, exc)
     good = [c for c in cases if c.case_id in cached]
     recorded = run.split() if resume else {}
     if recorded.get("train") and recorded.get("val"):
@@ -372,13 +371,14 @@ def _build_state(cfg: Config, device: torch.device) -> tuple[TrainState, nn.Modu
 
 
 def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
-          progress: bool = True) -> Run:
+          progress: bool = True, say: Callable[[str], None] = log.info) -> Run:
     """Train ``cfg`` into the run directory ``out_dir``; return the :class:`Run`.
 
     With ``resume`` the run continues from ``checkpoints/last.pt`` exactly where it
     stopped (weights, optimiser, scheduler, EMA, step, RNG), under its own config (only
     :data:`RESUMABLE_CHANGES` may differ). Ctrl-C saves ``last.pt`` before leaving. Under
-    ``torchrun`` every rank trains and rank 0 writes.
+    ``torchrun`` every rank trains and rank 0 writes. ``say`` is told what happens (the
+    model, the step range, a resume, an interruption); the command line prints it.
     """
     from tqdm import tqdm
 
@@ -407,13 +407,13 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
 
     state, loss_fn = _build_state(cfg, device)
     if dinfo.main:
-        print(f"model: UNet {list(state.model.config.features)}, "
+        say(f"model: UNet {list(state.model.config.features)}, "
               f"{count_parameters(state.model):,} parameters, device {device}, autocast "
-              f"{amp}, world size {dinfo.world_size}", flush=True)
+              f"{amp}, world size {dinfo.world_size}")
     if ckpt is not None:
         state.restore(ckpt, dinfo.rank)
         if dinfo.main:
-            print(f"resumed {run.path} at step {state.step} "
+            say(f"resumed {run.path} at step {state.step} "
                   f"(epoch {state.step // cfg.train.steps_per_epoch})")
     if dinfo.main:
         # config.yaml says what the run is now (a resume may extend train.epochs).
@@ -451,8 +451,8 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
 
     net.train()
     if dinfo.main:
-        print(f"training steps {state.step} to {total_steps} "
-              f"({cfg.train.epochs} epochs x {cfg.train.steps_per_epoch})", flush=True)
+        say(f"training steps {state.step} to {total_steps} "
+              f"({cfg.train.epochs} epochs x {cfg.train.steps_per_epoch})")
     bar = tqdm(total=total_steps, initial=state.step, desc="train", unit="step",
                disable=not (progress and dinfo.main))
     epoch_loss, epoch_vox, t0 = 0.0, 0, time.perf_counter()
@@ -476,7 +476,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
         checkpoint("last")
         bar.close()
         if dinfo.main:
-            print(f"interrupted at step {state.step}; resume with --resume")
+            say(f"interrupted at step {state.step}; resume with --resume")
         raise
     bar.close()
     if state.step % cfg.train.steps_per_epoch:
