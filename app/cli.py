@@ -122,7 +122,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     failed: list[str] = []
     for case in tqdm(cases, desc="preprocess", unit="case", disable=args.quiet):
         try:
-            preprocess_case(case, cache_dir, spacing_mm=args.spacing_mm, force=args.force)
+            preprocess_case(case, cache_dir, target_spacing_mm=args.spacing_mm, force=args.force)
         except TumorscopeError as exc:
             failed.append(f"{case.case_id}: {exc}")
     for line in failed:

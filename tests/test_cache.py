@@ -92,7 +92,7 @@ def test_cache_at_target_spacing_resamples_after_crop(brats2021_root: Path,
                                                       tmp_path: Path) -> None:
     case = discover(brats2021_root)[0]
     native = preprocess_case(case, tmp_path / "c")
-    coarse = preprocess_case(case, tmp_path / "c", spacing_mm=2.0)
+    coarse = preprocess_case(case, tmp_path / "c", target_spacing_mm=2.0)
     assert coarse.spacing_mm == (2.0, 2.0, 2.0) and coarse.box == native.box
     assert coarse.image.shape[1:] == tuple(round(s / 2) for s in native.box.shape)
     assert coarse.label is not None

@@ -66,10 +66,10 @@ def _fingerprint(case: Case, previous: list[dict[str, Any]] | None = None
 
 
 def source_fingerprints(case: Case, cache_dir: str | Path, *,
-                        spacing_mm: float | None = None) -> dict[str, dict[str, Any]]:
+                        target_spacing_mm: float | None = None) -> dict[str, dict[str, Any]]:
     """Modality (and ``seg``) -> content fingerprint of ``case``'s files, reusing the hashes
     its cache entry holds: what a prediction records as its inputs."""
-    folder = case_cache_dir(case, cache_dir, spacing_mm=spacing_mm)
+    folder = case_cache_dir(case, cache_dir, target_spacing_mm=target_spacing_mm)
     try:
         previous = json.loads((folder / "meta.json").read_text()).get("sources")
     except (OSError, json.JSONDecodeError, AttributeError):
@@ -80,11 +80,11 @@ def source_fingerprints(case: Case, cache_dir: str | Path, *,
 
 
 def case_cache_dir(case: Case, cache_dir: str | Path, *,
-                   spacing_mm: float | None = None) -> Path:
+                   target_spacing_mm: float | None = None) -> Path:
     """Folder of ``case`` in the cache; the source folder's hash keeps same-named ids apart,
     and each target spacing has its own entry."""
     digest = hashlib.sha1(str(case.folder.resolve()).encode()).hexdigest()[:10]
-    grid = "native" if spacing_mm is None else f"{spacing_mm:g}mm"
+    grid = "native" if target_spacing_mm is None else f"{target_spacing_mm:g}mm"
     return Path(cache_dir) / "preprocessed" / grid / f"{case.case_id}-{digest}"
 
 
@@ -115,7 +115,8 @@ def _valid_meta(folder: Path, case: Case) -> dict[str, Any] | None:
 
 
 def preprocess_case(
-    case: Case, cache_dir: str | Path, *, spacing_mm: float | None = None, force: bool = False
+    case: Case, cache_dir: str | Path, *, target_spacing_mm: float | None = None,
+    force: bool = False,
 ) -> CachedCase:
     """Return the cached, preprocessed ``case``, building the cache entry if it is stale.
 
@@ -124,10 +125,10 @@ def preprocess_case(
     truncated ``.npy``) is rebuilt with a warning. Arrays are written first and ``meta.json``
     last, each atomically, so an interrupted build is never mistaken for a finished one.
     """
-    folder = case_cache_dir(case, cache_dir, spacing_mm=spacing_mm)
+    folder = case_cache_dir(case, cache_dir, target_spacing_mm=target_spacing_mm)
     meta = None if force else _valid_meta(folder, case)
     if meta is None:
-        meta = _build(case, folder, spacing_mm)
+        meta = _build(case, folder, target_spacing_mm)
         return _open(case.case_id, folder, meta)
     try:
         _check_entry(folder, case, meta)
@@ -135,7 +136,7 @@ def preprocess_case(
     except (OSError, ValueError, EOFError, TumorscopeError) as exc:  # a damaged entry
         log.warning("%s: cache entry of %s is damaged (%s); rebuilding it", folder,
                     case.case_id, exc)
-        return _open(case.case_id, folder, _build(case, folder, spacing_mm))
+        return _open(case.case_id, folder, _build(case, folder, target_spacing_mm))
 
 
 def _check_entry(folder: Path, case: Case, meta: dict[str, Any]) -> None:
@@ -153,12 +154,12 @@ def _check_entry(folder: Path, case: Case, meta: dict[str, Any]) -> None:
         raise ValueError(f"recorded grid differs from that of {case.files[0].name}")
 
 
-def _build(case: Case, folder: Path, spacing_mm: float | None) -> dict[str, Any]:
+def _build(case: Case, folder: Path, target_spacing_mm: float | None) -> dict[str, Any]:
     data = load_case(case)
     mask = brain_mask(data.image)
     box = bounding_box(mask, margin_vox=CROP_MARGIN_VOX)
     image, means, stds = zscore(crop(data.image, box), crop(mask, box))
-    zoom = zoom_factors(data.spacing_mm, spacing_mm)
+    zoom = zoom_factors(data.spacing_mm, target_spacing_mm)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_save_npy(folder / "image.npy", resample(image, zoom, order=1))
     arrays = {"image.npy": fingerprint(folder / "image.npy")}
@@ -176,7 +177,8 @@ def _build(case: Case, folder: Path, spacing_mm: float | None) -> dict[str, Any]
         "crop_box": box.to_dict(),
         "affine": np.asarray(data.affine).tolist(),
         "source_spacing_mm": list(data.spacing_mm),
-        "spacing_mm": list(data.spacing_mm) if spacing_mm is None else [spacing_mm] * 3,
+        "spacing_mm": (list(data.spacing_mm) if target_spacing_mm is None
+                       else [target_spacing_mm] * 3),
         "zscore_mean": means.tolist(),
         "zscore_std": stds.tolist(),
         "metadata": case.metadata,

@@ -320,7 +320,7 @@ def _predict_one(case: Case, run: Run, record: CaseRecord | None, model: torch.n
                  save_probabilities: bool) -> str | None:
     """Predict one case unless its recorded prediction is current; return why it was
     predicted (``None`` when reused). The record is written once the files are."""
-    sources = source_fingerprints(case, cache, spacing_mm=cfg.data.spacing_mm)
+    sources = source_fingerprints(case, cache, target_spacing_mm=cfg.data.spacing_mm)
     provenance = {
         "sources": {m: fp for m, fp in sources.items() if m != "seg"},
         "checkpoint": ck_info,
@@ -342,7 +342,7 @@ def _predict_one(case: Case, run: Run, record: CaseRecord | None, model: torch.n
         if record is not None and (record.to_dict() != new_record.to_dict()):
             run.record_case(new_record)  # label path or metadata moved on; the model did not
         return None
-    cached = preprocess_case(case, cache, spacing_mm=cfg.data.spacing_mm)
+    cached = preprocess_case(case, cache, target_spacing_mm=cfg.data.spacing_mm)
     t0 = time.perf_counter()
     label, prob = predict_case(
         model, cached, roi_size_vox=cfg.data.patch_size_vox, overlap=settings["overlap"],

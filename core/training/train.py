@@ -333,7 +333,7 @@ def _prepare_cases(cfg: Config, run: Run, *, resume: bool, progress: bool, dinfo
                      disable=not (progress and dinfo.main)):
         try:
             cached[case.case_id] = preprocess_case(case, cache_dir,
-                                                   spacing_mm=cfg.data.spacing_mm)
+                                                   target_spacing_mm=cfg.data.spacing_mm)
         except TumorscopeError as exc:  # one bad case does not stop the cohort
             if dinfo.main:
                 log.warning("skipped %s: %s", case.case_id, exc)
