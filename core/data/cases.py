@@ -349,6 +349,19 @@ def discover(root: str | Path) -> list[Case]:
 
     Raises :class:`LayoutError` naming ``root`` if it does not exist or holds no case, and
     :class:`~tumorscope.core.errors.UnreadableFileError` if ``root`` itself cannot be listed.
+
+    >>> import tempfile, nibabel as nib
+    >>> root = Path(tempfile.mkdtemp()) / "BraTS2021_00042"
+    >>> root.mkdir()
+    >>> brain = np.zeros((8, 8, 8), np.float32); brain[2:6, 2:6, 2:6] = 100
+    >>> for key in ("t1", "t1ce", "t2", "flair"):
+    ...     nib.save(nib.Nifti1Image(brain, np.eye(4)), root / f"BraTS2021_00042_{key}.nii.gz")
+    >>> [(c.case_id, c.layout, sorted(c.images), c.label) for c in discover(root.parent)]
+    [('BraTS2021_00042', 'brats2021', ['flair', 't1', 't1ce', 't2'], None)]
+    >>> discover(root.parent / "nowhere")
+    Traceback (most recent call last):
+    ...
+    tumorscope.core.errors.LayoutError: .../nowhere: folder does not exist
     """
     root = Path(root)
     if not root.is_dir():

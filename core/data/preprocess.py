@@ -124,6 +124,20 @@ def preprocess_case(
     when its stat identity changed), or :data:`CACHE_VERSION` moved; a damaged entry (a
     truncated ``.npy``) is rebuilt with a warning. Arrays are written first and ``meta.json``
     last, each atomically, so an interrupted build is never mistaken for a finished one.
+
+    >>> import tempfile, nibabel as nib
+    >>> from tumorscope.core.data.cases import discover
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "C1").mkdir()
+    >>> brain = np.zeros((12, 12, 12), np.float32); brain[3:9, 3:9, 3:9] = 100
+    >>> brain[5, 5, 5] = 300
+    >>> for key in ("t1", "t1ce", "t2", "flair"):
+    ...     nib.save(nib.Nifti1Image(brain, np.eye(4)), root / "C1" / f"C1_{key}.nii.gz")
+    >>> cached = preprocess_case(discover(root)[0], root / "cache")
+    >>> cached.image.shape, cached.box.original_shape   # cropped to the brain + 2 voxels
+    ((4, 10, 10, 10), (12, 12, 12))
+    >>> preprocess_case(discover(root)[0], root / "cache").meta == cached.meta  # reused
+    True
     """
     folder = case_cache_dir(case, cache_dir, target_spacing_mm=target_spacing_mm)
     meta = None if force else _valid_meta(folder, case)
