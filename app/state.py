@@ -1,14 +1,20 @@
-"""Session state of the app: defaults set once at the top of each run, page-change requests."""
+"""Session state of the app: defaults set once at the top of each run, page-change requests,
+and the :class:`Context` every page is drawn with.
+
+Pages import this module, never ``streamlit_main`` (which imports the pages).
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 import streamlit as st
 
-from tumorscope.app import data
+from tumorscope.app.results import Results, initial_results_dir
+from tumorscope.core.store import Run
 from tumorscope.render import style
 
 # Widget values that must survive a page change. Streamlit drops the state of widgets that a
@@ -33,7 +39,7 @@ GOTO_KEY = "_goto"
 def init_state() -> None:
     """Session defaults, set once, before any widget is drawn; keep page widgets alive."""
     if "results_dir" not in st.session_state:
-        folder, source = data.initial_results_dir(sys.argv[1:], os.environ)
+        folder, source = initial_results_dir(sys.argv[1:], os.environ)
         st.session_state["results_dir"] = folder
         st.session_state["results_source"] = source
     for key, value in DEFAULTS.items():
@@ -51,3 +57,18 @@ def request_page(page: str) -> None:
 def take_page_request() -> str | None:
     """The page a callback asked for, once."""
     return st.session_state.pop(GOTO_KEY, None)
+
+
+@dataclass
+class Context:
+    """What every page gets: the results, the chosen run and patient, and the other pages."""
+
+    results: Results
+    run: Run | None = None
+    case_id: str | None = None
+    pages: dict[str, Any] = field(default_factory=dict)
+    problem: str | None = None
+
+    def open(self, page: str) -> None:
+        """Switch to another page (ends this run)."""
+        st.switch_page(self.pages[page])

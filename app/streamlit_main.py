@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import streamlit as st
 
-from tumorscope.app import data, state
+from tumorscope.app import results, state, tables
+from tumorscope.app.pages import overview, patient, slices
+from tumorscope.app.state import Context
 from tumorscope.core.errors import TumorscopeError
-from tumorscope.core.store import Run
 
 log = logging.getLogger(__name__)
 
@@ -25,28 +24,13 @@ PAGE_ICONS = {"overview": ":material/table_chart:", "patient": ":material/view_i
               "slices": ":material/layers:"}
 
 
-@dataclass
-class Context:
-    """What every page gets: the results, the chosen run and patient, and the other pages."""
-
-    results: data.Results
-    run: Run | None = None
-    case_id: str | None = None
-    pages: dict[str, Any] = field(default_factory=dict)
-    problem: str | None = None
-
-    def open(self, page: str) -> None:
-        """Switch to another page (ends this run)."""
-        st.switch_page(self.pages[page])
-
-
 def _sidebar(ctx: Context) -> None:
     with st.sidebar:
         st.text_input(
             "Results folder", key="results_dir",
             help="A run folder, or a folder of runs. Also settable with "
                  "`streamlit run streamlit_app.py -- --results DIR` or $TUMORSCOPE_RESULTS.")
-        ctx.results = data.find_results(st.session_state["results_dir"])
+        ctx.results = results.find_results(st.session_state["results_dir"])
         if not ctx.results.runs:
             return
         names = [r.name for r in ctx.results.runs]
@@ -63,7 +47,7 @@ def _sidebar(ctx: Context) -> None:
             return
         if st.session_state.get("case_id") not in ids:
             st.session_state["case_id"] = ids[0]
-        cases = data.run_cases(ctx.run)
+        cases = tables.run_cases(ctx.run)
         st.selectbox("Patient", ids, key="case_id",
                      format_func=lambda c: c if c in cases and cases[c].label is not None
                      else f"{c} (no ground truth)")
@@ -79,8 +63,8 @@ def guarded(render: Callable[[Context], None], ctx: Context, *,
         if problem:
             st.title("Tumorscope")
             st.error(problem, icon=":material/folder_off:")
-            if ctx.results.root == data.DEFAULT_RESULTS:
-                st.code(data.BUILD_COMMAND, language="bash")
+            if ctx.results.root == results.DEFAULT_RESULTS:
+                st.code(results.BUILD_COMMAND, language="bash")
             return
         if needs_case and ctx.case_id is None:
             st.title(PAGE_TITLES["patient"])
@@ -102,18 +86,16 @@ def guarded(render: Callable[[Context], None], ctx: Context, *,
 
 def main() -> None:
     """Draw the app for one rerun."""
-    from tumorscope.app import overview, patient, slice_page
-
     st.set_page_config(page_title="Tumorscope", page_icon=":material/neurology:",
                        layout="wide")
     state.init_state()
-    ctx = Context(results=data.Results(data.DEFAULT_RESULTS))
+    ctx = Context(results=results.Results(results.DEFAULT_RESULTS))
     try:
         _sidebar(ctx)
     except TumorscopeError as exc:  # e.g. a damaged cases.json: say so on the page
         ctx.problem = f"Cannot read this run: {exc}"
     renderers = {"overview": (overview.render, False), "patient": (patient.render, True),
-                 "slices": (slice_page.render, True)}
+                 "slices": (slices.render, True)}
     ctx.pages = {
         name: st.Page(guarded(fn, ctx, needs_case=needs), title=PAGE_TITLES[name],
                       icon=PAGE_ICONS[name], url_path=name, default=name == "overview")

@@ -26,7 +26,7 @@ from streamlit.testing.v1 import AppTest
 # Outside `streamlit run` the cache decorators warn once each ("No runtime found"): noise here.
 streamlit_logger.set_log_level(logging.ERROR)
 
-from tumorscope.app import data  # noqa: E402
+from tumorscope.app.caches import clear_caches  # noqa: E402
 from tumorscope.core.store import open_runs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def main() -> None:
     first, second = ids[0], ids[1]
     sys.argv = ["streamlit_app.py"]  # the app reads --results from argv; use the state below
 
-    data.clear_caches()
+    clear_caches()
     at = AppTest.from_file(str(APP), default_timeout=600)
     at.session_state["results_dir"] = str(results)
     rows: list[tuple[str, float, float | None]] = []

@@ -1,4 +1,4 @@
-"""Tumour, error and brain surfaces in world millimetres (VTK SurfaceNets), with a disk cache.
+"""Tumour, error and brain surfaces in world millimetres (VTK SurfaceNets).
 
 Label maps are nibabel-ordered ``(X, Y, Z)`` arrays; ``affine`` is the (4, 4) voxel -> mm
 matrix of their NIfTI file (RAS+ world). Surfaces come back as :class:`pyvista.PolyData` in
@@ -6,16 +6,13 @@ world mm with outward point normals, whatever the affine's flips or spacing, so 
 ``mesh.volume`` is in mm^3 (ml x 1000) and two surfaces of one case overlay exactly.
 
 Mesh names: the regions ``"WT"``, ``"TC"``, ``"ET"`` and the raw canonical labels
-``"label_1"``, ``"label_2"``, ``"label_4"``; ``"FP"`` / ``"FN"`` for voxel errors.
+``"label_1"``, ``"label_2"``, ``"label_4"``; ``"FP"`` / ``"FN"`` for voxel errors. Their disk
+cache in a run is :mod:`tumorscope.render.mesh_cache`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 import pyvista as pv
@@ -23,19 +20,14 @@ from scipy import ndimage
 from vtkmodules.vtkFiltersCore import vtkQuadricClustering, vtkSurfaceNets3D
 
 from tumorscope.core.data.labels import LABEL_NAMES, REGIONS, region_mask
-from tumorscope.core.data.nifti import atomic_path, atomic_write_json, read_label
 from tumorscope.core.data.volumes import bounding_box
-from tumorscope.core.errors import CaseFileMissingError, ConfigError, GeometryError
-
-log = logging.getLogger(__name__)
+from tumorscope.core.errors import ConfigError, GeometryError
 
 LABEL_MESH_NAMES: tuple[str, ...] = tuple(f"label_{v}" for v in LABEL_NAMES if v != 0)
 MESH_NAMES: tuple[str, ...] = (*REGIONS, *LABEL_MESH_NAMES)
 """Every name :func:`region_meshes` accepts: regions first, then raw labels."""
 
 DISTANCE_ARRAY = "signed_distance_mm"
-CACHE_FORMAT_VERSION = 1
-_MANIFEST = "meshes.json"
 
 
 def _check_geometry(array: np.ndarray, affine: np.ndarray, what: str) -> np.ndarray:
@@ -49,7 +41,7 @@ def _check_geometry(array: np.ndarray, affine: np.ndarray, what: str) -> np.ndar
     return affine
 
 
-def _check_names(names: Iterable[str], allowed: Sequence[str]) -> tuple[str, ...]:
+def check_names(names: Iterable[str], allowed: Sequence[str]) -> tuple[str, ...]:
     names = tuple(names)
     bad = [n for n in names if n not in allowed]
     if bad:
@@ -83,7 +75,7 @@ def name_mask(label: np.ndarray, name: str) -> np.ndarray:
     >>> name_mask(np.array([0, 1, 2, 4]), "label_2").tolist()
     [False, False, True, False]
     """
-    _check_names([name], MESH_NAMES)
+    check_names([name], MESH_NAMES)
     if name in REGIONS:
         return region_mask(label, name)
     return np.asarray(label) == int(name.removeprefix("label_"))
@@ -205,7 +197,7 @@ def region_meshes(
     >>> [round(meshes[n].volume, -2) for n in meshes]
     [8000.0, 1000.0, 0.0]
     """
-    names = _check_names(names, MESH_NAMES)
+    names = check_names(names, MESH_NAMES)
     affine = _check_geometry(label, affine, "label")
     label = np.asarray(label)
     box = bounding_box(label != 0)
@@ -390,110 +382,3 @@ def error_meshes(
         "FP": mask_surface(pred_mask & ~true_mask, affine, **opts),
         "FN": mask_surface(true_mask & ~pred_mask, affine, **opts),
     }
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _read_manifest(path: Path) -> dict:
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return manifest if isinstance(manifest, dict) else {}
-
-
-def cached_region_meshes(
-    label_path: str | Path,
-    cache_dir: str | Path,
-    *,
-    names: Iterable[str] = REGIONS,
-    convention: str = "brats2020",
-    smooth_iterations: int = 30,
-    smooth_passband: float = 0.05,
-    decimate_fraction: float = 0.0,
-) -> dict[str, pv.PolyData]:
-    """:func:`region_meshes` of a label NIfTI, cached as ``.vtp`` files in ``cache_dir``.
-
-    ``cache_dir`` holds one source file's meshes (e.g. ``RUN/meshes/<case>/truth``) and a
-    ``meshes.json`` manifest written atomically after the meshes. The cache is keyed by the
-    source's content hash and the meshing options; the hash is recomputed only when the
-    file's (size, mtime_ns) changed, so reopening a case costs one ``stat`` plus the reads.
-    Names missing from a valid cache are computed and added. Labels are read in
-    ``convention`` ("brats2020" or "brats2023") and checked.
-
-    >>> import tempfile, nibabel as nib
-    >>> d = Path(tempfile.mkdtemp())
-    >>> lab = np.zeros((20, 20, 20), np.uint8); lab[5:15, 5:15, 5:15] = 4
-    >>> nib.save(nib.Nifti1Image(lab, np.eye(4)), d / "seg.nii.gz")
-    >>> first = cached_region_meshes(d / "seg.nii.gz", d / "cache", names=["ET"])
-    >>> again = cached_region_meshes(d / "seg.nii.gz", d / "cache", names=["ET"])
-    >>> bool(np.array_equal(first["ET"].points, again["ET"].points))
-    True
-    """
-    label_path, cache_dir = Path(label_path), Path(cache_dir)
-    names = _check_names(names, MESH_NAMES)
-    params = {
-        "format_version": CACHE_FORMAT_VERSION, "convention": convention,
-        "smooth_iterations": int(smooth_iterations), "smooth_passband": float(smooth_passband),
-        "decimate_fraction": float(decimate_fraction),
-    }
-    try:
-        stat = label_path.stat()
-    except FileNotFoundError:
-        raise CaseFileMissingError("label file does not exist", path=label_path) from None
-    manifest_path = cache_dir / _MANIFEST
-    manifest = _read_manifest(manifest_path)
-    source = manifest.get("source", {})
-    if source.get("size") == stat.st_size and source.get("mtime_ns") == stat.st_mtime_ns:
-        digest = source.get("digest") or _file_digest(label_path)
-    else:
-        digest = _file_digest(label_path)
-    valid = manifest.get("params") == params and source.get("digest") == digest
-    files: dict[str, str] = dict(manifest.get("files", {})) if valid else {}
-
-    meshes: dict[str, pv.PolyData] = {}
-    for name in names:
-        if name in files and (cache_dir / files[name]).is_file():
-            try:
-                meshes[name] = pv.read(cache_dir / files[name])
-            except Exception as exc:  # a damaged cache file is rebuilt, never fatal
-                log.warning("rebuilding unreadable mesh cache file %s (%s)",
-                            cache_dir / files[name], exc)
-    missing = [n for n in names if n not in meshes]
-    if not missing and valid and source.get("mtime_ns") == stat.st_mtime_ns:
-        return meshes
-
-    if missing:
-        volume = read_label(label_path, convention=convention)
-        built = region_meshes(
-            volume.data, volume.affine, names=missing, smooth_iterations=smooth_iterations,
-            smooth_passband=smooth_passband, decimate_fraction=decimate_fraction,
-        )
-        # Source and options in the file name: a manifest being replaced never points at
-        # meshes built from other data or with other options.
-        key = hashlib.blake2b(json.dumps([digest, params], sort_keys=True).encode(),
-                              digest_size=6).hexdigest()
-        for name, mesh in built.items():
-            file_name = f"{name}-{key}.vtp"
-            with atomic_path(cache_dir / file_name) as tmp:
-                mesh.save(tmp)
-            files[name] = file_name
-            meshes[name] = mesh
-    atomic_write_json(manifest_path, {
-        "source": {"path": str(label_path), "size": stat.st_size,
-                   "mtime_ns": stat.st_mtime_ns, "digest": digest},
-        "params": params,
-        "files": files,
-    })
-    keep = {*files.values(), _MANIFEST}
-    for stale in cache_dir.glob("*.vtp"):
-        if stale.name not in keep and not stale.name.startswith("."):  # "." = being written
-            stale.unlink(missing_ok=True)
-    return {name: meshes[name] for name in names}
-

@@ -196,7 +196,7 @@ def comparison_scene(
     """The standard comparison scene of one case, painted by VTK; returns the unshown plotter.
 
     ``truth`` and ``prediction`` map "WT", "TC", "ET" (from
-    :func:`~tumorscope.render.mesh.region_meshes` or ``cached_region_meshes``) to world-mm
+    :func:`~tumorscope.render.mesh.region_meshes` or the run's mesh cache) to world-mm
     surfaces, either may be ``None``; ``brain`` is a context surface
     (:func:`~tumorscope.render.mesh.brain_surface`), ``errors`` ``{"FP": mesh, "FN": mesh}``
     from ``error_meshes``, ``dice`` region -> Dice for the legend. What is drawn and how is

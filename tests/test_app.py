@@ -18,9 +18,13 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from tumorscope.app import data, exports, slices
+from tumorscope.app import meshes, tables, volumes
+from tumorscope.app.caches import stamp
 from tumorscope.app.cli import main as cli_main
+from tumorscope.app.results import RESULTS_ENV
+from tumorscope.core.data.geometry import to_ras
 from tumorscope.core.store import Run
+from tumorscope.render import export, slices
 from tumorscope.render.layers import SceneOptions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,7 +110,7 @@ def open_patient(at: AppTest, case_id: str) -> AppTest:
 
 def test_overview_shows_every_patient_table_and_charts(run_dir: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(data.RESULTS_ENV, str(run_dir))  # the env var is one way in
+    monkeypatch.setenv(RESULTS_ENV, str(run_dir))  # the env var is one way in
     at = ok(AppTest.from_file(str(APP), default_timeout=TIMEOUT_S).run())
     assert titles(at) == ["Cohort overview"]
     table = at.dataframe[0].value
@@ -133,7 +137,7 @@ def test_overview_shows_every_patient_table_and_charts(run_dir: Path,
 
 def test_results_folder_from_command_line(run_dir: Path, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(data.RESULTS_ENV, str(tmp_path / "not-this-one"))
+    monkeypatch.setenv(RESULTS_ENV, str(tmp_path / "not-this-one"))
     monkeypatch.setattr(sys, "argv", ["streamlit_app.py", "--results", str(run_dir.parent)])
     at = ok(AppTest.from_file(str(APP), default_timeout=TIMEOUT_S).run())
     assert titles(at) == ["Cohort overview"]
@@ -216,8 +220,8 @@ def test_slice_sliders_overlays_and_jump(run_dir: Path) -> None:
 
     at.slider(key="sl_x").set_value(0).run()
     at.button(key="btn_jump").click().run()
-    label = data.load_label(str(Run(run_dir).cases()[case_id]["label"]),
-                            data.stamp(Run(run_dir).cases()[case_id]["label"]), "brats2020")
+    label = volumes.load_label(str(Run(run_dir).cases()[case_id]["label"]),
+                               stamp(Run(run_dir).cases()[case_id]["label"]), "brats2020")
     expected = slices.largest_slices(label.data != 0)
     assert tuple(at.slider(key=k).value for k in ("sl_x", "sl_y", "sl_z")) == expected
 
@@ -227,7 +231,8 @@ def test_clicking_a_view_moves_the_crosshair(run_dir: Path) -> None:
     at = open_patient(ok(app(run_dir).run()), case_id)
     at = ok(at.button(key="btn_to_slices").click().run())
     x, y, z = (at.slider(key=k).value for k in ("sl_x", "sl_y", "sl_z"))
-    shape = data.load_label(str(Run(run_dir).prediction_path(case_id)), 0, "brats2020").shape
+    shape = volumes.load_label(str(Run(run_dir).prediction_path(case_id)), 0,
+                               "brats2020").shape
     before = image_urls(at)
     # What the browser sends for a click at a quarter from the left, a third from the top of
     # the axial view (shown 300 x 300 px): the patient's right, anterior half.
@@ -266,7 +271,7 @@ def test_case_without_ground_truth_shows_prediction_only(no_truth_run: Path) -> 
 def test_missing_default_results_names_the_command(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv(data.RESULTS_ENV, raising=False)
+    monkeypatch.delenv(RESULTS_ENV, raising=False)
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S).run()
     assert not at.exception
     assert len(at.error) == 1 and "`tumorscope demo`" in at.error[0].value
@@ -321,17 +326,17 @@ def test_broken_results_show_one_clear_message(damage: str, run_dir: Path,
 
 def test_exports_write_real_files(run_dir: Path) -> None:
     run = Run(run_dir)
-    pat = data.patient(run, run.case_ids()[0])
-    truth, pred = data.truth_meshes(pat), data.prediction_meshes(pat)
-    png = exports.scene_png(truth, pred,
+    case = tables.case_record(run, run.case_ids()[0])
+    truth, pred = meshes.surfaces(run, case, "truth"), meshes.surfaces(run, case, "prediction")
+    png = export.scene_png(truth, pred,
                             options=SceneOptions(camera="axial", window_size=(320, 240)))
     image = np.asarray(Image.open(io.BytesIO(png)))
     assert image.shape == (240, 320, 3) and image.std() > 5
-    named = exports.named_meshes(truth, pred)
+    named = export.named_meshes(truth, pred)
     assert {"WT", "truth_WT"} <= set(named)
-    assert exports.meshes_glb(named)[:4] == b"glTF"
-    assert b"plotly" in exports.scene_html(truth, pred, options=SceneOptions(title="t"))[:200_000]
-    with zipfile.ZipFile(io.BytesIO(exports.meshes_vtp_zip(named))) as archive:
+    assert export.meshes_glb(named)[:4] == b"glTF"
+    assert b"plotly" in export.scene_html(truth, pred, options=SceneOptions(title="t"))[:200_000]
+    with zipfile.ZipFile(io.BytesIO(export.meshes_vtp_zip(named))) as archive:
         assert {f"{n}.vtp" for n in named} == set(archive.namelist())
 
 
@@ -341,30 +346,32 @@ def test_orientation_is_radiological_whatever_the_affine() -> None:
     for affine in (np.diag([1.0, 1.0, 1.0, 1.0]), np.diag([-1.0, -1.0, 1.0, 1.0]),
                    np.array([[0, -1.0, 0, 0], [1.0, 0, 0, 0], [0, 0, 2.0, 0], [0, 0, 0, 1]])):
         # Write the marker where this affine puts the RAS corner, then turn back to RAS.
-        ras = data.to_ras(np.arange(volume.size).reshape(volume.shape), affine)
+        ras = to_ras(np.arange(volume.size).reshape(volume.shape), affine)
         right_anterior_superior = tuple(n - 1 for n in ras.shape)  # RAS index order
         source_index = np.unravel_index(int(ras.data[right_anterior_superior]), volume.shape)
         marked = np.zeros(volume.shape, np.float32)
         marked[source_index] = 1.0
-        shown = data.to_ras(marked, affine)
+        shown = to_ras(marked, affine)
         axial = slices.slice_2d(shown.data, "axial", shown.shape[2] - 1)
         assert axial[0, 0] == 1.0  # top-left: anterior up, patient right on the image left
         coronal = slices.slice_2d(shown.data, "coronal", shown.shape[1] - 1)
         assert coronal[0, 0] == 1.0  # top-left: superior up, patient right on the left
 
 
-@pytest.mark.parametrize("module", ["tumorscope.app.data", "tumorscope.app.slices",
-                                    "tumorscope.app.scene3d", "tumorscope.app.overview",
-                                    "tumorscope.app.exports"])
+@pytest.mark.parametrize("module", ["tumorscope.app.results", "tumorscope.render.cohort",
+                                    "tumorscope.core.data.geometry", "tumorscope.render.slices",
+                                    "tumorscope.app.pages.patient",
+                                    "tumorscope.app.pages.overview", "tumorscope.render.export"])
 def test_docstring_examples(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
 
 
 def test_app_pages_start_without_torch() -> None:
-    code = ("import sys; import tumorscope.app.streamlit_main, tumorscope.app.overview, "
-            "tumorscope.app.patient, tumorscope.app.slice_page, tumorscope.app.scene3d, "
-            "tumorscope.app.exports; print('torch' in sys.modules)")
+    code = ("import sys; import tumorscope.app.streamlit_main, tumorscope.app.pages.overview, "
+            "tumorscope.app.pages.patient, tumorscope.app.pages.slices, tumorscope.app.meshes, "
+            "tumorscope.app.volumes, tumorscope.app.tables, tumorscope.render.export; "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False", out.stderr

@@ -21,7 +21,8 @@ def test_import_contracts_are_kept() -> None:
 
 
 def test_check_and_the_app_modules_start_without_torch() -> None:
-    code = ("import sys, tumorscope.app.data, tumorscope.app.overview, tumorscope.render.layers,"
+    code = ("import sys, tumorscope.app.tables, tumorscope.app.volumes, tumorscope.app.meshes,"
+            " tumorscope.app.pages.overview, tumorscope.render.layers,"
             " tumorscope.core.data.cases, tumorscope.core.scoring.evaluate;"
             " print('torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -15,10 +15,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import pyvista as pv  # noqa: E402
 
-from tumorscope.app import exports  # noqa: E402
 from tumorscope.core.errors import ConfigError  # noqa: E402
+from tumorscope.render import export, style  # noqa: E402
 from tumorscope.render import layers as layers_module  # noqa: E402
-from tumorscope.render import style  # noqa: E402
 from tumorscope.render.layers import (  # noqa: E402
     NESTED_OFFSET_MM,
     Layer,
@@ -181,8 +180,8 @@ def test_vtk_plotly_and_html_draw_the_same_layers(case: dict, options: SceneOpti
     vtk = _vtk_looks(layers, options)
     _assert_agree(layers, vtk, in_page)
     # The app's HTML download paints the page's figure, through the same layers.
-    html = exports.scene_html(case["truth"], case["prediction"], brain=case["brain"],
-                              errors=case["errors"], dice=case["dice"], options=options)
+    html = export.scene_html(case["truth"], case["prediction"], brain=case["brain"],
+                             errors=case["errors"], dice=case["dice"], options=options)
     _assert_agree(layers, vtk, _plotly_looks(*_html_figure(html)))
 
 

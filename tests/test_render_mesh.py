@@ -1,4 +1,5 @@
-"""Region meshes in world mm, signed distances, the mesh cache and mesh exports."""
+"""Region meshes in world mm, signed distances and mesh exports (the cache:
+test_render_mesh_cache.py)."""
 
 from __future__ import annotations
 
@@ -11,19 +12,16 @@ from pathlib import Path
 
 os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 
-import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import pyvista as pv  # noqa: E402
 
 from tumorscope.core.errors import ConfigError, GeometryError  # noqa: E402
-from tumorscope.render import mesh as mesh_module  # noqa: E402
 from tumorscope.render import style  # noqa: E402
 from tumorscope.render.export import export_mesh, export_meshes  # noqa: E402
 from tumorscope.render.mesh import (  # noqa: E402
     DISTANCE_ARRAY,
     brain_surface,
-    cached_region_meshes,
     error_meshes,
     mask_surface,
     region_meshes,
@@ -162,72 +160,6 @@ def test_brain_surface_is_coarse_closed_and_placed() -> None:
     assert surf.volume == pytest.approx(4 / 3 * np.pi * 44.0**3, rel=0.05)
     assert np.allclose(surf.center, CENTRE_MM, atol=1.5)
     assert surf.n_points < mask_surface(img > 0, AFFINE).n_points / 2
-
-
-def _write_label(path: Path, lab: np.ndarray) -> None:
-    nib.save(nib.Nifti1Image(lab, AFFINE), path)
-
-
-def test_cache_hit_returns_identical_meshes_without_recomputing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    lab = np.zeros((30, 30, 30), np.uint8)
-    lab[5:25, 6:22, 7:20] = 2
-    lab[10:18, 10:16, 10:15] = 4
-    src, cache = tmp_path / "seg.nii.gz", tmp_path / "meshes" / "case"
-    _write_label(src, lab)
-
-    calls = {"n": 0}
-    real = mesh_module.region_meshes
-
-    def counting(*args, **kwargs):
-        calls["n"] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(mesh_module, "region_meshes", counting)
-    first = cached_region_meshes(src, cache)
-    assert calls["n"] == 1
-    files = sorted(cache.glob("*.vtp"))
-    assert len(files) == 3
-    mtimes = [f.stat().st_mtime_ns for f in files]
-    manifest = json.loads((cache / "meshes.json").read_text())
-    assert set(manifest["files"]) == {"WT", "TC", "ET"}
-
-    again = cached_region_meshes(src, cache)
-    assert calls["n"] == 1
-    assert [f.stat().st_mtime_ns for f in sorted(cache.glob("*.vtp"))] == mtimes
-    for name in first:
-        assert np.array_equal(first[name].points, again[name].points)
-        assert np.array_equal(first[name].faces, again[name].faces)
-
-    # A name not cached yet is added without redoing the others.
-    cached_region_meshes(src, cache, names=["ET", "label_4"])
-    assert calls["n"] == 2
-    assert [f.stat().st_mtime_ns for f in files] == mtimes
-
-    # Other options or new file content invalidate the cache, and stale files go.
-    cached_region_meshes(src, cache, smooth_iterations=5)
-    assert calls["n"] == 3
-    lab[lab == 4] = 1
-    _write_label(src, lab)
-    rebuilt = cached_region_meshes(src, cache)
-    assert calls["n"] == 4
-    assert rebuilt["ET"].n_points == 0
-    assert len(list(cache.glob("*.vtp"))) == 3
-
-    # A touched but unchanged file is recognised by its content hash.
-    os.utime(src, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns + 10**9))
-    cached_region_meshes(src, cache)
-    assert calls["n"] == 4
-
-
-def test_cache_reads_brats2023_labels(tmp_path: Path) -> None:
-    lab = np.zeros((20, 20, 20), np.uint8)
-    lab[5:15, 5:15, 5:15] = 3  # enhancing in BraTS 2023
-    _write_label(tmp_path / "seg.nii.gz", lab)
-    meshes = cached_region_meshes(tmp_path / "seg.nii.gz", tmp_path / "c",
-                                  names=["ET"], convention="brats2023")
-    assert meshes["ET"].n_points > 0
 
 
 @pytest.mark.parametrize("suffix", [".vtp", ".stl", ".obj", ".ply", ".glb"])

@@ -1,12 +1,15 @@
-"""World geometry of voxel grids: whether two grids match, and reorienting one onto another."""
+"""World geometry of voxel grids: whether two grids match, reorienting one onto another, and
+turning a volume to RAS+ axis order for display."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from tumorscope.core.data.nifti import voxel_spacing_mm
 from tumorscope.core.errors import GeometryError
 
 AFFINE_ATOL_MM = 1e-3
@@ -56,3 +59,41 @@ def _spacing(affine: np.ndarray) -> tuple[float, ...]:
 
 def _origin(affine: np.ndarray) -> tuple[float, ...]:
     return tuple(round(float(v), 2) for v in affine[:3, 3])
+
+
+@dataclass(frozen=True)
+class RasVolume:
+    """A volume turned to the closest canonical (RAS+) axis order for display.
+
+    ``data`` ``(X, Y, Z)``: index increases towards the patient's Right, Anterior, Superior;
+    ``spacing_mm`` along those axes; ``affine`` maps these indices to the same world mm as
+    the source file; ``source_axcodes`` the file's own orientation (e.g. ``('L', 'P', 'S')``
+    for BraTS files).
+    """
+
+    data: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    affine: np.ndarray
+    source_axcodes: tuple[str, str, str]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.data.shape)
+
+
+def to_ras(data: np.ndarray, affine: np.ndarray) -> RasVolume:
+    """Flip and permute ``data`` ``(X, Y, Z)`` so its axes point R, A, S (no resampling).
+
+    >>> v = to_ras(np.arange(8).reshape(2, 2, 2), np.diag([-1.0, -1.0, 2.0, 1.0]))
+    >>> v.source_axcodes, v.spacing_mm, v.data[:, :, 0].tolist()
+    (('L', 'P', 'S'), (1.0, 1.0, 2.0), [[6, 4], [2, 0]])
+    """
+    ornt = nib.orientations.io_orientation(affine)
+    ras = np.ascontiguousarray(nib.orientations.apply_orientation(data, ornt))
+    spacing_in = voxel_spacing_mm(affine)
+    spacing = [0.0, 0.0, 0.0]
+    for axis_in, (axis_out, _) in enumerate(ornt):
+        spacing[int(axis_out)] = spacing_in[axis_in]
+    ras_affine = affine @ nib.orientations.inv_ornt_aff(ornt, data.shape)
+    return RasVolume(ras, tuple(spacing), ras_affine,
+                     tuple(nib.orientations.aff2axcodes(affine)))

@@ -1,22 +1,19 @@
-"""A run's case as meshes and scenes: truth, prediction and brain read through the store,
-meshed once and cached in ``RUN/meshes/<case>/``; PNGs for a whole run."""
+"""Rendering a run: each case's truth, prediction and brain surfaces (read through the store,
+cached by :mod:`~tumorscope.render.mesh_cache`), its comparison scene, and PNGs of a whole run."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyvista as pv
 
-from tumorscope.core.data.nifti import atomic_path, atomic_write_json, read_nifti
 from tumorscope.core.errors import LayoutError, TumorscopeError
-from tumorscope.core.fingerprint import fingerprint, same_content
 from tumorscope.core.store import CaseRecord, Run
 
-from .layers import SceneOptions, check_window_size
-from .mesh import brain_surface, cached_region_meshes
+from .layers import CameraPreset, SceneOptions, check_window_size
+from .mesh_cache import BRAIN_MESH, case_surfaces
 from .scene import comparison_scene, save_png
 
 
@@ -32,32 +29,6 @@ class CaseMeshes:
     synthetic: bool = False
 
 
-def cached_brain_surface(image_path: str | Path, cache_dir: str | Path) -> pv.PolyData:
-    """:func:`brain_surface` of a skull-stripped image, cached as ``brain.vtp`` beside the
-    content fingerprint of the source, so it is rebuilt exactly when the image's bytes change
-    (the hash is recomputed only when the file's stat identity changed)."""
-    image_path, cache_dir = Path(image_path), Path(cache_dir)
-    mesh_path, key_path = cache_dir / "brain.vtp", cache_dir / "brain.json"
-    try:
-        previous = json.loads(key_path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        previous = None
-    key = fingerprint(image_path, previous if isinstance(previous, dict) else None)
-    if same_content(previous if isinstance(previous, dict) else None, key) \
-            and mesh_path.is_file():
-        try:
-            return pv.read(mesh_path)
-        except (OSError, ValueError):
-            pass  # damaged cache file: rebuilt below
-    vol = read_nifti(image_path)
-    mesh = brain_surface(vol.data, vol.affine, simplify_mm=3.0)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(mesh_path) as tmp:
-        mesh.save(tmp)
-    atomic_write_json(key_path, key)
-    return mesh
-
-
 def case_meshes(
     run: Run, case_id: str, *, cases: Mapping[str, CaseRecord] | None = None,
     dice: dict[str, float] | None = None,
@@ -70,15 +41,9 @@ def case_meshes(
     if not run.prediction_path(case_id).is_file():
         raise LayoutError(f"no prediction for case {case_id!r} in the run", path=run.path)
     record = cases[case_id] if cases and case_id in cases else run.case_record(case_id)
-    cache = run.mesh_dir(case_id)
-    prediction = cached_region_meshes(run.prediction_path(case_id), cache / "prediction",
-                                      convention=record.label_convention)
-    truth = None
-    if record.has_truth:
-        truth = cached_region_meshes(record.label, cache / "truth",
-                                     convention=record.label_convention)
-    brain = None if record.brain_image is None else cached_brain_surface(record.brain_image,
-                                                                         cache)
+    prediction = case_surfaces(run, record, "prediction") or {}
+    truth = case_surfaces(run, record, "truth")
+    brain = (case_surfaces(run, record, "brain") or {}).get(BRAIN_MESH)
     if dice is None:
         dice = run.dice_by_region(case_id).get(case_id, {})
     return CaseMeshes(case_id, truth, prediction, brain, dice, record.synthetic)
@@ -100,7 +65,7 @@ def render_run(
     out_dir: str | Path,
     *,
     case_ids: Sequence[str] | None = None,
-    cameras: Iterable[str] = ("oblique",),
+    cameras: Iterable[CameraPreset] = ("oblique",),
     window_size: tuple[int, int] = (1024, 768),
     progress: bool = True,
 ) -> tuple[list[Path], list[str]]:

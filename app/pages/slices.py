@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import numpy as np
 import streamlit as st
 from streamlit_image_coordinates import streamlit_image_coordinates
 
-from tumorscope.app import data, exports, slices
+from tumorscope.app import tables
+from tumorscope.app import volumes as volumes_cache
+from tumorscope.app.caches import stamp
+from tumorscope.app.state import Context
+from tumorscope.app.volumes import CaseVolumes
 from tumorscope.core.data.labels import LABEL_NAMES, REGION_NAMES, REGIONS
-from tumorscope.render import style
-
-if TYPE_CHECKING:
-    from tumorscope.app.streamlit_main import Context
+from tumorscope.core.store import CaseRecord
+from tumorscope.render import slices, style
+from tumorscope.render.export import png_bytes
+from tumorscope.render.slices import View
 
 OVERLAY_LABELS = {
     "prediction": "Prediction", "truth": "Ground truth",
     "both": "Truth outline + prediction", "disagreement": "Disagreement (FP red, FN blue)",
     "none": "None",
 }
-VIEW_SLIDERS = {"axial": ("sl_z", "Axial slice (z, I → S)"),
+VIEW_SLIDERS: dict[View, tuple[str, str]] = {"axial": ("sl_z", "Axial slice (z, I → S)"),
                 "coronal": ("sl_y", "Coronal slice (y, P → A)"),
                 "sagittal": ("sl_x", "Sagittal slice (x, L → R)")}
 POSITION_KEYS = ("sl_x", "sl_y", "sl_z")
@@ -35,43 +39,44 @@ CONVENTION_NOTE = (
 
 def render(ctx: Context) -> None:
     assert ctx.run is not None and ctx.case_id is not None
-    pat = data.patient(ctx.run, ctx.case_id)
+    case = tables.case_record(ctx.run, ctx.case_id)
+    images = volumes_cache.modality_paths(case)
     title, button = st.columns([5, 1], vertical_alignment="bottom")
-    title.title(f"Slices · {pat.case_id}")
+    title.title(f"Slices · {case.case_id}")
     if button.button("Patient 3D", key="btn_to_patient", icon=":material/view_in_ar:"):
         ctx.open("patient")
-    if pat.synthetic:
+    if case.synthetic:
         st.caption(":material/science: Synthetic demo data, not a patient.")
-    if not pat.images:
-        st.warning(f"No images are recorded for {pat.case_id} in {ctx.run.cases_path}.")
+    if not images:
+        st.warning(f"No images are recorded for {case.case_id} in {ctx.run.cases_path}.")
         return
-    modality = _modality_picker(pat)
-    volumes = data.case_volumes(pat, modality)
-    _reset_on_new_case(pat, volumes)
-    _follow_clicks(volumes.image.shape)
-    _reset_window_on_change(pat, modality)
-    _overlay_controls(pat)
-    _window_controls(pat, modality, volumes)
-    images = _views(volumes)
-    _legend(pat)
-    _readout(volumes)
-    st.caption(CONVENTION_NOTE.format(codes="".join(volumes.image.source_axcodes)))
+    modality = _modality_picker(list(images))
+    voxels = volumes_cache.case_volumes(ctx.run, case, modality)
+    case_key = f"{ctx.run.path}|{case.case_id}"
+    _reset_on_new_case(case_key, voxels)
+    _follow_clicks(voxels.image.shape)
+    _reset_window_on_change(f"{case_key}|{modality}", images[modality])
+    _overlay_controls(case)
+    _window_controls(images[modality], voxels)
+    views = _views(voxels)
+    _legend()
+    _readout(voxels)
+    st.caption(CONVENTION_NOTE.format(codes="".join(voxels.image.source_axcodes)))
     st.download_button(
         "Slices (PNG)", key="btn_slices_png", mime="image/png", icon=":material/image:",
-        file_name=f"{pat.case_id}_{modality}_x{st.session_state['sl_x']}"
+        file_name=f"{case.case_id}_{modality}_x{st.session_state['sl_x']}"
                   f"_y{st.session_state['sl_y']}_z{st.session_state['sl_z']}.png",
-        data=lambda: exports.png_bytes(slices.combine_views(images)))
+        data=lambda: png_bytes(slices.combine_views(views)))
 
 
-def _modality_picker(pat: data.Patient) -> str:
-    options = list(pat.images)
+def _modality_picker(options: list[str]) -> str:
     if st.session_state.get("sl_modality") not in options:
         st.session_state["sl_modality"] = "flair" if "flair" in options else options[0]
     st.segmented_control("Modality", options, key="sl_modality", required=True)
     return st.session_state["sl_modality"] or options[0]
 
 
-def tumour_mask(volumes: data.CaseVolumes) -> np.ndarray:
+def tumour_mask(volumes: CaseVolumes) -> np.ndarray:
     """Whole tumour of the truth, else of the prediction (what 'the tumour' means here)."""
     source = volumes.truth if volumes.truth is not None else volumes.prediction
     return source.data != 0
@@ -82,9 +87,8 @@ def _jump(position: tuple[int, int, int]) -> None:
         st.session_state[key] = int(value)
 
 
-def _reset_on_new_case(pat: data.Patient, volumes: data.CaseVolumes) -> None:
+def _reset_on_new_case(case_key: str, volumes: CaseVolumes) -> None:
     """A new patient opens on its largest tumour slices (or the volume's centre)."""
-    case_key = f"{pat.run.path}|{pat.case_id}"
     shape = volumes.image.shape
     inside = all(0 <= int(st.session_state.get(k, -1)) < n
                  for k, n in zip(POSITION_KEYS, shape, strict=True))
@@ -113,9 +117,8 @@ def _follow_clicks(shape: tuple[int, int, int]) -> None:
                               col_frac=click["x"] / click["width"]))
 
 
-def _auto_window(pat: data.Patient, modality: str) -> tuple[float, float]:
-    path = pat.images[modality]
-    return data.auto_window(str(path), data.stamp(path))
+def _auto_window(path: Path) -> tuple[float, float]:
+    return volumes_cache.auto_window(str(path), stamp(path))
 
 
 def _set_window(level: float, width: float) -> None:
@@ -123,21 +126,20 @@ def _set_window(level: float, width: float) -> None:
     st.session_state["sl_width"] = float(width)
 
 
-def _reset_window_on_change(pat: data.Patient, modality: str) -> None:
-    key = f"{pat.run.path}|{pat.case_id}|{modality}"
+def _reset_window_on_change(key: str, path: Path) -> None:
     if st.session_state.get("sl_window_for") != key:
         st.session_state["sl_window_for"] = key
-        _set_window(*_auto_window(pat, modality))
+        _set_window(*_auto_window(path))
 
 
-def _overlay_controls(pat: data.Patient) -> None:
-    options = list(OVERLAY_LABELS) if pat.has_truth else ["prediction", "none"]
+def _overlay_controls(case: CaseRecord) -> None:
+    options = list(OVERLAY_LABELS) if case.has_truth else ["prediction", "none"]
     if st.session_state.get("sl_overlay") not in options:
         st.session_state["sl_overlay"] = "prediction"
     overlay, drawn, alpha, region = st.columns([3, 2, 2, 2])
     overlay.selectbox("Overlay", options, key="sl_overlay",
                       format_func=OVERLAY_LABELS.__getitem__,
-                      help=None if pat.has_truth else "No ground truth for this case.")
+                      help=None if case.has_truth else "No ground truth for this case.")
     chosen = st.session_state["sl_overlay"]
     drawn.segmented_control("Drawn as", ["filled", "outline"], key="sl_style", required=True,
                             disabled=chosen in ("both", "none"))
@@ -148,9 +150,8 @@ def _overlay_controls(pat: data.Patient) -> None:
                      format_func=lambda r: f"{r} ({REGION_NAMES[r]})")
 
 
-def _window_controls(pat: data.Patient, modality: str, volumes: data.CaseVolumes) -> None:
-    path = pat.images[modality]
-    low, high = data.intensity_range(str(path), data.stamp(path))
+def _window_controls(path: Path, volumes: CaseVolumes) -> None:
+    low, high = volumes_cache.intensity_range(str(path), stamp(path))
     span = high - low
     step = span / 500.0
     # Keep stored values inside this image's range (a slider outside its range raises).
@@ -166,15 +167,15 @@ def _window_controls(pat: data.Patient, modality: str, volumes: data.CaseVolumes
                 help="Largest whole-tumour cross-section in each view "
                      "(ground truth if there is one, else the prediction).")
     reset.button("Auto window", key="btn_auto_window", on_click=_set_window,
-                 args=_auto_window(pat, modality), icon=":material/contrast:",
+                 args=_auto_window(path), icon=":material/contrast:",
                  help="0.5-99.5th percentile of the brain's intensities.")
 
 
-def _views(volumes: data.CaseVolumes) -> dict[str, np.ndarray]:
+def _views(volumes: CaseVolumes) -> dict[View, np.ndarray]:
     s = st.session_state
     xyz = (int(s["sl_x"]), int(s["sl_y"]), int(s["sl_z"]))
     shape = volumes.image.shape
-    images: dict[str, np.ndarray] = {}
+    images: dict[View, np.ndarray] = {}
     # Images in one row and sliders in the next, so the sliders line up whatever the views'
     # heights (axial is 240 x 240 mm, coronal and sagittal 240 x 155 mm in BraTS).
     columns = st.columns(3)
@@ -206,7 +207,7 @@ def _chip(colour: style.Colour, text: str) -> str:
             f"vertical-align:-0.1em'></span>{text}")
 
 
-def _legend(pat: data.Patient) -> None:
+def _legend() -> None:
     overlay = st.session_state["sl_overlay"]
     if overlay == "none":
         return
@@ -221,7 +222,7 @@ def _legend(pat: data.Patient) -> None:
     st.markdown(" ".join(chips), unsafe_allow_html=True)
 
 
-def _readout(volumes: data.CaseVolumes) -> None:
+def _readout(volumes: CaseVolumes) -> None:
     """What lies under the crosshair: voxel, world position, intensity and labels."""
     s = st.session_state
     xyz = (int(s["sl_x"]), int(s["sl_y"]), int(s["sl_z"]))

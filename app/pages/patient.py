@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import streamlit as st
 
-from tumorscope.app import data, exports
+from tumorscope.app import meshes as case_meshes
+from tumorscope.app import tables
+from tumorscope.app.caches import stamp
+from tumorscope.app.state import Context
 from tumorscope.core.data.labels import REGION_NAMES, REGIONS
 from tumorscope.core.scoring.metrics import HD95_DEFINITION, METRIC_COLUMNS, METRIC_DOCS
-from tumorscope.render.layers import ColourBy, SceneOptions
+from tumorscope.core.store import CaseRecord, Run
+from tumorscope.render import export
+from tumorscope.render.layers import CameraPreset, ColourBy, SceneOptions
 
 if TYPE_CHECKING:
-    from tumorscope.app.streamlit_main import Context
+    import plotly.graph_objects as go
 
 SYNTHETIC_NOTE = ("Synthetic demo data: this tumour was grown inside the ICBM152 brain "
                   "template by `tumorscope demo-data`; it is not a patient.")
 NO_TRUTH_NOTE = ("No ground truth for this case: the prediction is shown alone, without "
                  "scores, errors or distance colouring.")
-CAMERA_LABELS = {"oblique": "oblique", "axial": "axial (from the feet)",
+CAMERA_LABELS: dict[CameraPreset, str] = {"oblique": "oblique", "axial": "axial (from the feet)",
                  "coronal": "coronal (from the front)",
                  "sagittal": "sagittal (from the patient's left)"}
 COLOURINGS: dict[str, ColourBy] = {"region colours": "region",
@@ -39,21 +45,21 @@ class View3D:
 
 def render(ctx: Context) -> None:
     assert ctx.run is not None and ctx.case_id is not None
-    pat = data.patient(ctx.run, ctx.case_id)
-    metrics, _ = data.cohort(ctx.run)
-    rows = metrics[metrics["case_id"] == pat.case_id]
+    run, case = ctx.run, tables.case_record(ctx.run, ctx.case_id)
+    metrics, _ = tables.cohort(run)
+    rows = metrics[metrics["case_id"] == case.case_id]
     title, button = st.columns([5, 1], vertical_alignment="bottom")
-    title.title(f"Patient {pat.case_id}")
+    title.title(f"Patient {case.case_id}")
     if button.button("Slice viewer", key="btn_to_slices", icon=":material/layers:"):
         ctx.open("slices")
     dice = dice_of(rows)
-    stale = data.stale_scores(ctx.run).get(pat.case_id)
+    stale = tables.stale_scores(run).get(case.case_id)
     if stale:
-        st.warning(f"No current score for {pat.case_id}: {stale}.", icon=":material/history:")
-    _header(pat, dice, metrics)
-    view, meshes = _scene(pat, dice)
-    _scores(pat, rows)
-    _downloads(pat, rows, dice, view, meshes)
+        st.warning(f"No current score for {case.case_id}: {stale}.", icon=":material/history:")
+    _header(case, dice, metrics)
+    view, meshes = _scene(run, case, dice)
+    _scores(run, case, rows)
+    _downloads(case, rows, dice, view, meshes)
 
 
 def dice_of(rows: pd.DataFrame) -> dict[str, float]:
@@ -61,15 +67,15 @@ def dice_of(rows: pd.DataFrame) -> dict[str, float]:
     return {str(r["region"]): float(r["dice"]) for _, r in rows.iterrows()}
 
 
-def _header(pat: data.Patient, dice: dict[str, float], metrics: pd.DataFrame) -> None:
-    if pat.synthetic:
+def _header(case: CaseRecord, dice: dict[str, float], metrics: pd.DataFrame) -> None:
+    if case.synthetic:
         st.info(SYNTHETIC_NOTE, icon=":material/science:")
-    meta = pat.metadata
+    meta = case.metadata
     age = meta.get("age")
     tiles = st.columns(6)
     tiles[0].metric("Grade", meta.get("grade") or "unknown")
     tiles[1].metric("Age", f"{float(age):.0f}" if isinstance(age, int | float) else "unknown")
-    tiles[2].metric("Ground truth", "yes" if pat.has_truth else "none")
+    tiles[2].metric("Ground truth", "yes" if case.has_truth else "none")
     for tile, region in zip(tiles[3:], REGIONS, strict=True):
         value = dice.get(region)
         if value is None or math.isnan(value):
@@ -81,12 +87,12 @@ def _header(pat: data.Patient, dice: dict[str, float], metrics: pd.DataFrame) ->
                     delta=f"{delta:+.3f} vs cohort" if delta else None,
                     help=f"{REGION_NAMES[region]}; the change is against the cohort mean "
                          f"({cohort_mean:.3f})")
-    if not pat.has_truth:
+    if not case.has_truth:
         st.info(NO_TRUTH_NOTE, icon=":material/info:")
 
 
-def _controls(pat: data.Patient) -> View3D:
-    has_truth = pat.has_truth
+def _controls(case: CaseRecord) -> View3D:
+    has_truth = case.has_truth
     st.pills("Regions", REGIONS, selection_mode="multi", key="p3d_regions",
              help="WT whole tumour, TC tumour core, ET enhancing tumour (nested).")
     left, right = st.columns(2)
@@ -129,31 +135,33 @@ class SceneMeshes:
     errors: dict[str, Any] | None
 
 
-def scene_meshes(pat: data.Patient, view: View3D) -> SceneMeshes:
+def scene_meshes(run: Run, case: CaseRecord, view: View3D) -> SceneMeshes:
     """Load (from the caches) only what ``view`` shows."""
     shown = view.options
     prediction = None
     if shown.show_prediction:
-        prediction = (data.distance_meshes(pat) if shown.colour_by == "signed_distance"
-                      else data.prediction_meshes(pat))
+        prediction = (case_meshes.distance_meshes(run, case)
+                      if shown.colour_by == "signed_distance"
+                      else case_meshes.surfaces(run, case, "prediction"))
+    errors = None
+    if shown.show_errors:
+        errors = case_meshes.error_meshes_of(run, case, view.error_region)
     return SceneMeshes(
-        truth=data.truth_meshes(pat) if shown.show_truth else None,
+        truth=case_meshes.surfaces(run, case, "truth") if shown.show_truth else None,
         prediction=prediction,
-        brain=data.brain_mesh(pat) if shown.show_brain else None,
-        errors=data.error_meshes_of(pat, view.error_region) if shown.show_errors else None)
+        brain=case_meshes.brain_mesh(run, case) if shown.show_brain else None,
+        errors=errors)
 
 
-def _scene(pat: data.Patient, dice: dict[str, float]) -> tuple[View3D, SceneMeshes]:
-    from tumorscope.app.scene3d import comparison_figure
-
+def _scene(run: Run, case: CaseRecord, dice: dict[str, float]) -> tuple[View3D, SceneMeshes]:
     plot, controls = st.columns([3, 1])
     with controls:
-        view = _controls(pat)
+        view = _controls(case)
     with plot, st.spinner("Building the 3-D surfaces (cached after the first time)…"):
-        meshes = scene_meshes(pat, view)
-        figure = comparison_figure(
+        meshes = scene_meshes(run, case, view)
+        figure = scene_figure(
             meshes.truth, meshes.prediction, brain=meshes.brain, errors=meshes.errors,
-            dice=dice, options=view.options, revision=f"{pat.run.path}|{pat.case_id}")
+            dice=dice, options=view.options, revision=f"{run.path}|{case.case_id}")
         # theme=None: Streamlit's theme would repaint the dark scene's legend and tick text.
         st.plotly_chart(figure, key="chart_3d", theme=None, config={"displaylogo": False})
         st.caption("Drag to rotate, scroll to zoom; click a legend entry to hide it. "
@@ -162,11 +170,42 @@ def _scene(pat: data.Patient, dice: dict[str, float]) -> tuple[View3D, SceneMesh
     return view, meshes
 
 
-def _scores(pat: data.Patient, rows: pd.DataFrame) -> None:
+def scene_figure(
+    truth: Mapping[str, Any] | None,
+    prediction: Mapping[str, Any] | None,
+    *,
+    brain: Any | None = None,
+    errors: Mapping[str, Any] | None = None,
+    dice: Mapping[str, float] | None = None,
+    options: SceneOptions | None = None,
+    revision: str = "",
+    height_px: int = 640,
+) -> go.Figure:
+    """The patient page's scene: the layers render's PNG and HTML exports paint too
+    (:func:`tumorscope.render.plotly_scene.comparison_figure`), ``height_px`` tall.
+
+    ``revision`` (with the camera preset) keeps the user's rotation across reruns until
+    either changes: a toggle or a slider redraws the surfaces, not the view.
+
+    >>> import pyvista as pv
+    >>> fig = scene_figure({"ET": pv.Sphere(radius=5.0)}, {"ET": pv.Sphere(radius=4.0)},
+    ...                         dice={"ET": 0.8}, options=SceneOptions(truth_opacity=0.7))
+    >>> [(t.name, t.opacity) for t in fig.data]
+    [('prediction ET · Dice 0.80', 1.0), ('truth ET', 0.7)]
+    """
+    options = options or SceneOptions()
+    from tumorscope.render import plotly_scene
+
+    return plotly_scene.comparison_figure(
+        truth, prediction, brain=brain, errors=errors, dice=dice, options=options,
+        height_px=height_px, uirevision=f"{revision}|{options.camera}")
+
+
+def _scores(run: Run, case: CaseRecord, rows: pd.DataFrame) -> None:
     st.subheader("Scores")
     if rows.empty:
-        volumes = data.predicted_volumes_ml(str(pat.prediction_path),
-                                            data.stamp(pat.prediction_path), pat.convention)
+        path = run.prediction_path(case.case_id)
+        volumes = tables.predicted_volumes_ml(str(path), stamp(path), case.label_convention)
         st.dataframe(pd.DataFrame({"region": list(volumes),
                                    "volume_pred_ml": list(volumes.values())}),
                      hide_index=True, key="df_patient_volumes")
@@ -178,34 +217,34 @@ def _scores(pat: data.Patient, rows: pd.DataFrame) -> None:
     st.caption(f"{HD95_DEFINITION}. Hover a column title for its definition.")
 
 
-def _downloads(pat: data.Patient, rows: pd.DataFrame, dice: dict[str, float], view: View3D,
+def _downloads(case: CaseRecord, rows: pd.DataFrame, dice: dict[str, float], view: View3D,
                meshes: SceneMeshes) -> None:
     st.subheader("Downloads")
-    named = exports.named_meshes(meshes.truth, meshes.prediction, show=view.options.regions,
-                                 brain=meshes.brain, errors=meshes.errors)
-    case = pat.case_id
+    named = export.named_meshes(meshes.truth, meshes.prediction, show=view.options.regions,
+                                brain=meshes.brain, errors=meshes.errors)
+    case_id = case.case_id
     scene = {"brain": meshes.brain, "errors": meshes.errors, "dice": dice}
     png = st.columns(5)
     png[0].download_button(
-        "3D view (PNG)", key="btn_png3d", mime="image/png", file_name=f"{case}_3d.png",
-        icon=":material/image:", data=lambda: exports.scene_png(
+        "3D view (PNG)", key="btn_png3d", mime="image/png", file_name=f"{case_id}_3d.png",
+        icon=":material/image:", data=lambda: export.scene_png(
             meshes.truth, meshes.prediction, **scene,
-            options=replace(view.options, title=case, window_size=exports.PNG_SIZE_PX)),
+            options=replace(view.options, title=case_id, window_size=export.PNG_SIZE_PX)),
         help="The same scene rendered off-screen by render: same layers, opacities, camera.")
     png[1].download_button("Meshes (GLB)", key="btn_glb", mime="model/gltf-binary",
-                           file_name=f"{case}.glb", icon=":material/deployed_code:",
-                           data=lambda: exports.meshes_glb(named))
+                           file_name=f"{case_id}.glb", icon=":material/deployed_code:",
+                           data=lambda: export.meshes_glb(named))
     png[2].download_button("Meshes (HTML)", key="btn_html", mime="text/html",
-                           file_name=f"{case}.html", icon=":material/public:",
-                           data=lambda: exports.scene_html(
+                           file_name=f"{case_id}.html", icon=":material/public:",
+                           data=lambda: export.scene_html(
                                meshes.truth, meshes.prediction, **scene,
-                               options=replace(view.options, title=case)),
+                               options=replace(view.options, title=case_id)),
                            help="The same interactive scene as a page that opens offline.")
     png[3].download_button("Meshes (VTP, zip)", key="btn_vtp", mime="application/zip",
-                           file_name=f"{case}_vtp.zip", icon=":material/folder_zip:",
-                           data=lambda: exports.meshes_vtp_zip(named))
+                           file_name=f"{case_id}_vtp.zip", icon=":material/folder_zip:",
+                           data=lambda: export.meshes_vtp_zip(named))
     png[4].download_button("Scores (CSV)", key="btn_case_csv", mime="text/csv",
-                           file_name=f"{case}_metrics.csv", icon=":material/download:",
-                           data=exports.csv_bytes(rows), disabled=rows.empty)
+                           file_name=f"{case_id}_metrics.csv", icon=":material/download:",
+                           data=export.csv_bytes(rows), disabled=rows.empty)
     st.caption("Mesh files hold what the view shows (surfaces above 60,000 triangles are "
                "simplified), in world RAS millimetres.")

@@ -1,7 +1,7 @@
 """Axial, coronal and sagittal slice images with overlays: pure numpy, RAS-ordered volumes in.
 
 Volumes come in RAS+ index order (``data[x, y, z]``, index increasing towards the patient's
-Right, Anterior, Superior; see :func:`tumorscope.app.data.to_ras`). Views follow the
+Right, Anterior, Superior; see :func:`tumorscope.core.data.geometry.to_ras`). Views follow the
 radiological convention, as render's axial/coronal camera presets do:
 
 =========  =========================  ============  ============
@@ -26,17 +26,18 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from tumorscope.core.data.labels import region_mask
-from tumorscope.render import style
+
+from . import style
 
 View = Literal["axial", "coronal", "sagittal"]
 VIEWS: tuple[View, ...] = ("axial", "coronal", "sagittal")
 
 # slice axis, row axis, column axis (RAS index axes) of each view.
-VIEW_AXES: dict[str, tuple[int, int, int]] = {
+VIEW_AXES: dict[View, tuple[int, int, int]] = {
     "axial": (2, 1, 0), "coronal": (1, 2, 0), "sagittal": (0, 2, 1)}
-AXIS_OF_VIEW: dict[str, int] = {v: axes[0] for v, axes in VIEW_AXES.items()}
+AXIS_OF_VIEW: dict[View, int] = {v: axes[0] for v, axes in VIEW_AXES.items()}
 
-EDGE_LETTERS: dict[str, tuple[str, str, str, str]] = {
+EDGE_LETTERS: dict[View, tuple[str, str, str, str]] = {
     "axial": ("R", "L", "A", "P"),      # left, right, top, bottom
     "coronal": ("R", "L", "S", "I"),
     "sagittal": ("A", "P", "S", "I"),
@@ -51,7 +52,7 @@ DISPLAY_PX = 480
 """Longest side of the volume's field of view on screen, in pixels (all views share px/mm)."""
 
 
-def slice_2d(volume: np.ndarray, view: str, index: int) -> np.ndarray:
+def slice_2d(volume: np.ndarray, view: View, index: int) -> np.ndarray:
     """The ``(rows, cols)`` plane of a RAS ``(X, Y, Z)`` volume at ``index``, display-oriented.
 
     >>> v = np.arange(24).reshape(2, 3, 4)
@@ -67,7 +68,7 @@ def slice_2d(volume: np.ndarray, view: str, index: int) -> np.ndarray:
     return plane[::-1, ::-1]
 
 
-def display_position(shape: Sequence[int], view: str, xyz: Sequence[int]) -> tuple[int, int]:
+def display_position(shape: Sequence[int], view: View, xyz: Sequence[int]) -> tuple[int, int]:
     """(row, col) in the view's plane of the voxel ``xyz`` (RAS indices): where the crosshair is.
 
     >>> display_position((10, 20, 30), "axial", (0, 0, 5))
@@ -77,7 +78,7 @@ def display_position(shape: Sequence[int], view: str, xyz: Sequence[int]) -> tup
     return (shape[row_axis] - 1 - int(xyz[row_axis]), shape[col_axis] - 1 - int(xyz[col_axis]))
 
 
-def voxel_at(shape: Sequence[int], view: str, xyz: Sequence[int], *, row_frac: float,
+def voxel_at(shape: Sequence[int], view: View, xyz: Sequence[int], *, row_frac: float,
              col_frac: float) -> tuple[int, int, int]:
     """The crosshair voxel after a click at (``row_frac``, ``col_frac``) of ``view``'s image.
 
@@ -168,7 +169,7 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def pixel_size_mm(spacing_mm: Sequence[float], view: str) -> tuple[float, float]:
+def pixel_size_mm(spacing_mm: Sequence[float], view: View) -> tuple[float, float]:
     """(row height, column width) of one voxel of ``view`` in mm."""
     _, row_axis, col_axis = VIEW_AXES[view]
     return float(spacing_mm[row_axis]), float(spacing_mm[col_axis])
@@ -183,7 +184,7 @@ def px_per_mm(shape: Sequence[int], spacing_mm: Sequence[float],
 
 def render_view(
     image: np.ndarray,
-    view: str,
+    view: View,
     xyz: Sequence[int],
     *,
     spacing_mm: Sequence[float],
@@ -238,7 +239,7 @@ def render_view(
     return _draw_letters(out, EDGE_LETTERS[view], size_px=max(12, display_px // 24))
 
 
-def _resize(rgb: np.ndarray, view: str, shape: Sequence[int], spacing_mm: Sequence[float],
+def _resize(rgb: np.ndarray, view: View, shape: Sequence[int], spacing_mm: Sequence[float],
             display_px: int) -> np.ndarray:
     scale = px_per_mm(shape, spacing_mm, display_px)
     row_mm, col_mm = pixel_size_mm(spacing_mm, view)
@@ -249,7 +250,7 @@ def _resize(rgb: np.ndarray, view: str, shape: Sequence[int], spacing_mm: Sequen
     return np.array(Image.fromarray(rgb).resize(size, resample))
 
 
-def _draw_crosshair(rgb: np.ndarray, view: str, shape: Sequence[int],
+def _draw_crosshair(rgb: np.ndarray, view: View, shape: Sequence[int],
                     xyz: Sequence[int]) -> None:
     rows, cols = (shape[a] for a in VIEW_AXES[view][1:])
     row, col = display_position(shape, view, xyz)
@@ -298,7 +299,7 @@ def centre(shape: Sequence[int]) -> tuple[int, int, int]:
     return tuple(int(n) // 2 for n in shape)
 
 
-def combine_views(images: Mapping[str, np.ndarray], *, gap_px: int = 8) -> np.ndarray:
+def combine_views(images: Mapping[View, np.ndarray], *, gap_px: int = 8) -> np.ndarray:
     """The views side by side on one dark strip (for the slices PNG download)."""
     height = max(im.shape[0] for im in images.values())
     strip = []

@@ -15,7 +15,7 @@ from tumorscope.core.data.cases import discover
 from tumorscope.core.errors import ConfigError
 from tumorscope.core.scoring.evaluate import evaluate_run
 from tumorscope.core.store import Run
-from tumorscope.render.case import case_meshes, render_run
+from tumorscope.render.runs import case_meshes, render_run
 
 SHAPE = (40, 40, 32)
 
@@ -52,8 +52,10 @@ def test_case_meshes_are_cached_in_the_run(run_with_predictions: Run) -> None:
     assert first.truth is not None and first.truth["WT"].n_points > 0
     assert first.brain is not None and first.brain.n_points > 0
     assert 0 < first.dice["WT"] < 1 and first.synthetic
-    cached = sorted(p.name for p in run.mesh_dir("BraTS2021_00000").rglob("*.vtp"))
-    assert "brain.vtp" in cached and len(cached) >= 7
+    cached = sorted(p.relative_to(run.mesh_dir("BraTS2021_00000")).as_posix()
+                    for p in run.mesh_dir("BraTS2021_00000").rglob("*.vtp"))
+    # One folder per source, one keying scheme: brain/brain-<key>.vtp beside truth/, prediction/
+    assert any(n.startswith("brain/brain-") for n in cached) and len(cached) >= 7
     mtimes = {p: p.stat().st_mtime_ns for p in run.mesh_dir("BraTS2021_00000").rglob("*")}
     again = case_meshes(run, "BraTS2021_00000")
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes

@@ -2,40 +2,37 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from tumorscope.app import data, state
-from tumorscope.app.exports import csv_bytes
+from tumorscope.app import state, tables
+from tumorscope.app.state import Context
 from tumorscope.core.data.labels import REGION_NAMES, REGIONS
 from tumorscope.core.scoring.metrics import HD95_DEFINITION, METRIC_DOCS
 from tumorscope.render import style
-
-if TYPE_CHECKING:
-    from tumorscope.app.streamlit_main import Context
+from tumorscope.render.cohort import wide_column
+from tumorscope.render.export import csv_bytes
 
 SYNTHETIC_NOTE = ("Synthetic demo data: tumours grown inside the ICBM152 brain template, "
                   "not patients.")
-SORTABLE = ("mean Dice", *(data.wide_column("dice", r) for r in REGIONS),
-            *(data.wide_column("hd95_mm", r) for r in REGIONS), "patient", "age")
+SORTABLE = ("mean Dice", *(wide_column("dice", r) for r in REGIONS),
+            *(wide_column("hd95_mm", r) for r in REGIONS), "patient", "age")
 TABLE_KEY = "overview_table"
 CHART_HEIGHT_PX = 360
 
 
 def render(ctx: Context) -> None:
     assert ctx.run is not None
-    metrics, table = data.cohort(ctx.run)
+    metrics, table = tables.cohort(ctx.run)
     st.title("Cohort overview")
     scored = int(table["ground truth"].sum())
     st.caption(f"Run **{ctx.run.name}** in `{ctx.run.path.parent}` · {len(table)} patients, "
                f"{scored} with ground truth · {HD95_DEFINITION}")
     if table["synthetic"].any():
         st.info(SYNTHETIC_NOTE, icon=":material/science:")
-    stale = data.stale_scores(ctx.run)
+    stale = tables.stale_scores(ctx.run)
     if stale:
         listed = "; ".join(f"{case}: {why}" for case, why in list(stale.items())[:5])
         more = f" (+{len(stale) - 5} more)" if len(stale) > 5 else ""
@@ -104,12 +101,12 @@ def _column_config() -> dict[str, object]:
             help="Mean of the WT, TC and ET Dice."),
     }
     for region in REGIONS:
-        config[data.wide_column("dice", region)] = st.column_config.NumberColumn(
+        config[wide_column("dice", region)] = st.column_config.NumberColumn(
             format="%.3f", help=METRIC_DOCS["dice"])
-        config[data.wide_column("hd95_mm", region)] = st.column_config.NumberColumn(
+        config[wide_column("hd95_mm", region)] = st.column_config.NumberColumn(
             format="%.1f", help=METRIC_DOCS["hd95_mm"])
         for key in ("volume_truth_ml", "volume_pred_ml"):
-            config[data.wide_column(key, region)] = st.column_config.NumberColumn(
+            config[wide_column(key, region)] = st.column_config.NumberColumn(
                 format="%.1f", help=METRIC_DOCS[key])
     return config
 
@@ -268,7 +265,7 @@ def _score_plots(metrics: pd.DataFrame) -> None:
 def _training(ctx: Context) -> None:
     assert ctx.run is not None
     st.subheader("Training")
-    log = data.training_log(ctx.run)
+    log = tables.training_log(ctx.run)
     if log.empty or "epoch" not in log:
         st.caption("This run has no training log (log.csv): it only holds predictions.")
         return

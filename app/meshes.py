@@ -1,0 +1,100 @@
+"""The 3-D view's surfaces: render's mesh cache (:mod:`tumorscope.render.mesh_cache`) kept in
+memory per file and mtime (``st.cache_resource``), simplified for the browser; distances
+and FP/FN surfaces made on demand.
+
+Render is imported inside the loaders, so the overview page starts without loading VTK.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import streamlit as st
+
+from tumorscope.app.caches import stamp
+from tumorscope.app.volumes import load_label
+from tumorscope.core.data.labels import REGIONS
+from tumorscope.core.errors import GeometryError
+from tumorscope.core.store import CaseRecord, Run
+
+if TYPE_CHECKING:
+    from tumorscope.render.mesh_cache import MeshSource
+
+DISPLAY_MAX_TRIANGLES = 60_000
+"""Meshes above this are simplified for the browser; a trained model's WT is ~20-60k."""
+
+
+@st.cache_resource(show_spinner=False, max_entries=36)
+def _surfaces(run_path: str, source: MeshSource, path: str, mtime_ns: int, convention: str,
+              _case: CaseRecord) -> dict[str, Any] | None:
+    from tumorscope.render.mesh import simplify_to
+    from tumorscope.render.mesh_cache import case_surfaces
+
+    meshes = case_surfaces(Run(Path(run_path)), _case, source)
+    if meshes is None or source == "brain":
+        return meshes
+    return {name: simplify_to(mesh, max_triangles=DISPLAY_MAX_TRIANGLES)
+            for name, mesh in meshes.items()}
+
+
+def surfaces(run: Run, case: CaseRecord, source: MeshSource) -> dict[str, Any] | None:
+    """WT/TC/ET surfaces of the truth or the prediction, or ``{"brain"}``, of one case
+    (simplified for display); ``None`` when the case has no such file."""
+    from tumorscope.render.mesh_cache import source_path
+
+    path = source_path(run, case, source)
+    if path is None:
+        return None
+    return _surfaces(str(run.path), source, str(path), stamp(path), case.label_convention,
+                     case)
+
+
+def brain_mesh(run: Run, case: CaseRecord) -> Any | None:
+    """Outer brain surface of the T1 (else first) image, or ``None`` without an image."""
+    return (surfaces(run, case, "brain") or {}).get("brain")
+
+
+@st.cache_resource(show_spinner=False, max_entries=24)
+def _distance(pred_key: tuple[str, int], truth_key: tuple[str, int], region: str,
+              _pred: Any, _truth: Any) -> Any:
+    from tumorscope.render.mesh import signed_distance_mm
+
+    return signed_distance_mm(_pred, _truth)
+
+
+def distance_meshes(run: Run, case: CaseRecord) -> dict[str, Any]:
+    """Prediction surfaces carrying ``signed_distance_mm`` to the truth surface per region."""
+    truth = surfaces(run, case, "truth")
+    if truth is None or case.label is None:
+        return {}
+    pred = surfaces(run, case, "prediction") or {}
+    prediction_path = run.prediction_path(case.case_id)
+    pred_key = (str(prediction_path), stamp(prediction_path))
+    truth_key = (str(case.label), stamp(case.label))
+    return {r: _distance(pred_key, truth_key, r, pred[r], truth[r]) for r in REGIONS
+            if r in pred}
+
+
+@st.cache_resource(show_spinner=False, max_entries=24)
+def _errors(pred_key: tuple[str, int], truth_key: tuple[str, int], convention: str,
+            region: str) -> dict[str, Any]:
+    from tumorscope.render.mesh import error_meshes, simplify_to
+
+    pred = load_label(*pred_key, convention)
+    truth = load_label(*truth_key, convention)
+    if pred.shape != truth.shape:
+        raise GeometryError(f"prediction has shape {pred.shape} but the ground truth "
+                            f"{truth.shape}", path=pred_key[0])
+    meshes = error_meshes(pred.data, truth.data, truth.affine, name=region)
+    return {name: simplify_to(mesh, max_triangles=DISPLAY_MAX_TRIANGLES)
+            for name, mesh in meshes.items()}
+
+
+def error_meshes_of(run: Run, case: CaseRecord, region: str) -> dict[str, Any]:
+    """False-positive / false-negative voxel surfaces of one region; empty without truth."""
+    if not case.has_truth or case.label is None:
+        return {}
+    prediction_path = run.prediction_path(case.case_id)
+    return _errors((str(prediction_path), stamp(prediction_path)),
+                   (str(case.label), stamp(case.label)), case.label_convention, region)

@@ -1,0 +1,133 @@
+"""The one mesh cache: keyed by the source's content and the parameters, one folder per source."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from tumorscope.render import mesh_cache  # noqa: E402
+from tumorscope.render.mesh_cache import (  # noqa: E402
+    MANIFEST,
+    cached_brain_surface,
+    cached_region_meshes,
+)
+
+AFFINE = np.array([[-2.0, 0, 0, 100.0], [0, 2.0, 0, -40.0], [0, 0, 2.0, 7.0], [0, 0, 0, 1]])
+
+
+def _write_label(path: Path, lab: np.ndarray) -> None:
+    nib.save(nib.Nifti1Image(lab, AFFINE), path)
+
+
+def test_cache_hit_returns_identical_meshes_without_recomputing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lab = np.zeros((30, 30, 30), np.uint8)
+    lab[5:25, 6:22, 7:20] = 2
+    lab[10:18, 10:16, 10:15] = 4
+    src, cache = tmp_path / "seg.nii.gz", tmp_path / "meshes" / "case"
+    _write_label(src, lab)
+
+    calls = {"n": 0}
+    real = mesh_cache.region_meshes
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mesh_cache, "region_meshes", counting)
+    first = cached_region_meshes(src, cache)
+    assert calls["n"] == 1
+    files = sorted(cache.glob("*.vtp"))
+    assert len(files) == 3
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    manifest = json.loads((cache / "meshes.json").read_text())
+    assert set(manifest["files"]) == {"WT", "TC", "ET"}
+
+    again = cached_region_meshes(src, cache)
+    assert calls["n"] == 1
+    assert [f.stat().st_mtime_ns for f in sorted(cache.glob("*.vtp"))] == mtimes
+    for name in first:
+        assert np.array_equal(first[name].points, again[name].points)
+        assert np.array_equal(first[name].faces, again[name].faces)
+
+    # A name not cached yet is added without redoing the others.
+    cached_region_meshes(src, cache, names=["ET", "label_4"])
+    assert calls["n"] == 2
+    assert [f.stat().st_mtime_ns for f in files] == mtimes
+
+    # Other options or new file content invalidate the cache, and stale files go.
+    cached_region_meshes(src, cache, smooth_iterations=5)
+    assert calls["n"] == 3
+    lab[lab == 4] = 1
+    _write_label(src, lab)
+    rebuilt = cached_region_meshes(src, cache)
+    assert calls["n"] == 4
+    assert rebuilt["ET"].n_points == 0
+    assert len(list(cache.glob("*.vtp"))) == 3
+
+    # A touched but unchanged file is recognised by its content hash.
+    os.utime(src, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns + 10**9))
+    cached_region_meshes(src, cache)
+    assert calls["n"] == 4
+
+
+def test_cache_reads_brats2023_labels(tmp_path: Path) -> None:
+    lab = np.zeros((20, 20, 20), np.uint8)
+    lab[5:15, 5:15, 5:15] = 3  # enhancing in BraTS 2023
+    _write_label(tmp_path / "seg.nii.gz", lab)
+    meshes = cached_region_meshes(tmp_path / "seg.nii.gz", tmp_path / "c",
+                                  names=["ET"], convention="brats2023")
+    assert meshes["ET"].n_points > 0
+
+
+def test_brain_surface_is_cached_with_the_same_keys(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    img = np.zeros((30, 30, 30), np.float32)
+    img[5:25, 4:26, 6:24] = 100.0
+    src, cache = tmp_path / "t1.nii.gz", tmp_path / "brain"
+    nib.save(nib.Nifti1Image(img, AFFINE), src)
+    calls = {"n": 0}
+    real = mesh_cache.brain_surface
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mesh_cache, "brain_surface", counting)
+    first = cached_brain_surface(src, cache)
+    assert first.n_points > 0 and calls["n"] == 1
+    manifest = json.loads((cache / MANIFEST).read_text())
+    assert set(manifest["files"]) == {"brain"} and manifest["params"]["simplify_mm"] == 3.0
+    again = cached_brain_surface(src, cache)
+    assert calls["n"] == 1 and np.array_equal(first.points, again.points)
+    os.utime(src, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns + 10**9))
+    cached_brain_surface(src, cache)  # touched, same bytes: still cached
+    assert calls["n"] == 1
+    img[5:25, 4:26, 6:12] = 0.0
+    nib.save(nib.Nifti1Image(img, AFFINE), src)
+    cached_brain_surface(src, cache)
+    assert calls["n"] == 2 and len(list(cache.glob("*.vtp"))) == 1
+
+
+def test_a_read_only_run_caches_in_a_temp_folder(tmp_path: Path) -> None:
+    from tumorscope.core.store import Run
+
+    run = Run(tmp_path / "run")
+    run.path.mkdir()
+    assert mesh_cache.mesh_folder(run, "c1", "truth") == run.mesh_dir("c1") / "truth"
+    run.path.chmod(0o555)
+    try:
+        if os.access(run.path, os.W_OK):
+            pytest.skip("running as root: every folder is writable")
+        folder = mesh_cache.mesh_folder(run, "c1", "brain")
+        assert not folder.is_relative_to(run.path) and folder.parts[-2:] == ("c1", "brain")
+    finally:
+        run.path.chmod(0o755)
