@@ -177,13 +177,22 @@ def _print_predict_report(report: PredictReport) -> None:
     for line in report.failed:
         print(f"skipped {line}", file=sys.stderr)
     print(report.summary())
+    if report.taken_over:
+        print(f"warning: {report.taken_over}", file=sys.stderr)
     print(f"{len(report.run.case_ids())} prediction(s) in {report.run.predictions_dir}")
+
+
+def _warn_strays(run: Run) -> None:
+    for path in run.stray_files():
+        print(f"ignored {path}: not written by tumorscope predict (no record in cases.json)",
+              file=sys.stderr)
 
 
 def _evaluate_and_print(run: Run, labels: Path | None = None, *, quiet: bool) -> int:
     """Score ``run``, print what happened and the table; the number of cases not scored."""
     from tumorscope.core.scoring.evaluate import evaluate_run
 
+    _warn_strays(run)
     report = evaluate_run(run, labels, progress=not quiet)
     for line in report.skipped:
         print(f"not scored {line}", file=sys.stderr)
@@ -209,6 +218,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                          force=args.force, progress=not args.quiet)
     _print_predict_report(report)
     run = report.run
+    if report.taken_over:  # its scores are another model's now: do not print them as ours
+        return 1
     not_scored = 0
     if any(r.label is not None for r in run.case_records().values()):
         not_scored = _evaluate_and_print(run, quiet=args.quiet)
@@ -246,11 +257,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     train(cfg, run.path, resume=run.checkpoint_path("last").is_file(), progress=not args.quiet,
           say=_say)
     split = run.split()
+    from tumorscope.core.data.cases import discover
+
+    unseen = sorted({c.case_id for c in discover(args.data)} - set(split["train"])
+                    - set(split["val"]))
+    if unseen:  # the run keeps the split it was trained with
+        print(f"note: {len(unseen)} case(s) of {args.data} are not in this run's split "
+              f"({', '.join(unseen[:5])}); train into a new --out to use them",
+              file=sys.stderr)
     report = predict_run(run.checkpoint_path("best"), args.data, run.path,
                          case_ids=split["val"], progress=not args.quiet,
                          cache_dir=cfg.data.cache_dir or default_cache_dir())
     _print_predict_report(report)
-    print(f"held-out cases: {len(split['val'])} (synthetic demo cohort in {args.data})")
+    print(f"validation cases: {len(split['val'])} (synthetic demo cohort in {args.data}); "
+          "they chose best.pt, so this is a validation figure, not a held-out test score")
     failed = len(report.failed) + _evaluate_and_print(run, quiet=args.quiet)
     print(f"run: {run.path}  — browse it with: streamlit run streamlit_app.py -- "
           f"--results {run.path}")
@@ -335,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job on the embedded demo cohort, end to end",
                        description="Build the synthetic demo cohort if missing, train the "
                                    "tiny-cpu preset on it (resuming an interrupted run), "
-                                   "predict the held-out cases, evaluate, print Dice.")
+                                   "predict the validation cases, evaluate, print Dice.")
     p.add_argument("--data", type=Path, default=Path("demo_data"), help="cohort folder")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
     p.add_argument("--cases", type=_int_in(2, 99999), default=20,
@@ -350,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a 3D UNet from a preset or YAML config",
                        description="Train on the cases of data.root (cached once), validating "
-                                   "on held-out cases; writes config.yaml, log.csv and "
+                                   "on validation cases; writes config.yaml, log.csv and "
                                    "checkpoints/{best,last}.pt into --out. Ctrl-C saves; "
                                    "--resume continues exactly. Runs under torchrun for DDP.")
     p.add_argument("--config", default=None,

@@ -258,14 +258,31 @@ class Run:
                               path=self.config_path)
         return raw
 
-    def case_ids(self) -> list[str]:
-        """Cases with a prediction file, sorted (temporaries of unfinished writes excluded)."""
+    def _prediction_files(self) -> list[str]:
         folder = self.predictions_dir
         if not folder.is_dir():
             return []
         return sorted(p.name[: -len(".nii.gz")] for p in folder.glob("*.nii.gz")
                       if not is_temp_file(p.name) and not p.name.startswith(".")
                       and not p.name.endswith("_prob.nii.gz"))
+
+    def case_ids(self) -> list[str]:
+        """Cases with a prediction, sorted: those predict recorded in cases.json whose file
+        is there (in a run from before records, every prediction file). Temporaries of
+        unfinished writes and files predict did not write are never cases."""
+        files = self._prediction_files()
+        records = self.case_records()
+        if not records:
+            return files
+        return [c for c in files if c in records]
+
+    def stray_files(self) -> list[Path]:
+        """Files in predictions/ that look like predictions but that predict did not record
+        (copied in by hand, left by another tool): never listed as cases, but reported."""
+        records = self.case_records()
+        if not records:
+            return []
+        return [self.prediction_path(c) for c in self._prediction_files() if c not in records]
 
     def cases(self) -> dict[str, dict[str, Any]]:
         """cases.json as plain values: per case ``images``, ``label``, ``layout``,
@@ -325,6 +342,13 @@ class Run:
                 raise LayoutError(f"line {line} repeats case {key[0]} region {key[1]} (first "
                                   f"on line {seen[key]})", path=self.metrics_path)
             seen[key] = line
+            dice, jac = row.get("dice"), row.get("jaccard")
+            if isinstance(dice, float | int) and isinstance(jac, float | int) and \
+                    math.isfinite(jac) and abs(dice - 2 * jac / (1 + jac)) > 1e-3:
+                raise LayoutError(f"line {line}: dice {dice} and jaccard {jac} contradict "
+                                  f"each other (Jaccard {jac} means Dice "
+                                  f"{2 * jac / (1 + jac):.4f}): the table was edited",
+                                  path=self.metrics_path)
             for column, (low, high) in METRIC_RANGES.items():
                 value = row.get(column)
                 if value is None:
@@ -399,9 +423,11 @@ class Run:
             return "stale: its prediction is no longer in the run"
         pred = record.prediction if record else None
         if pred is not None and row.get("prediction_sha256") != pred.get("sha256"):
-            return "stale: scored another prediction than the one in the run"
+            return ("stale: scored another prediction than the one in the run (run tumorscope "
+                    "evaluate)")
         if pred is not None and not content_unchanged(pred, self.prediction_path(case_id)):
-            return "stale: the prediction file changed since it was recorded"
+            return ("stale: the prediction file changed since predict wrote it (run tumorscope "
+                    "predict again)")
         if record is not None:
             problem = self.prediction_problem(record, claim)
             if problem is not None:
@@ -409,7 +435,8 @@ class Run:
         truth = {"path": row.get("truth_path"), "sha256": row.get("truth_sha256"),
                  "size": row.get("truth_size"), "stat": parse_stat(row.get("truth_stat"))}
         if truth["path"] and truth["sha256"] and not content_unchanged(truth):
-            return "stale: its ground truth changed since it was scored"
+            return ("stale: its ground truth changed since it was scored (run tumorscope "
+                    "evaluate)")
         return None
 
     def current_metrics_rows(self) -> list[dict[str, Any]]:

@@ -124,10 +124,9 @@ def stale_scores(run: Run) -> dict[str, str]:
     file is not one predict wrote."""
     records = run.case_records()
     problems = run.score_problems(records=records)
-    for case_id in run.case_ids():
-        if case_id not in records:
-            problems.setdefault(case_id, "its prediction file was not written by tumorscope "
-                                         "predict (no record in cases.json)")
+    for path in run.stray_files():
+        problems.setdefault(path.name, "this file in predictions/ was not written by "
+                                       "tumorscope predict (no record in cases.json); ignored")
     return problems
 
 

@@ -162,5 +162,24 @@ def test_an_entry_changed_after_the_fact_is_rebuilt(
     caplog.clear()
     with caplog.at_level("WARNING"):
         third = preprocess_case(case, tmp_path / "cache")
-    assert "recorded grid differs" in caplog.text
+    assert "meta.json was changed after it was written" in caplog.text
     np.testing.assert_array_equal(third.affine, affine)
+
+
+def test_an_edited_meta_json_is_never_used(brats2021_root: Path, tmp_path: Path,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A crop box moved by hand (same size, so no shape check could see it) is refused."""
+    import json
+
+    case = discover(brats2021_root)[0]
+    first = preprocess_case(case, tmp_path / "cache")
+    start = list(first.box.start)
+    meta_path = case_cache_dir(case, tmp_path / "cache") / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["crop_box"]["start"][0] += 1
+    meta["crop_box"]["stop"][0] += 1
+    meta_path.write_text(json.dumps(meta))
+    with caplog.at_level("WARNING"):
+        again = preprocess_case(case, tmp_path / "cache")
+    assert "meta.json was changed after it was written" in caplog.text
+    assert list(again.box.start) == start

@@ -273,6 +273,10 @@ def test_evaluate_reorients_same_grid_and_refuses_another(world: dict[str, Path]
     assert predict(world, out).returncode == 0
     run = Run(out)
     dice_before = run.dice_by_region()
+    # Predictions from another tool: a folder of label maps without predict's records,
+    # scored against --labels. (Predictions that predict recorded and someone then changed
+    # are refused instead: see test_files_predict_did_not_write_are_never_scored_as_its_own.)
+    run.cases_path.unlink()
     # Case 0: the same world grid stored with axis 0 flipped and axes 1, 2 swapped.
     path = run.prediction_path(IDS[0])
     img = nib.load(path)
@@ -288,7 +292,7 @@ def test_evaluate_reorients_same_grid_and_refuses_another(world: dict[str, Path]
     affine[:3, 3] += 3.0
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj), affine), shifted)
 
-    proc = cli("evaluate", out, "-q", cache=world["cache"])
+    proc = cli("evaluate", out, "--labels", world["data"], "-q", cache=world["cache"])
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert f"not scored {IDS[1]}" in proc.stderr and "does not match the ground truth" \
         in proc.stderr and str(shifted) in proc.stderr
@@ -311,12 +315,15 @@ def test_a_score_of_a_changed_prediction_is_never_current(world: dict[str, Path]
     problems = run.score_problems()
     assert set(problems) == {IDS[2]} and "changed" in problems[IDS[2]]
     assert IDS[2] not in run.dice_by_region()
+    # evaluate will not score a prediction predict did not write: it keeps the case stale.
     rescored = cli("evaluate", out, "-q", cache=world["cache"])
-    assert rescored.returncode == 0, rescored.stderr
-    assert "scored 1, unchanged 3" in rescored.stdout
+    assert rescored.returncode == 1, rescored.stderr
+    assert "scored 0, unchanged 3, not scored 1" in rescored.stdout
+    assert IDS[2] not in run.dice_by_region()
     # The hand-made prediction is not what predict recorded: predict makes it again.
     again = predict(world, out)
     assert f"reused 3, predicted 1 (prediction file changed: {IDS[2]})" in again.stdout
+    assert set(run.dice_by_region()) == set(IDS)
 
 
 # ------------------------------------------------------------------ damaged run files
@@ -331,8 +338,9 @@ def test_a_score_of_a_changed_prediction_is_never_current(world: dict[str, Path]
     (b"case_id,region,hd95_mm\nA,WT,-1.0\n", "hd95_mm = -1.0 is impossible"),
     (b"case_id,region,dice\nA,WT,0.5\nB,WT,0.4\nA,WT,0.5\n",
      "line 4 repeats case A region WT (first on line 2)"),
+    (b"case_id,region,dice,jaccard\nA,WT,0.95,0.118\n", "contradict each other"),
 ], ids=["nul", "text-in-number", "truncated-row", "binary", "inf-dice", "negative-dice",
-        "negative-hd95", "duplicate-row"])
+        "negative-hd95", "duplicate-row", "dice-vs-jaccard"])
 def test_damaged_metrics_csv_is_named_and_kept(world: dict[str, Path], tmp_path: Path,
                                                damage: bytes, fault: str) -> None:
     out = tmp_path / "run"
@@ -394,6 +402,9 @@ def test_checkpoint_faults_are_refused_once_by_name(world: dict[str, Path],
         c["model"][next(iter(c["model"]))].fill_(float("nan"))
         c["ema"] = None
 
+    def other_regions(c):
+        c["regions"] = ["ET", "TC", "WT"]
+
     def two_outputs(c):
         net = build_model({**c["model_config"], "out_channels": 2})
         c["model_config"] = net.config.to_dict()
@@ -403,6 +414,7 @@ def test_checkpoint_faults_are_refused_once_by_name(world: dict[str, Path],
     cases = [(wider, "weights do not match the recorded architecture"),
              (nan_weights, "non-finite value(s)"),
              (two_outputs, "network gives 2 output channel(s)"),
+             (other_regions, "outputs are the regions ['ET', 'TC', 'WT']"),
              (no_config, "holds no training config"),
              (bad_config, "recorded training config is invalid"),
              (two_channels, "network takes 2 input channel(s)"),
@@ -562,3 +574,42 @@ def test_the_printed_table_is_the_mean_and_the_true_median(world: dict[str, Path
         assert float(mean) == pytest.approx(statistics.fmean(r["dice"] for r in sel), abs=5e-4)
         assert float(median) == pytest.approx(statistics.median(r["hd95_mm"] for r in sel),
                                               abs=5e-3)
+
+
+def test_files_predict_did_not_write_are_never_scored_as_its_own(world: dict[str, Path],
+                                                                 tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert predict(world, out).returncode == 0
+    run = Run(out)
+    (run.predictions_dir / "notes.nii.gz").write_text("hello")
+    # Case 1's prediction replaced by hand with case 0's (cp -p).
+    shutil.copy2(run.prediction_path(IDS[0]), run.prediction_path(IDS[1]))
+    assert run.case_ids() == IDS and [p.name for p in run.stray_files()] == ["notes.nii.gz"]
+    proc = cli("evaluate", out, "-q", cache=world["cache"])
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "ignored" in proc.stderr and "notes.nii.gz" in proc.stderr
+    assert f"not scored {IDS[1]}: its prediction file is not the one tumorscope predict" \
+        in proc.stderr
+    assert "without ground truth" not in proc.stdout
+    assert set(run.dice_by_region()) == set(IDS) - {IDS[1]}
+    again = predict(world, out)
+    assert f"predicted 1 (prediction file changed: {IDS[1]})" in again.stdout
+    assert set(run.dice_by_region()) == set(IDS)
+
+
+def test_a_training_stopped_before_its_first_saved_epoch_is_not_trained_over(
+        world: dict[str, Path], tmp_path: Path) -> None:
+    run_dir = tmp_path / "train"
+    shutil.copytree(world["root"] / "train_a", run_dir)
+    (run_dir / "checkpoints" / "last.pt").unlink()  # as a kill between best.pt and last.pt
+    log = Run(run_dir).log_path.read_bytes()
+    base = ["train", "--config", "tiny-cpu", "--data", world["data"], "--out", run_dir, "-q",
+            *[a for t in TINY for a in ("--set", t)], "--set",
+            f"data.cache_dir={world['cache']}"]
+    resumed = cli(*base, "--resume", cache=world["cache"])
+    assert resumed.returncode == 2
+    one_line_error(resumed, "no checkpoints/last.pt", "new --out")
+    fresh = cli(*base, cache=world["cache"])
+    assert fresh.returncode == 2
+    one_line_error(fresh, "already holds a training run")
+    assert Run(run_dir).log_path.read_bytes() == log

@@ -66,6 +66,7 @@ def test_case_records_and_dice_by_region(tmp_path: Path) -> None:
         "A": {"images": {"t1": str(tmp_path / "gone.nii.gz"), "flair": str(flair)},
               "label": None, "label_convention": "brats2023",
               "metadata": {"synthetic": True}},
+        "B": {"images": {}, "label": None},
     })
     run.write_metrics([{"case_id": "A", "region": "WT", "dice": 0.5},
                        {"case_id": "B", "region": "ET", "dice": 1.0}])

@@ -37,7 +37,7 @@ def render(ctx: Context) -> None:
         listed = "; ".join(f"{case}: {why}" for case, why in list(stale.items())[:5])
         more = f" (+{len(stale) - 5} more)" if len(stale) > 5 else ""
         st.warning(f"{len(stale)} patient(s) have no current score, so none is shown for "
-                   f"them: {listed}{more}. Run `tumorscope evaluate {ctx.run.path}`.",
+                   f"them: {listed}{more}.",
                    icon=":material/history:")
     if table.empty:
         st.warning("This run has no predictions yet: make them with `tumorscope predict`.")

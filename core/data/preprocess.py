@@ -93,6 +93,13 @@ def _same_sources(old: Any, new: list[dict[str, Any]]) -> bool:
             and all(same_content(a, b) for a, b in zip(old, new, strict=True)))
 
 
+def _seal(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` with the SHA-256 of its own content, so an edit after the fact is seen."""
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return {**body, "meta_sha256": digest}
+
+
 def _valid_meta(folder: Path, case: Case) -> dict[str, Any] | None:
     meta_path = folder / "meta.json"
     try:
@@ -100,6 +107,10 @@ def _valid_meta(folder: Path, case: Case) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
     if not isinstance(meta, dict) or meta.get("version") != CACHE_VERSION:
+        return None
+    if _seal(meta)["meta_sha256"] != meta.get("meta_sha256"):
+        log.warning("%s: meta.json was changed after it was written; rebuilding the entry",
+                    folder)
         return None
     sources = _fingerprint(case, meta.get("sources") if isinstance(meta.get("sources"),
                                                                    list) else None)
@@ -109,7 +120,7 @@ def _valid_meta(folder: Path, case: Case) -> dict[str, Any] | None:
     if not all((folder / n).is_file() for n in needed):
         return None
     if meta["sources"] != sources:  # same bytes, new stat (touched, copied back): note it
-        meta["sources"] = sources
+        meta = _seal({**meta, "sources": sources})
         atomic_write_json(meta_path, meta)
     return meta
 
@@ -197,6 +208,7 @@ def _build(case: Case, folder: Path, target_spacing_mm: float | None) -> dict[st
         "zscore_std": stds.tolist(),
         "metadata": case.metadata,
     }
+    meta = _seal(meta)
     atomic_write_json(folder / "meta.json", meta)
     log.info("cached %s in %s (crop %s of %s)", case.case_id, folder, box.shape, box.original_shape)
     return meta

@@ -185,6 +185,10 @@ def load_model(path: str | Path) -> LoadedModel:
     if channels != INPUT_CHANNELS:
         raise CheckpointError(f"network takes {channels} input channel(s); Tumorscope cases "
                               f"have {INPUT_CHANNELS} (T1, T1ce, T2, FLAIR)", path=path)
+    regions = ckpt.get("regions", list(REGIONS))
+    if list(regions) != list(REGIONS):
+        raise CheckpointError(f"network's outputs are the regions {list(regions)}; Tumorscope "
+                              f"reads them as {list(REGIONS)}", path=path)
     outputs = getattr(config, "out_channels", len(REGIONS))
     if outputs != len(REGIONS):
         raise CheckpointError(f"network gives {outputs} output channel(s); Tumorscope needs "

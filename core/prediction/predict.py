@@ -116,6 +116,8 @@ class PredictReport:
     failed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     cleaned: int = 0
+    taken_over: str | None = None
+    """Set when another predict claimed the run (--force) while this one ran."""
 
     def summary(self) -> str:
         """``reused 18, predicted 2 (inputs changed: BraTS2021_00012; new: ...)``."""
@@ -303,6 +305,13 @@ def predict_run(
             report.predicted[case.case_id] = reason
             tell(case.case_id, f"predicted ({reason})")
 
+    claim = run.predict_claim() or {}
+    if claim.get("checkpoint_sha256") != ck_info["sha256"] or claim.get("settings") != settings:
+        now = describe_model({"path": claim.get("checkpoint"),
+                              "sha256": claim.get("checkpoint_sha256")}, claim.get("settings"))
+        report.taken_over = (f"another predict replaced this run's model while this one ran "
+                             f"(now {now}); the run's predictions and scores are that model's")
+        return report
     # Predictions of a replaced model that this call did not redo no longer belong here.
     current = _model_key({"checkpoint": ck_info, "settings": settings})
     done = {c.case_id for c in cases}

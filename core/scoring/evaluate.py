@@ -119,6 +119,11 @@ def evaluate_run(run: Run, labels_dir: str | Path | None = None, *,
             continue
         try:
             pred_fp = fingerprint(pred_path, record.prediction if record else None)
+            if record is not None and record.prediction is not None and \
+                    pred_fp["sha256"] != record.prediction.get("sha256"):
+                unscored[case_id] = ("its prediction file is not the one tumorscope predict "
+                                     "wrote (changed by hand?); run tumorscope predict again")
+                continue
             previous = old_rows.get(case_id, [])
             truth_fp = fingerprint(label_path, _truth_fingerprint(previous))
             if previous and case_id not in problems and all(

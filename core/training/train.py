@@ -387,10 +387,14 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
     check_before_training(cfg)
     run = Run(Path(out_dir))
     last = run.checkpoint_path("last")
+    started = [p.name for p in (run.checkpoint_path("best"), run.log_path) if p.is_file()]
     if resume and not last.is_file():
-        raise TumorscopeError("cannot resume: no checkpoints/last.pt in the run", path=run.path)
-    if not resume and last.is_file():
-        raise TumorscopeError("run folder already holds a checkpoint; pass --resume to "
+        hint = (f" (it holds {', '.join(started)}: it stopped before its first epoch was saved;"
+                " train it again into a new --out)" if started else "")
+        raise TumorscopeError(f"cannot resume: no checkpoints/last.pt in the run{hint}",
+                              path=run.path)
+    if not resume and (last.is_file() or started):
+        raise TumorscopeError("run folder already holds a training run; pass --resume to "
                               "continue it or choose another --out", path=run.path)
     ckpt = load_checkpoint(last) if resume else None
     if ckpt is not None:
@@ -468,9 +472,9 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
                 row = _end_epoch(state, cfg, val_cached, device, amp, dinfo, checkpoint,
                                  loss=epoch_loss, voxels=epoch_vox,
                                  seconds=time.perf_counter() - t0)
+                checkpoint("last")  # before the log row: a logged epoch can always resume
                 if dinfo.main:
                     run.append_log(row)
-                checkpoint("last")
                 epoch_loss, epoch_vox, t0 = 0.0, 0, time.perf_counter()
     except KeyboardInterrupt:
         checkpoint("last")
