@@ -59,3 +59,19 @@ def write_case(
         nib.save(nib.Nifti1Image(small_label(shape, enhancing=enh), BRATS_AFFINE),
                  folder / f"{case_id}{sep}seg{suffix}")
     return folder
+
+
+def drop_root_file_access() -> None:
+    """For ``subprocess``'s ``preexec_fn``: in the child, take CAP_DAC_OVERRIDE and
+    CAP_DAC_READ_SEARCH out of the capability bounding set, so that even root is refused a
+    file or folder whose mode denies it (the tests and CI run as root)."""
+    import ctypes
+    import os
+
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_capbset_drop, cap_dac_override, cap_dac_read_search = 24, 1, 2
+    for cap in (cap_dac_override, cap_dac_read_search):
+        if libc.prctl(pr_capbset_drop, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")

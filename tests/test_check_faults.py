@@ -7,7 +7,6 @@ where nibabel refuses to write the fault), next to a good case of the same folde
 
 from __future__ import annotations
 
-import ctypes
 import gzip
 import os
 import struct
@@ -19,7 +18,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from builders import BRATS_AFFINE, SMALL_SHAPE, small_image, small_label, write_case
+from builders import (
+    BRATS_AFFINE,
+    SMALL_SHAPE,
+    drop_root_file_access,
+    small_image,
+    small_label,
+    write_case,
+)
 
 from tumorscope.core import errors
 from tumorscope.core.data.cases import check_case, discover, load_case
@@ -248,16 +254,7 @@ def test_preprocess_skips_a_bad_case_with_one_line(tmp_path: Path) -> None:
 
 # ---- permission denied: real, also when the tests run as root ----
 
-def _drop_file_access_override() -> None:
-    """In the child, before exec: take CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH out of the
-    capability bounding set, so that even root is refused a file whose mode denies it."""
-    if os.geteuid() != 0:
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_capbset_drop, cap_dac_override, cap_dac_read_search = 24, 1, 2
-    for cap in (cap_dac_override, cap_dac_read_search):
-        if libc.prctl(pr_capbset_drop, cap, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+_drop_file_access_override = drop_root_file_access
 
 
 def _denied_for_cli(path: Path) -> bool:

@@ -118,16 +118,29 @@ def test_brain_surface_is_cached_with_the_same_keys(tmp_path: Path,
 
 
 def test_a_read_only_run_caches_in_a_temp_folder(tmp_path: Path) -> None:
+    """Run in a child that root's file-access override is taken from, so the folder's
+    mode really refuses the write (the suite runs as root)."""
+    import subprocess
+    import sys
+
+    from builders import drop_root_file_access
+
     from tumorscope.core.store import Run
 
     run = Run(tmp_path / "run")
     run.path.mkdir()
     assert mesh_cache.mesh_folder(run, "c1", "truth") == run.mesh_dir("c1") / "truth"
     run.path.chmod(0o555)
+    code = ("import os, sys; from pathlib import Path; from tumorscope.core.store import Run;"
+            "from tumorscope.render import mesh_cache;"
+            f"run = Run(Path({str(run.path)!r}));"
+            "assert not os.access(run.path, os.W_OK), 'still writable';"
+            "print(mesh_cache.mesh_folder(run, 'c1', 'brain'))")
     try:
-        if os.access(run.path, os.W_OK):
-            pytest.skip("running as root: every folder is writable")
-        folder = mesh_cache.mesh_folder(run, "c1", "brain")
-        assert not folder.is_relative_to(run.path) and folder.parts[-2:] == ("c1", "brain")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120, preexec_fn=drop_root_file_access)
     finally:
         run.path.chmod(0o755)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    folder = Path(proc.stdout.strip())
+    assert not folder.is_relative_to(run.path) and folder.parts[-2:] == ("c1", "brain")
