@@ -1,0 +1,398 @@
+"""BraTS 2023 lesion-wise Dice and HD95 per region, as the 2023 challenge code computes them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal, get_args
+
+import cc3d
+import numpy as np
+from scipy import ndimage
+from surface_distance.lookup_tables import create_table_neighbour_code_to_surface_area
+
+from tumorscope.core.data.labels import REGIONS, check_labels, labels_to_regions
+from tumorscope.core.errors import ConfigError, GeometryError, check_choice
+
+__all__ = [
+    "CHALLENGES",
+    "LESION_HD95_DEFINITION",
+    "MISSED_LESION_HD95_MM",
+    "Challenge",
+    "ChallengeParameters",
+    "Lesion",
+    "RegionLesionScores",
+    "lesion_wise_region",
+    "lesion_wise_scores",
+    "robust_hausdorff_mm",
+]
+
+Challenge = Literal["gli", "men", "met", "ped", "ssa"]
+"""BraTS 2023 sub-challenge: glioma, meningioma, metastases, paediatric, sub-Saharan Africa."""
+
+
+@dataclass(frozen=True)
+class ChallengeParameters:
+    """The lesion-matching parameters one sub-challenge uses (``get_LesionWiseResults``)."""
+
+    dilation_iterations: int
+    """Iterations of the 18-connected structuring element used to merge and match lesions."""
+    ignored_volume_mm3: float
+    """Ground-truth lesions whose volume is at most this (mm³, ``<=``) are left out."""
+
+
+CHALLENGES: dict[str, ChallengeParameters] = {
+    "gli": ChallengeParameters(dilation_iterations=3, ignored_volume_mm3=50.0),
+    "ssa": ChallengeParameters(dilation_iterations=3, ignored_volume_mm3=50.0),
+    "ped": ChallengeParameters(dilation_iterations=3, ignored_volume_mm3=50.0),
+    "men": ChallengeParameters(dilation_iterations=1, ignored_volume_mm3=50.0),
+    "met": ChallengeParameters(dilation_iterations=1, ignored_volume_mm3=2.0),
+}
+"""Parameters per sub-challenge, as in ``rachitsaluja/BraTS-2023-Metrics`` ``metrics.py``."""
+
+MISSED_LESION_HD95_MM = 374.0
+"""HD95 the 2023 code gives a missed lesion (its infinite HD95) and every false positive."""
+
+LESION_HD95_DEFINITION = (
+    "HD95 (DeepMind surface-distance robust Hausdorff, surfel-area weighted, mm)"
+)
+"""How :func:`robust_hausdorff_mm` defines HD95; it differs from MONAI's (``metrics.hd95_mm``)."""
+
+_DILATION = ndimage.generate_binary_structure(3, 2)  # 18-connected, as the 2023 code
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """One ground-truth lesion (components merged by dilation) of one region."""
+
+    label: int
+    """Id of the lesion: its component of the dilated truth (26-connected, ``cc3d``)."""
+    volume_mm3: float
+    matched_prediction_ids: tuple[int, ...]
+    """Predicted components (26-connected ids) overlapping the lesion's dilation."""
+    dice: float
+    """Dice between the lesion and the union of its matched components; 0 when missed."""
+    hd95_mm: float
+    """:data:`LESION_HD95_DEFINITION` between the same; :data:`MISSED_LESION_HD95_MM` if missed."""
+    counted: bool
+    """False when the lesion is at most the challenge's ignored volume (left out of the score)."""
+
+
+@dataclass(frozen=True)
+class RegionLesionScores:
+    """Lesion-wise scores of one region of one case: ``Σ lesion score / (TP + FN + FP)``."""
+
+    region: str
+    challenge: str
+    dice: float
+    hd95_mm: float
+    tp: int
+    fn: int
+    fp: int
+    lesions: tuple[Lesion, ...]
+    """Every ground-truth lesion, counted or not, in id order."""
+    false_positive_ids: tuple[int, ...]
+    """Predicted components that overlap no lesion's dilation."""
+
+
+# --------------------------------------------------------------------------------------------
+# validation
+
+
+def _spacing(spacing_mm: Sequence[float]) -> tuple[float, float, float]:
+    expected = "spacing_mm must be 3 positive numbers (mm per voxel along x, y, z)"
+    try:
+        values = tuple(float(s) for s in spacing_mm)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{expected}, got {spacing_mm!r}") from None
+    if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
+        raise ConfigError(f"{expected}, got {spacing_mm!r}")
+    return values  # type: ignore[return-value]
+
+
+def _percentile(percentile: float) -> float:
+    value = float(percentile)
+    if not 0.0 <= value <= 100.0:
+        raise ConfigError(f"percentile must be within [0, 100], got {percentile!r}")
+    return value
+
+
+def _pair(pred: np.ndarray, truth: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    pred = np.asarray(pred)
+    truth = np.asarray(truth)
+    if pred.shape != truth.shape:
+        raise GeometryError(
+            f"prediction and truth {what} must have the same shape, "
+            f"got {pred.shape} and {truth.shape}"
+        )
+    if pred.ndim != 3:
+        raise GeometryError(f"prediction and truth {what} must be 3-D (X, Y, Z), got {pred.shape}")
+    return pred, truth
+
+
+def _box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
+    """Tightest slices around ``mask``'s True voxels, grown by ``margin`` and clipped."""
+    box = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=other))
+        if hits.size == 0:
+            return None
+        box.append(
+            slice(max(int(hits[0]) - margin, 0), min(int(hits[-1]) + 1 + margin, mask.shape[axis]))
+        )
+    return tuple(box)
+
+
+# --------------------------------------------------------------------------------------------
+# DeepMind robust Hausdorff
+
+
+@lru_cache(maxsize=16)
+def _surfel_areas(spacing: tuple[float, float, float]) -> np.ndarray:
+    """Area in mm² of the marching-cubes surface element of each 2x2x2 neighbour code."""
+    return np.asarray(create_table_neighbour_code_to_surface_area(spacing), dtype=float)
+
+
+def _neighbour_codes(mask: np.ndarray) -> np.ndarray:
+    """8-bit code of every voxel corner: which of the 8 voxels around it are foreground.
+
+    The corner grid has one more point than voxels along each axis; voxels outside ``mask``
+    count as background. Bit weights follow surface-distance's
+    ``ENCODE_NEIGHBOURHOOD_3D_KERNEL`` (128 for the lower corner voxel, 1 for the upper).
+    """
+    padded = np.pad(mask.astype(np.uint8), 1)
+    nx, ny, nz = (n + 1 for n in mask.shape)
+    code = np.zeros((nx, ny, nz), np.uint8)
+    for i in (0, 1):
+        for j in (0, 1):
+            for k in (0, 1):
+                bit = np.uint8(1 << (7 - 4 * i - 2 * j - k))
+                code |= padded[i : i + nx, j : j + ny, k : k + nz] * bit
+    return code
+
+
+def _directed(
+    distances: np.ndarray, areas: np.ndarray, percentile: float
+) -> float:
+    """Area-weighted percentile: the first sorted distance whose cumulative area share
+    reaches ``percentile`` (as ``compute_robust_hausdorff``)."""
+    if distances.size == 0:
+        return math.inf
+    order = np.lexsort((areas, distances))
+    distances = distances[order]
+    areas = areas[order]
+    share = np.cumsum(areas) / np.sum(areas)
+    index = int(np.searchsorted(share, percentile / 100.0))
+    return float(distances[min(index, distances.size - 1)])
+
+
+def _robust_hd(
+    pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float, float], percentile: float
+) -> float:
+    """Robust Hausdorff of boolean masks assumed valid; ``inf`` when either is empty."""
+    box = _box(pred | truth)
+    if box is None:
+        return math.inf
+    pred, truth = pred[box], truth[box]
+    if not pred.any() or not truth.any():
+        return math.inf
+    table = _surfel_areas(spacing)
+    code_pred = _neighbour_codes(pred)
+    code_truth = _neighbour_codes(truth)
+    border_pred = (code_pred != 0) & (code_pred != 255)
+    border_truth = (code_truth != 0) & (code_truth != 255)
+    # One exact Euclidean distance transform per surface, on the corner grid of the box (every
+    # surface corner lies in it, so the nearest-surface distances are those of the full image).
+    to_pred = ndimage.distance_transform_edt(~border_pred, sampling=spacing)
+    to_truth = ndimage.distance_transform_edt(~border_truth, sampling=spacing)
+    return max(
+        _directed(to_pred[border_truth], table[code_truth[border_truth]], percentile),
+        _directed(to_truth[border_pred], table[code_pred[border_pred]], percentile),
+    )
+
+
+def robust_hausdorff_mm(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    *,
+    spacing_mm: Sequence[float],
+    percentile: float = 95.0,
+) -> float:
+    """HD95 in mm as DeepMind ``surface-distance`` defines it (used by the BraTS 2023 code).
+
+    Surfaces are marching-cubes surface elements ("surfels") on the voxel-corner grid, each
+    weighted by its area in mm² (``spacing_mm`` applied). For each surfel of one mask the
+    Euclidean distance to the nearest surfel corner of the other is taken; each direction's
+    ``percentile`` is the smallest distance whose cumulative area share reaches it (no
+    interpolation); the result is the larger of the two directions
+    (``compute_robust_hausdorff(compute_surface_distances(truth, pred, spacing_mm), 95)``).
+    Either mask empty gives ``inf`` (as surface-distance; both empty too). MONAI's definition
+    stays in :func:`tumorscope.core.scoring.metrics.hd95_mm`.
+
+    >>> truth = np.zeros((20, 20, 20), bool); truth[5:15, 5:15, 5:15] = True
+    >>> pred = np.zeros_like(truth); pred[5:15, 5:15, 5:16] = True  # one slice more along Z
+    >>> robust_hausdorff_mm(pred, truth, spacing_mm=(1.0, 1.0, 2.0))
+    2.0
+    """
+    spacing = _spacing(spacing_mm)
+    percentile = _percentile(percentile)
+    pred, truth = _pair(pred, truth, "masks")
+    return _robust_hd(pred.astype(bool), truth.astype(bool), spacing, percentile)
+
+
+# --------------------------------------------------------------------------------------------
+# lesion-wise scoring
+
+
+def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    total = int(np.count_nonzero(pred)) + int(np.count_nonzero(truth))
+    return 2.0 * int(np.count_nonzero(pred & truth)) / total
+
+
+def _score_region(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    spacing: tuple[float, float, float],
+    region: str,
+    challenge: str,
+) -> RegionLesionScores:
+    """Lesion-wise scores of boolean masks assumed valid (same 3-D shape)."""
+    params = CHALLENGES[challenge]
+    iterations = params.dilation_iterations
+    voxel_mm3 = spacing[0] * spacing[1] * spacing[2]
+    # Everything (dilated truth included) lies within `iterations` voxels of the union, so a
+    # crop grown by that margin and clipped to the image gives the full-image result.
+    box = _box(pred | truth, margin=iterations)
+    if box is None:
+        return RegionLesionScores(region, challenge, 1.0, 0.0, 0, 0, 0, (), ())
+    pred, truth = np.ascontiguousarray(pred[box]), np.ascontiguousarray(truth[box])
+
+    pred_cc = cc3d.connected_components(pred, connectivity=26)
+    truth_cc = cc3d.connected_components(truth, connectivity=26)
+    dilated = ndimage.binary_dilation(truth, structure=_DILATION, iterations=iterations)
+    # A lesion is a component of the dilated truth, restricted to the truth's voxels: truth
+    # components that touch once dilated become one lesion.
+    lesion_map = np.where(truth_cc > 0, cc3d.connected_components(dilated, connectivity=26), 0)
+
+    lesions: list[Lesion] = []
+    matched_any: set[int] = set()
+    for label, lesion_box in enumerate(ndimage.find_objects(lesion_map), start=1):
+        if lesion_box is None:  # cannot happen: every dilated component holds truth voxels
+            continue
+        grown = tuple(
+            slice(max(s.start - iterations, 0), min(s.stop + iterations, n))
+            for s, n in zip(lesion_box, lesion_map.shape, strict=True)
+        )
+        lesion_grown = lesion_map[grown] == label
+        reach = ndimage.binary_dilation(lesion_grown, structure=_DILATION, iterations=iterations)
+        hits = np.unique(pred_cc[grown][reach])
+        matched = tuple(int(h) for h in hits if h != 0)
+        matched_any.update(matched)
+        volume_mm3 = int(np.count_nonzero(lesion_grown)) * voxel_mm3
+        if matched:
+            both = _box((lesion_map == label) | np.isin(pred_cc, matched))
+            assert both is not None
+            lesion_mask = lesion_map[both] == label
+            pred_mask = np.isin(pred_cc[both], matched)
+            dice = _dice(pred_mask, lesion_mask)
+            hd95 = _robust_hd(pred_mask, lesion_mask, spacing, 95.0)
+            if math.isinf(hd95):
+                hd95 = MISSED_LESION_HD95_MM
+        else:
+            dice, hd95 = 0.0, MISSED_LESION_HD95_MM
+        lesions.append(
+            Lesion(
+                label=label,
+                volume_mm3=volume_mm3,
+                matched_prediction_ids=matched,
+                dice=dice,
+                hd95_mm=hd95,
+                counted=volume_mm3 > params.ignored_volume_mm3,
+            )
+        )
+
+    false_positives = tuple(
+        int(c) for c in range(1, int(pred_cc.max()) + 1) if c not in matched_any
+    )
+    counted = [lesion for lesion in lesions if lesion.counted]
+    tp = sum(1 for lesion in counted if lesion.matched_prediction_ids)
+    fn = len(counted) - tp
+    fp = len(false_positives)
+    n = tp + fn + fp
+    if n == 0:  # no counted lesion and no false positive: 0/0, which the 2023 code scores 1 / 0
+        dice_score, hd95_score = 1.0, 0.0
+    else:
+        dice_score = sum(lesion.dice for lesion in counted) / n
+        hd95_score = (sum(lesion.hd95_mm for lesion in counted) + fp * MISSED_LESION_HD95_MM) / n
+    return RegionLesionScores(
+        region=region,
+        challenge=challenge,
+        dice=dice_score,
+        hd95_mm=hd95_score,
+        tp=tp,
+        fn=fn,
+        fp=fp,
+        lesions=tuple(lesions),
+        false_positive_ids=false_positives,
+    )
+
+
+def lesion_wise_region(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    *,
+    spacing_mm: Sequence[float],
+    challenge: Challenge,
+    region: str = "WT",
+) -> RegionLesionScores:
+    """BraTS 2023 lesion-wise Dice and HD95 of one binary region (``get_LesionWiseScores``).
+
+    Both masks are split into 26-connected components. Truth components that touch after
+    ``dilation_iterations`` of the 18-connected structuring element (:data:`CHALLENGES`) are
+    one lesion. A predicted component matches a lesion when it overlaps the lesion's own
+    dilation (a component may match several lesions). Each lesion scores the Dice and
+    :func:`robust_hausdorff_mm` between it and the union of its matches; a missed lesion (FN)
+    scores Dice 0 and HD95 374, and so does every unmatched predicted component (FP). Lesions
+    of at most ``ignored_volume_mm3`` are left out of the sums and counts (their matches are
+    still not false positives). The score is the sum over lesions divided by TP + FN + FP;
+    with nothing to count (no counted lesion, no FP) it is Dice 1 and HD95 0, as in the 2023
+    code. ``region`` only labels the result.
+
+    >>> truth = np.zeros((30, 30, 30), bool); truth[5:10, 5:10, 5:10] = True
+    >>> pred = truth.copy(); pred[20:25, 20:25, 20:25] = True  # hit, plus one false positive
+    >>> s = lesion_wise_region(pred, truth, spacing_mm=(1, 1, 1), challenge="gli")
+    >>> (s.dice, s.hd95_mm, s.tp, s.fn, s.fp)
+    (0.5, 187.0, 1, 0, 1)
+    """
+    check_choice("challenge", challenge, get_args(Challenge))
+    spacing = _spacing(spacing_mm)
+    pred, truth = _pair(pred, truth, "masks")
+    return _score_region(pred.astype(bool), truth.astype(bool), spacing, region, challenge)
+
+
+def lesion_wise_scores(
+    pred_label: np.ndarray,
+    truth_label: np.ndarray,
+    *,
+    spacing_mm: Sequence[float],
+    challenge: Challenge,
+) -> tuple[RegionLesionScores, ...]:
+    """:func:`lesion_wise_region` for WT, TC and ET of canonical label maps (0, 1, 2, 4).
+
+    Returns one result per region in :data:`~tumorscope.core.data.labels.REGIONS` order. The
+    2023 code reads ET as label 3; Tumorscope label maps are canonical (ET = 4) on the way in.
+    """
+    check_choice("challenge", challenge, get_args(Challenge))
+    spacing = _spacing(spacing_mm)
+    pred_label, truth_label = _pair(pred_label, truth_label, "label maps")
+    check_labels(pred_label)
+    check_labels(truth_label)
+    pred_regions = labels_to_regions(pred_label)
+    truth_regions = labels_to_regions(truth_label)
+    return tuple(
+        _score_region(p, t, spacing, region, challenge)
+        for region, p, t in zip(REGIONS, pred_regions, truth_regions, strict=True)
+    )
