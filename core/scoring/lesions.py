@@ -15,6 +15,7 @@ from surface_distance.lookup_tables import create_table_neighbour_code_to_surfac
 
 from tumorscope.core.data.labels import REGIONS, check_labels, labels_to_regions
 from tumorscope.core.errors import ConfigError, GeometryError, check_choice
+from tumorscope.core.scoring.metrics import check_spacing_mm
 
 __all__ = [
     "CHALLENGES",
@@ -99,17 +100,6 @@ class RegionLesionScores:
 
 # --------------------------------------------------------------------------------------------
 # validation
-
-
-def _spacing(spacing_mm: Sequence[float]) -> tuple[float, float, float]:
-    expected = "spacing_mm must be 3 positive numbers (mm per voxel along x, y, z)"
-    try:
-        values = tuple(float(s) for s in spacing_mm)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{expected}, got {spacing_mm!r}") from None
-    if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
-        raise ConfigError(f"{expected}, got {spacing_mm!r}")
-    return values  # type: ignore[return-value]
 
 
 def _percentile(percentile: float) -> float:
@@ -237,7 +227,7 @@ def robust_hausdorff_mm(
     >>> robust_hausdorff_mm(pred, truth, spacing_mm=(1.0, 1.0, 2.0))
     2.0
     """
-    spacing = _spacing(spacing_mm)
+    spacing = check_spacing_mm(spacing_mm)
     percentile = _percentile(percentile)
     pred, truth = _pair(pred, truth, "masks")
     return _robust_hd(pred.astype(bool), truth.astype(bool), spacing, percentile)
@@ -368,7 +358,7 @@ def lesion_wise_region(
     (0.5, 187.0, 1, 0, 1)
     """
     check_choice("challenge", challenge, get_args(Challenge))
-    spacing = _spacing(spacing_mm)
+    spacing = check_spacing_mm(spacing_mm)
     pred, truth = _pair(pred, truth, "masks")
     return _score_region(pred.astype(bool), truth.astype(bool), spacing, region, challenge)
 
@@ -386,7 +376,7 @@ def lesion_wise_scores(
     2023 code reads ET as label 3; Tumorscope label maps are canonical (ET = 4) on the way in.
     """
     check_choice("challenge", challenge, get_args(Challenge))
-    spacing = _spacing(spacing_mm)
+    spacing = check_spacing_mm(spacing_mm)
     pred_label, truth_label = _pair(pred_label, truth_label, "label maps")
     check_labels(pred_label)
     check_labels(truth_label)

@@ -96,7 +96,8 @@ def _as_pair(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return pred.astype(bool, copy=False), truth.astype(bool, copy=False)
 
 
-def _check_spacing(spacing_mm: Sequence[float]) -> tuple[float, float, float]:
+def check_spacing_mm(spacing_mm: Sequence[float]) -> tuple[float, float, float]:
+    """``spacing_mm`` as 3 positive finite floats, or a :class:`ConfigError` saying so."""
     try:
         values = tuple(float(s) for s in spacing_mm)
     except (TypeError, ValueError):
@@ -195,7 +196,7 @@ def volume_ml(mask: np.ndarray, *, spacing_mm: Sequence[float]) -> float:
     >>> volume_ml(np.ones((10, 10, 10)), spacing_mm=(1.0, 1.0, 2.0))
     2.0
     """
-    spacing = _check_spacing(spacing_mm)
+    spacing = check_spacing_mm(spacing_mm)
     mask = np.asarray(mask)
     _check_3d(mask, "mask")
     return _volume_ml(int(np.count_nonzero(mask)), spacing)
@@ -215,7 +216,7 @@ def image_diagonal_mm(shape: Sequence[int], *, spacing_mm: Sequence[float]) -> f
     >>> round(image_diagonal_mm((240, 240, 155), spacing_mm=(1.0, 1.0, 1.0)), 2)
     373.13
     """
-    spacing = _check_spacing(spacing_mm)
+    spacing = check_spacing_mm(spacing_mm)
     if len(shape) != 3:
         raise GeometryError(f"shape must have 3 dimensions (X, Y, Z), got {tuple(shape)}")
     return math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing, strict=True)))
@@ -342,7 +343,7 @@ def hd95_mm(
     >>> round(hd95_mm(pred, np.zeros_like(truth), spacing_mm=(1.0, 1.0, 1.0)), 2)  # diagonal
     34.64
     """
-    spacing = _check_spacing(spacing_mm)
+    spacing = check_spacing_mm(spacing_mm)
     pred, truth = _as_pair(pred, truth)
     _check_3d(pred, "prediction")
     percentile = float(percentile)
@@ -383,7 +384,7 @@ def region_metrics(
     >>> [(r["region"], r["dice"], r["hd95_mm"], r["volume_truth_ml"]) for r in rows]
     [('WT', 1.0, 0.0, 0.064), ('TC', 1.0, 0.0, 0.008), ('ET', 1.0, 0.0, 0.008)]
     """
-    spacing = _check_spacing(spacing_mm)
+    spacing = check_spacing_mm(spacing_mm)
     pred_label = np.asarray(pred_label)
     truth_label = np.asarray(truth_label)
     if pred_label.shape != truth_label.shape:
