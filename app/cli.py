@@ -212,10 +212,21 @@ def _evaluate_and_print(run: Run, labels: Path | None = None, *, quiet: bool) ->
 def cmd_predict(args: argparse.Namespace) -> int:
     from tumorscope.core.prediction.predict import predict_run
 
+    case_ids = None
+    if args.split:
+        from tumorscope.core.errors import LayoutError
+        from tumorscope.core.store import Run
+
+        split = Run(Path(args.out)).split()
+        if not split.get(args.split):
+            raise LayoutError(f"--split {args.split}: the run's split.json lists no "
+                              f"{args.split} cases (a test set is made by training with "
+                              "--set data.test_fraction=0.2)", path=args.out)
+        case_ids = split[args.split]
     report = predict_run(args.checkpoint, args.input, args.out, cache_dir=args.cache,
                          overlap=args.overlap, mirror=args.mirror,
                          save_probabilities=args.save_probabilities, device=args.device,
-                         force=args.force, progress=not args.quiet)
+                         force=args.force, progress=not args.quiet, case_ids=case_ids)
     _print_predict_report(report)
     run = report.run
     if report.taken_over:  # its scores are another model's now: do not print them as ours
@@ -248,7 +259,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tumorscope.core.store import Run
     from tumorscope.core.training.train import check_before_training, train
 
-    overrides = [f"data.root={args.data}", *(args.set or [])]
+    # The demo sets a fifth of its cohort aside as a test split (unless --set says else), so
+    # the figure it prints comes from cases that neither trained nor chose the checkpoint.
+    overrides = [f"data.root={args.data}", "data.test_fraction=0.2", *(args.set or [])]
     cfg = check_before_training(load_config(args.config, overrides=overrides))  # before any work
     make_demo_cohort(args.data, n_cases=args.cases, seed=args.seed, progress=not args.quiet)
     run = Run(Path(args.out))
@@ -260,17 +273,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tumorscope.core.data.cases import discover
 
     unseen = sorted({c.case_id for c in discover(args.data)} - set(split["train"])
-                    - set(split["val"]))
+                    - set(split["val"]) - set(split.get("test", [])))
     if unseen:  # the run keeps the split it was trained with
         print(f"note: {len(unseen)} case(s) of {args.data} are not in this run's split "
               f"({', '.join(unseen[:5])}); train into a new --out to use them",
               file=sys.stderr)
+    scored = split.get("test") or split["val"]
     report = predict_run(run.checkpoint_path("best"), args.data, run.path,
-                         case_ids=split["val"], progress=not args.quiet,
+                         case_ids=scored, progress=not args.quiet,
                          cache_dir=cfg.data.cache_dir or default_cache_dir())
     _print_predict_report(report)
-    print(f"validation cases: {len(split['val'])} (synthetic demo cohort in {args.data}); "
-          "they chose best.pt, so this is a validation figure, not a held-out test score")
+    if split.get("test"):
+        print(f"test cases never seen in training or selection: n={len(scored)} (synthetic "
+              f"demo cohort in {args.data}, the same generator as the training cases)")
+    else:
+        print(f"validation cases: {len(scored)} (synthetic demo cohort in {args.data}); "
+              "they chose best.pt, so this is a validation figure, not a held-out test score")
     failed = len(report.failed) + _evaluate_and_print(run, quiet=args.quiet)
     print(f"run: {run.path}  — browse it with: streamlit run streamlit_app.py -- "
           f"--results {run.path}")
@@ -402,6 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write <case>_prob.nii.gz with WT/TC/ET probabilities")
     p.add_argument("--device", type=_device, default="auto",
                    help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--split", choices=["train", "val", "test"], default=None,
+                   help="only the cases of this set of the run's split.json (e.g. test: "
+                        "the cases set aside by training)")
     p.add_argument("--force", action="store_true", help="predict finished cases again")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)

@@ -252,6 +252,8 @@ class DataConfig:
     root: str = _rule("demo_data", nonempty=True)
     cache_dir: str | None = _rule(None, nonempty=True)
     val_fraction: float = _rule(0.2, gt=0, lt=1)
+    # cases set aside before training, for one honest score at the end (the demo: 0.2)
+    test_fraction: float = _rule(0.0, ge=0, lt=1)
     split_seed: int = _rule(0, ge=0, le=MAX_SEED)
     # resample to isotropic spacing; None keeps the source's
     spacing_mm: float | None = _rule(None, ge=SPACING_MM_RANGE[0], le=SPACING_MM_RANGE[1],
@@ -475,6 +477,10 @@ def _validate(cfg: Config, where: _Where) -> None:
             if problem is not None:
                 raise where.error(key, f"{key} {problem}")
             setattr(section, f.name, checked)
+    if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
+        raise where.error("data.test_fraction", (
+            f"data.val_fraction + data.test_fraction must be < 1 (cases are left to train "
+            f"on), got {cfg.data.val_fraction} + {cfg.data.test_fraction}"))
     low, high = cfg.augment.scale_range
     if low > high:
         raise where.error("augment.scale_range", f"augment.scale_range must be [min, max] "

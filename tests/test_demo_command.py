@@ -23,14 +23,18 @@ def test_demo_builds_cohort_trains_predicts_held_out_and_scores(
         args += ["--set", item]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "validation cases: 1" in printed and "not a held-out test score" in printed
+    assert "test cases never seen in training or selection: n=1" in printed
     for region in ("WT", "TC", "ET"):
         assert any(line.startswith(region) for line in printed.splitlines())
     assert "streamlit run streamlit_app.py" in printed
 
     (run,) = open_runs(tmp_path / "runs")
     held_out = run.case_ids()
-    assert len(held_out) == 1 and held_out[0].startswith("TSDemo_")
+    split = run.split()
+    assert held_out == split["test"] and len(held_out) == 1
+    # The scored case neither trained nor chose the checkpoint.
+    assert not set(held_out) & (set(split["train"]) | set(split["val"]))
+    assert held_out[0].startswith("TSDemo_")
     rows = run.metrics_rows()
     assert [r["region"] for r in rows] == ["WT", "TC", "ET"]
     assert all(r["synthetic"] is True for r in rows)

@@ -613,3 +613,18 @@ def test_a_training_stopped_before_its_first_saved_epoch_is_not_trained_over(
     assert fresh.returncode == 2
     one_line_error(fresh, "already holds a training run")
     assert Run(run_dir).log_path.read_bytes() == log
+
+
+def test_predict_a_split_of_the_training_run(world: dict[str, Path], tmp_path: Path) -> None:
+    run_dir = tmp_path / "train"
+    shutil.copytree(world["root"] / "train_a", run_dir)
+    split = Run(run_dir).split()
+    ckpt = run_dir / "checkpoints" / "best.pt"
+    proc = cli("predict", "--checkpoint", ckpt, "--input", world["data"], "--out", run_dir,
+               "--cache", world["cache"], "--split", "val", "-q", cache=world["cache"])
+    assert proc.returncode == 0, proc.stderr
+    assert Run(run_dir).case_ids() == split["val"]
+    none = cli("predict", "--checkpoint", ckpt, "--input", world["data"], "--out", run_dir,
+               "--cache", world["cache"], "--split", "test", "-q", cache=world["cache"])
+    assert none.returncode == 2
+    one_line_error(none, "--split test", "lists no test cases", "data.test_fraction")

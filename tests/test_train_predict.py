@@ -178,6 +178,7 @@ def test_ctrl_c_saves_last_checkpoint_and_exits_cleanly(data: Path, tmp_path: Pa
     proc = subprocess.Popen(_train_cli(data, tmp_path / "cache", out, "train.epochs=500"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("cases: 3 train, 1 validation")
     assert proc.stdout.readline().startswith("model: UNet")
     line = proc.stdout.readline()  # printed just before the first step
     assert line.startswith("training steps 0 to 2000"), line
@@ -188,3 +189,24 @@ def test_ctrl_c_saves_last_checkpoint_and_exits_cleanly(data: Path, tmp_path: Pa
     assert "interrupted" in err and "Traceback" not in err
     ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
     assert 0 < ckpt["step"] < 500 * 4
+
+
+def test_three_way_split_is_deterministic_disjoint_and_recorded() -> None:
+    from tumorscope.core.data.cases import Case
+    from tumorscope.core.training.train import split_cases
+
+    cases = [Case(f"C{i:02d}", Path("/x"), "brats2021", {}, Path(f"/x/C{i:02d}_seg.nii.gz"))
+             for i in range(20)]
+    train_cases, val, test = split_cases(cases, val_fraction=0.2, test_fraction=0.2, seed=3)
+    ids = [[c.case_id for c in part] for part in (train_cases, val, test)]
+    assert [len(p) for p in ids] == [12, 4, 4]
+    assert set(ids[0]) | set(ids[1]) | set(ids[2]) == {c.case_id for c in cases}
+    assert not (set(ids[0]) & set(ids[1]) or set(ids[1]) & set(ids[2])
+                or set(ids[0]) & set(ids[2]))
+    again = split_cases(cases, val_fraction=0.2, test_fraction=0.2, seed=3)
+    assert [[c.case_id for c in p] for p in again] == ids
+    # No test split asked for: the two-way split of before, unchanged.
+    two = split_cases(cases, val_fraction=0.2, seed=3)
+    assert len(two[2]) == 0 and len(two[1]) == 4
+    small = split_cases(cases[:3], val_fraction=0.2, test_fraction=0.2, seed=0)
+    assert [len(p) for p in small] == [1, 1, 1]

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from tumorscope.core.config import Config, show
+from tumorscope.core.config import Config, config_from_dict, show
 from tumorscope.core.config import validate as validate_config
 from tumorscope.core.data.cases import MODALITIES, Case, discover
 from tumorscope.core.data.labels import REGIONS, labels_to_regions
@@ -47,18 +47,32 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------- data
 
 def split_cases(cases: list[Case], *, val_fraction: float, seed: int,
-                root: str | Path | None = None) -> tuple[list[Case], list[Case]]:
-    """Deterministic train/validation split of the cases that have a label map."""
+                test_fraction: float = 0.0, root: str | Path | None = None
+                ) -> tuple[list[Case], list[Case], list[Case]]:
+    """Deterministic train / validation / test split of the cases that have a label map.
+
+    Validation chooses the checkpoint; test cases are set aside untouched, for one score at
+    the end. At least one case trains and one validates; the test set gets
+    ``round(n * test_fraction)`` cases (at least one when ``test_fraction`` > 0 and three or
+    more cases are there).
+    """
     labelled = [c for c in cases if c.label is not None]
     if len(labelled) < 2:
         where = root if root is not None else cases[0].folder.parent if cases else None
         raise LayoutError(f"training needs at least 2 readable cases with a label map, found "
                           f"{len(labelled)}", path=where)
-    order = np.random.default_rng(seed).permutation(len(labelled))
-    n_val = min(max(1, round(len(labelled) * val_fraction)), len(labelled) - 1)
-    val = sorted((labelled[i] for i in order[:n_val]), key=lambda c: c.case_id)
-    train = sorted((labelled[i] for i in order[n_val:]), key=lambda c: c.case_id)
-    return train, val
+    n = len(labelled)
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = 0
+    if test_fraction > 0 and n >= 3:
+        n_test = min(max(1, round(n * test_fraction)), n - 2)
+    n_val = min(max(1, round(n * val_fraction)), n - n_test - 1)
+
+    def pick(index: np.ndarray) -> list[Case]:
+        return sorted((labelled[i] for i in index), key=lambda c: c.case_id)
+
+    return (pick(order[n_test + n_val:]), pick(order[n_test:n_test + n_val]),
+            pick(order[:n_test]))
 
 
 def _pad_to_patch(array: np.ndarray, patch: tuple[int, int, int]) -> np.ndarray:
@@ -251,6 +265,10 @@ def check_resumable(recorded: dict[str, Any], cfg: Config, *, step: int,
     """Refuse to resume a run under a config other than its own (config.yaml must describe
     what the run is), except for :data:`RESUMABLE_CHANGES`; and never to fewer steps than
     already trained."""
+    try:  # the recorded config with today's defaults for keys added since
+        recorded = config_from_dict(recorded).to_dict()
+    except ConfigError:
+        pass
     before, now = _flat(recorded), _flat(cfg.to_dict())
     changed = [k for k in sorted(set(before) | set(now))
                if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES]
@@ -321,7 +339,7 @@ def _setup_device(cfg: Config, dinfo: DistInfo) -> tuple[torch.device, torch.dty
 
 
 def _prepare_cases(cfg: Config, run: Run, *, resume: bool, progress: bool, dinfo: DistInfo
-                   ) -> tuple[list[Case], list[Case], dict[str, CachedCase]]:
+                   ) -> tuple[list[Case], list[Case], list[Case], dict[str, CachedCase]]:
     """Preprocess every labelled case (a bad one is skipped, named) and split them; a
     resumed run keeps the split it started with."""
     from tqdm import tqdm
@@ -346,10 +364,11 @@ def _prepare_cases(cfg: Config, run: Run, *, resume: bool, progress: bool, dinfo
             raise LayoutError(f"cannot resume: case(s) of split.json missing or unreadable "
                               f"now: {', '.join(gone[:5])}", path=cfg.data.root)
         return ([by_id[i] for i in recorded["train"]], [by_id[i] for i in recorded["val"]],
-                cached)
-    train_cases, val_cases = split_cases(good, val_fraction=cfg.data.val_fraction,
-                                         seed=cfg.data.split_seed, root=cfg.data.root)
-    return train_cases, val_cases, cached
+                [by_id[i] for i in recorded.get("test", []) if i in by_id], cached)
+    train_cases, val_cases, test_cases = split_cases(
+        good, val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction,
+        seed=cfg.data.split_seed, root=cfg.data.root)
+    return train_cases, val_cases, test_cases, cached
 
 
 def _build_state(cfg: Config, device: torch.device) -> tuple[TrainState, nn.Module]:
@@ -402,13 +421,16 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
                         path=last)
     dinfo = init_distributed(cfg.train.device)
     device, amp = _setup_device(cfg, dinfo)
-    train_cases, val_cases, cached = _prepare_cases(cfg, run, resume=resume,
-                                                    progress=progress, dinfo=dinfo)
+    train_cases, val_cases, test_cases, cached = _prepare_cases(
+        cfg, run, resume=resume, progress=progress, dinfo=dinfo)
     train_cached = [cached[c.case_id] for c in train_cases]
     if cfg.data.skip_empty:
         train_cached = [c for c in train_cached if c.label is not None and np.any(c.label)]
     val_cached = [cached[c.case_id] for c in val_cases]
 
+    if dinfo.main:
+        say(f"cases: {len(train_cases)} train, {len(val_cases)} validation (choose the "
+            f"checkpoint), {len(test_cases)} test (set aside)")
     state, loss_fn = _build_state(cfg, device)
     if dinfo.main:
         say(f"model: UNet {list(state.model.config.features)}, "
@@ -425,7 +447,8 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
         run.write_config(cfg.to_dict())
         if ckpt is None:
             run.write_split({"train": [c.case_id for c in train_cases],
-                             "val": [c.case_id for c in val_cases]})
+                             "val": [c.case_id for c in val_cases],
+                             "test": [c.case_id for c in test_cases]})
 
     net: nn.Module = state.model
     if dinfo.world_size > 1:
