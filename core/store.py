@@ -266,20 +266,21 @@ class Run:
                       if not is_temp_file(p.name) and not p.name.startswith(".")
                       and not p.name.endswith("_prob.nii.gz"))
 
-    def case_ids(self) -> list[str]:
+    def case_ids(self, records: Mapping[str, CaseRecord] | None = None) -> list[str]:
         """Cases with a prediction, sorted: those predict recorded in cases.json whose file
         is there (in a run from before records, every prediction file). Temporaries of
-        unfinished writes and files predict did not write are never cases."""
+        unfinished writes and files predict did not write are never cases. ``records``
+        (``case_records()``) may be passed in by a caller that has read them already."""
         files = self._prediction_files()
-        records = self.case_records()
+        records = self.case_records() if records is None else records
         if not records:
             return files
         return [c for c in files if c in records]
 
-    def stray_files(self) -> list[Path]:
+    def stray_files(self, records: Mapping[str, CaseRecord] | None = None) -> list[Path]:
         """Files in predictions/ that look like predictions but that predict did not record
         (copied in by hand, left by another tool): never listed as cases, but reported."""
-        records = self.case_records()
+        records = self.case_records() if records is None else records
         if not records:
             return []
         return [self.prediction_path(c) for c in self._prediction_files() if c not in records]
@@ -364,11 +365,11 @@ class Run:
         claim = (self.config() or {}).get("predict")
         return claim if isinstance(claim, dict) else None
 
-    def model_problem(self, record: CaseRecord,
-                      claim: Mapping[str, Any] | None = None) -> str | None:
-        """Why ``record``'s prediction is not one of the run's model (config.yaml's ``predict``
-        section), or None when it is (or the run records no model: older runs)."""
-        claim = self.predict_claim() if claim is None else claim
+    @staticmethod
+    def model_problem(record: CaseRecord, claim: Mapping[str, Any] | None) -> str | None:
+        """Why ``record``'s prediction is not one of the run's model (``claim``, config.yaml's
+        ``predict`` section from :meth:`predict_claim`), or None when it is (or the run
+        records no model: older runs)."""
         if not claim or not claim.get("checkpoint_sha256") or record.provenance is None:
             return None
         sha = record.checkpoint_sha256
@@ -380,11 +381,13 @@ class Run:
             return "predicted with other settings than the run's; run tumorscope predict again"
         return None
 
-    def prediction_problem(self, record: CaseRecord,
-                           claim: Mapping[str, Any] | None = None) -> str | None:
+    @classmethod
+    def prediction_problem(cls, record: CaseRecord,
+                           claim: Mapping[str, Any] | None) -> str | None:
         """Why the prediction of ``record`` is not a current result of the run: made by
-        another model than config.yaml names, or from images that have changed since."""
-        model = self.model_problem(record, claim)
+        another model than ``claim`` (:meth:`predict_claim`) names, or from images that have
+        changed since."""
+        model = cls.model_problem(record, claim)
         if model is not None:
             return model
         for modality, fp in ((record.provenance or {}).get("sources") or {}).items():
@@ -403,7 +406,7 @@ class Run:
         rows = self.metrics_rows() if rows is None else rows
         records = self.case_records() if records is None else records
         claim = self.predict_claim()
-        on_disk = set(self.case_ids())
+        on_disk = set(self.case_ids(records))
         problems: dict[str, str] = {}
         for row in rows:
             case_id = str(row["case_id"])

@@ -124,7 +124,7 @@ def stale_scores(run: Run) -> dict[str, str]:
     file is not one predict wrote."""
     records = run.case_records()
     problems = run.score_problems(records=records)
-    for path in run.stray_files():
+    for path in run.stray_files(records):
         problems.setdefault(path.name, "this file in predictions/ was not written by "
                                        "tumorscope predict (no record in cases.json); ignored")
     return problems

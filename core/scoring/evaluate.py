@@ -89,7 +89,8 @@ def evaluate_run(run: Run, labels_dir: str | Path | None = None, *,
     """
     from tqdm import tqdm
 
-    ids = run.case_ids()
+    records = run.case_records()
+    ids = run.case_ids(records)
     if not ids:
         raise LayoutError(f"no prediction found in {run.predictions_dir} (run tumorscope "
                           "predict first)", path=run.path)
@@ -97,8 +98,7 @@ def evaluate_run(run: Run, labels_dir: str | Path | None = None, *,
     old_rows: dict[str, list[dict[str, Any]]] = {}
     for row in run.metrics_rows():  # a damaged table is refused here, before any work
         old_rows.setdefault(str(row["case_id"]), []).append(row)
-    problems = run.score_problems([r for rs in old_rows.values() for r in rs])
-    records = run.case_records()
+    problems = run.score_problems([r for rs in old_rows.values() for r in rs], records)
     claim = run.predict_claim()
 
     scored: dict[str, list[dict[str, Any]]] = {}
