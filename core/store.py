@@ -56,20 +56,41 @@ log = logging.getLogger(__name__)
 MARKERS = ("config.yaml", "predictions", "metrics.csv", "log.csv")
 LOCK_TIMEOUT_S = 120.0
 
-NUMERIC_METRIC_COLUMNS = (
-    "dice", "jaccard", "hd95_mm", "sensitivity", "specificity", "volume_truth_ml",
-    "volume_pred_ml", "volume_diff_ml",
-)
-"""Columns of metrics.csv that must hold numbers (or be empty)."""
-
-STATUS_OK = "ok"
+_FRACTION = (0.0, 1.0)
+_DISTANCE = (0.0, math.inf)
 
 METRIC_RANGES: dict[str, tuple[float, float]] = {
-    "dice": (0.0, 1.0), "jaccard": (0.0, 1.0), "sensitivity": (0.0, 1.0),
-    "specificity": (0.0, 1.0), "hd95_mm": (0.0, math.inf), "volume_truth_ml": (0.0, math.inf),
-    "volume_pred_ml": (0.0, math.inf), "volume_diff_ml": (-math.inf, math.inf),
+    "dice": _FRACTION, "jaccard": _FRACTION, "sensitivity": _FRACTION,
+    "specificity": _FRACTION, "hd95_monai_mm": _DISTANCE, "hd95_pooled_mm": _DISTANCE,
+    "hd95_surfel_mm": _DISTANCE, "volume_truth_ml": _DISTANCE, "volume_pred_ml": _DISTANCE,
+    "volume_diff_ml": (-math.inf, math.inf),
+    "brats2023_dice": _FRACTION, "brats2023_hd95_mm": _DISTANCE, "brats2023_tp": _DISTANCE,
+    "brats2023_fn": _DISTANCE, "brats2023_fp": _DISTANCE,
+    "brats2025_rq": _FRACTION, "brats2025_sq_dice": _FRACTION,
+    "brats2025_sq_hd95_mm": _DISTANCE, "brats2025_tp": _DISTANCE, "brats2025_fn": _DISTANCE,
+    "brats2025_fp": _DISTANCE,
 }
 """What each metric can be; metrics.csv holding anything else is refused by line."""
+
+UNDEFINED_OK = frozenset({"brats2025_rq", "brats2025_sq_dice", "brats2025_sq_hd95_mm"})
+"""Metrics the reference leaves NaN in some cases (no lesion in truth nor prediction)."""
+
+INFINITE_OK = frozenset({"brats2025_sq_hd95_mm"})
+"""Metrics the reference sets infinite in some cases (lesions, but no matched pair)."""
+
+NUMERIC_METRIC_COLUMNS = tuple(METRIC_RANGES)
+"""Columns of metrics.csv that must hold numbers (or be empty)."""
+
+LESION_RANGES: dict[str, tuple[float, float]] = {
+    "volume_ml": _DISTANCE, "dice": _FRACTION, "hd95_mm": _DISTANCE,
+    "centroid_x_mm": (-math.inf, math.inf), "centroid_y_mm": (-math.inf, math.inf),
+    "centroid_z_mm": (-math.inf, math.inf),
+}
+"""What each number of lesions.csv can be."""
+
+LESION_STATUSES = ("TP", "FN", "FP", "ignored")
+
+STATUS_OK = "ok"
 
 
 @dataclass(frozen=True)
@@ -191,6 +212,14 @@ class Run:
     @property
     def metrics_path(self) -> Path:
         return self.path / "metrics.csv"
+
+    @property
+    def lesions_path(self) -> Path:
+        return self.path / "lesions.csv"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
 
     @property
     def cases_path(self) -> Path:
@@ -350,14 +379,25 @@ class Run:
                                   f"each other (Jaccard {jac} means Dice "
                                   f"{2 * jac / (1 + jac):.4f}): the table was edited",
                                   path=self.metrics_path)
-            for column, (low, high) in METRIC_RANGES.items():
-                value = row.get(column)
-                if value is None:
-                    continue
-                if not (math.isfinite(value) and low <= value <= high):
-                    raise LayoutError(f"line {line}: {column} = {value!r} is impossible "
-                                      f"(expected {_span(low, high)})", path=self.metrics_path)
+            _check_ranges(row, METRIC_RANGES, line, self.metrics_path)
         return rows
+
+    def lesion_rows(self) -> list[dict[str, Any]]:
+        """Rows of lesions.csv (one per lesion, region and scoring), numbers parsed and
+        checked as :meth:`metrics_rows` does; a row names the prediction and truth hashes it
+        scored, so a reader matches it to the current metric rows."""
+        rows = _read_csv(self.lesions_path, numeric=tuple(LESION_RANGES),
+                         required=("case_id", "region", "scoring", "lesion", "status"))
+        for line, row in enumerate(rows, start=2):
+            if row["status"] not in LESION_STATUSES:
+                raise LayoutError(f"line {line}: status {row['status']!r} is not one of "
+                                  f"{list(LESION_STATUSES)}", path=self.lesions_path)
+            _check_ranges(row, LESION_RANGES, line, self.lesions_path)
+        return rows
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        """Replace summary.json (written by evaluate from the current rows), atomically."""
+        atomic_write_json(self.summary_path, dict(summary))
 
     def predict_claim(self) -> dict[str, Any] | None:
         """The ``predict`` section of config.yaml: the checkpoint (path, sha256) and settings
@@ -498,17 +538,42 @@ class Run:
             atomic_write_json(self.cases_path, {k: r.to_dict() for k, r in records.items()})
             if rows:
                 _write_csv(self.metrics_path, [r for r in rows if str(r["case_id"]) not in ids])
+            lesions = self.lesion_rows()
+            if lesions:
+                _write_csv(self.lesions_path,
+                           [r for r in lesions if str(r["case_id"]) not in ids])
         return sorted(ids)
 
     def merge_metrics(self, scored: Mapping[str, list[Mapping[str, Any]]],
-                      unscored: Mapping[str, str]) -> list[dict[str, Any]]:
-        """Merge one evaluation into metrics.csv and return the whole table.
+                      unscored: Mapping[str, str],
+                      lesions: Mapping[str, list[Mapping[str, Any]]] | None = None
+                      ) -> list[dict[str, Any]]:
+        """Merge one evaluation into metrics.csv (and lesions.csv) and return the table.
 
         Rows of ``scored`` cases replace that case's rows (status ok); cases of ``unscored``
         (case -> reason) keep their previous rows, marked ``stale: <reason>``; every other
-        row stays as it was. Under the run's lock, written atomically.
+        row stays as it was. ``lesions`` (case -> lesion rows) replaces those cases' lesion
+        rows the same way; lesion rows carry the hashes of what they scored, and lesions.csv
+        is written before metrics.csv, so an interruption between the two leaves lesion rows
+        that no current metric row vouches for, never the reverse. Under the run's lock,
+        each file written atomically.
         """
+        # What no metric can be is refused before anything is written, as it would be on read.
+        for case_id, rows in scored.items():
+            for row in rows:
+                _check_new(row, METRIC_RANGES, case_id, self.metrics_path)
+        for case_id, rows in (lesions or {}).items():
+            for row in rows:
+                _check_new(row, LESION_RANGES, case_id, self.lesions_path)
         with self.lock():
+            if lesions is not None:
+                kept = [r for r in self.lesion_rows() if str(r["case_id"]) not in lesions]
+                new = [{**r, "case_id": case_id} for case_id, rs in lesions.items() for r in rs]
+                order = {"WT": 0, "TC": 1, "ET": 2}
+                merged = sorted(kept + new, key=lambda r: (
+                    str(r["case_id"]), str(r["scoring"]), order.get(str(r["region"]), 9),
+                    str(r["status"]), int(r["lesion"])))
+                _write_csv(self.lesions_path, merged)
             old = self.metrics_rows()
             out: list[dict[str, Any]] = []
             for row in old:
@@ -544,6 +609,29 @@ class Run:
         if removed:
             log.info("removed %d leftover temporary file(s) in %s", len(removed), self.path)
         return removed
+
+
+def _check_ranges(row: Mapping[str, Any], ranges: Mapping[str, tuple[float, float]],
+                  line: int, path: Path) -> None:
+    """Refuse, naming the line, a value no metric of ``ranges`` can take."""
+    for column, (low, high) in ranges.items():
+        value = row.get(column)
+        if value is None or (column in UNDEFINED_OK and math.isnan(value)) or (
+                column in INFINITE_OK and value == math.inf):
+            continue
+        if not (math.isfinite(value) and low <= value <= high):
+            raise LayoutError(f"line {line}: {column} = {value!r} is impossible "
+                              f"(expected {_span(low, high)})", path=path)
+
+
+def _check_new(row: Mapping[str, Any], ranges: Mapping[str, tuple[float, float]],
+               case_id: str, path: Path) -> None:
+    try:
+        _check_ranges(row, ranges, 0, path)
+    except LayoutError as exc:
+        raise LayoutError(f"refusing to write case {case_id} region {row.get('region')}: "
+                          f"{str(exc).split('line 0: ', 1)[-1]}; nothing was written",
+                          path=path) from None
 
 
 def _span(low: float, high: float) -> str:
@@ -600,7 +688,7 @@ def _read_csv(path: Path, *, numeric: Iterable[str] = (),
     try:
         reader = csv.reader(io.StringIO(text, newline=""))
         header = next(reader, None)
-        if header is None:
+        if not header:  # no file content, or the empty header of a table with no row
             return []
         missing = [c for c in required if c not in header]
         if missing:
@@ -619,7 +707,8 @@ def _read_csv(path: Path, *, numeric: Iterable[str] = (),
                 if value is None:
                     continue
                 if isinstance(value, bool) or not isinstance(value, int | float) or (
-                        isinstance(value, float) and math.isnan(value) and key != "hd95_mm"):
+                        isinstance(value, float) and math.isnan(value)
+                        and key not in UNDEFINED_OK):
                     raise LayoutError(f"line {reader.line_num}: {key} = {value!r} is not a "
                                       f"number", path=path)
             rows.append(row)

@@ -12,19 +12,22 @@ from scipy import ndimage
 
 from tumorscope.core.data.labels import REGIONS
 from tumorscope.core.errors import ConfigError, GeometryError, LabelError
-from tumorscope.core.scoring import metrics
+from tumorscope.core.scoring import distances, metrics
+from tumorscope.core.scoring.distances import (
+    HD95_DEFINITIONS,
+    hd95_mm,
+    image_diagonal_mm,
+    surface,
+)
 from tumorscope.core.scoring.metrics import (
-    HD95_DEFINITION,
+    HD95_COLUMNS,
     METRIC_COLUMNS,
     METRIC_DOCS,
     dice,
-    hd95_mm,
-    image_diagonal_mm,
     jaccard,
     region_metrics,
     sensitivity,
     specificity,
-    surface,
     volume_ml,
 )
 
@@ -107,19 +110,22 @@ def reference_hd(pred: np.ndarray, truth: np.ndarray, spacing, percentile: float
 
 
 def test_doctests_pass() -> None:
-    result = doctest.testmod(metrics)
-    assert result.attempted > 0
-    assert result.failed == 0
+    for module in (metrics, distances):
+        result = doctest.testmod(module)
+        assert result.attempted > 0
+        assert result.failed == 0
 
 
 def test_every_column_is_documented() -> None:
     assert set(METRIC_DOCS) == set(METRIC_COLUMNS)
-    assert HD95_DEFINITION in METRIC_DOCS["hd95_mm"]
-    assert "MONAI definition" in HD95_DEFINITION
-    for column in ("dice", "jaccard", "hd95_mm", "sensitivity"):
+    assert HD95_COLUMNS == ("hd95_monai_mm", "hd95_pooled_mm", "hd95_surfel_mm")
+    for definition, name in HD95_DEFINITIONS.items():
+        assert METRIC_DOCS[f"hd95_{definition}_mm"].startswith(name)
+        assert "diagonal" in METRIC_DOCS[f"hd95_{definition}_mm"]
+    assert "MONAI" in HD95_DEFINITIONS["monai"]
+    for column in ("dice", "jaccard", *HD95_COLUMNS, "sensitivity"):
         assert "empty" in METRIC_DOCS[column]
     assert "whole image" in METRIC_DOCS["specificity"]
-    assert "diagonal" in METRIC_DOCS["hd95_mm"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -309,9 +315,9 @@ def test_region_metrics_by_hand() -> None:
     assert wt["volume_truth_ml"] == pytest.approx(0.060)
     assert wt["volume_pred_ml"] == pytest.approx(0.048)
     assert wt["volume_diff_ml"] == pytest.approx(-0.012)
-    assert wt["hd95_mm"] == pytest.approx(hd95_mm(pred, truth, spacing_mm=(1.0, 2.0, 3.0)))
+    assert wt["hd95_monai_mm"] == pytest.approx(hd95_mm(pred, truth, spacing_mm=(1.0, 2.0, 3.0)))
     for row in (tc, et):  # empty in both
-        assert (row["dice"], row["jaccard"], row["hd95_mm"]) == (1.0, 1.0, 0.0)
+        assert (row["dice"], row["jaccard"], row["hd95_monai_mm"]) == (1.0, 1.0, 0.0)
         assert (row["sensitivity"], row["specificity"]) == (1.0, 1.0)
         assert (row["volume_truth_ml"], row["volume_pred_ml"], row["volume_diff_ml"]) == (0, 0, 0)
 
@@ -333,7 +339,7 @@ def test_nested_regions_from_label_maps() -> None:
     pred = nested_label(scale=1.2)  # larger edema, identical core and enhancing rim
     rows = {row["region"]: row for row in region_metrics(pred, truth, spacing_mm=ANISOTROPIC)}
     assert rows["TC"]["dice"] == rows["ET"]["dice"] == 1.0
-    assert rows["TC"]["hd95_mm"] == rows["ET"]["hd95_mm"] == 0.0
+    assert rows["TC"]["hd95_monai_mm"] == rows["ET"]["hd95_monai_mm"] == 0.0
     assert 0.0 < rows["WT"]["dice"] < 1.0
     assert rows["WT"]["sensitivity"] == 1.0  # prediction contains the truth
     assert rows["WT"]["volume_diff_ml"] > 0
@@ -350,9 +356,9 @@ def test_nested_regions_from_label_maps() -> None:
     assert volumes == sorted(volumes, reverse=True) and len(set(volumes)) == 3
     # region masks go through the same functions as plain masks
     wt_hd = hd95_mm(pred > 0, truth > 0, spacing_mm=ANISOTROPIC)
-    assert rows["WT"]["hd95_mm"] == pytest.approx(wt_hd)
+    assert rows["WT"]["hd95_monai_mm"] == pytest.approx(wt_hd)
     expected = monai_hd(pred > 0, truth > 0, ANISOTROPIC)
-    assert rows["WT"]["hd95_mm"] == pytest.approx(expected, abs=1e-3)
+    assert rows["WT"]["hd95_monai_mm"] == pytest.approx(expected, abs=1e-3)
 
 
 def test_missing_enhancing_tumour_gets_the_brats_penalty() -> None:
@@ -365,13 +371,13 @@ def test_missing_enhancing_tumour_gets_the_brats_penalty() -> None:
     assert rows["ET"]["sensitivity"] == 0.0
     assert rows["ET"]["volume_pred_ml"] == 0.0
     diagonal = image_diagonal_mm(truth.shape, spacing_mm=ANISOTROPIC)
-    assert rows["ET"]["hd95_mm"] == pytest.approx(diagonal)
+    assert rows["ET"]["hd95_monai_mm"] == pytest.approx(diagonal)
 
 
 def test_region_metrics_of_two_empty_label_maps() -> None:
     empty = np.zeros((5, 6, 7), np.uint8)
     for row in region_metrics(empty, empty, spacing_mm=(1, 1, 1)):
-        assert (row["dice"], row["hd95_mm"], row["volume_truth_ml"]) == (1.0, 0.0, 0.0)
+        assert (row["dice"], row["hd95_monai_mm"], row["volume_truth_ml"]) == (1.0, 0.0, 0.0)
 
 
 def test_region_metrics_on_a_brats_sized_case_is_fast_and_matches_monai() -> None:
@@ -388,7 +394,7 @@ def test_region_metrics_on_a_brats_sized_case_is_fast_and_matches_monai() -> Non
     elapsed = time.perf_counter() - start
     assert elapsed < 2.0  # ~0.1 s on 2 cores; generous for a loaded machine
     et = monai_hd(pred == 4, truth == 4, ANISOTROPIC)
-    assert rows["ET"]["hd95_mm"] == pytest.approx(et, abs=1e-3)
+    assert rows["ET"]["hd95_monai_mm"] == pytest.approx(et, abs=1e-3)
     assert rows["WT"]["dice"] == pytest.approx(monai_dice(pred > 0, truth > 0), abs=1e-6)
 
 
@@ -441,3 +447,64 @@ def test_non_canonical_labels_are_refused() -> None:
     label[1, 1, 1] = 3  # BraTS 2023 enhancing, not converted
     with pytest.raises(LabelError, match=r"\[3\]"):
         region_metrics(label, np.zeros_like(label), spacing_mm=(1, 1, 1))
+
+
+# ------------------------------------------------------------------------------------------
+# the other HD95 definitions, each against an independent computation of its reference
+
+
+def _edt_surface_distances(pred: np.ndarray, truth: np.ndarray, spacing) -> tuple:
+    """Both directions' surface-voxel distances by scipy's EDT over the whole image (the way
+    panoptica computes them), independent of our k-d tree on the cropped box."""
+    def border(mask):
+        return mask ^ ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(
+            3, 1), border_value=0)
+    sp, st = border(pred), border(truth)
+    to_truth = ndimage.distance_transform_edt(~st, sampling=spacing)[sp]
+    to_pred = ndimage.distance_transform_edt(~sp, sampling=spacing)[st]
+    return to_truth, to_pred
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), ANISOTROPIC])
+def test_pooled_and_surfel_definitions_match_their_references(seed: int, spacing) -> None:
+    from surface_distance import compute_robust_hausdorff, compute_surface_distances
+
+    shape = (36, 40, 28)
+    truth = blob(shape, seed=seed)
+    pred = blob(shape, seed=seed + 100) | (truth & blob(shape, seed=seed + 200, level=-0.5))
+    to_truth, to_pred = _edt_surface_distances(pred, truth, spacing)
+    pooled = float(np.percentile(np.concatenate([to_truth, to_pred]), 95))
+    assert hd95_mm(pred, truth, spacing_mm=spacing, definition="pooled") == pytest.approx(
+        pooled, abs=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        surfel = compute_robust_hausdorff(compute_surface_distances(truth, pred, spacing), 95)
+    assert hd95_mm(pred, truth, spacing_mm=spacing, definition="surfel") == pytest.approx(
+        surfel, abs=1e-3)
+    # region_metrics fills one column per definition with the same numbers.
+    label_truth, label_pred = truth.astype(np.uint8) * 2, pred.astype(np.uint8) * 2
+    wt = region_metrics(label_pred, label_truth, spacing_mm=spacing)[0]
+    assert wt["hd95_pooled_mm"] == pytest.approx(pooled, abs=1e-3)
+    assert wt["hd95_surfel_mm"] == pytest.approx(surfel, abs=1e-3)
+    assert wt["hd95_monai_mm"] == pytest.approx(monai_hd(pred, truth, spacing), abs=1e-3)
+
+
+def test_the_definitions_differ_where_the_references_do() -> None:
+    """A hit plus a distant false-positive blob (about 1 in 9 of the predicted surface): it
+    sets MONAI's pred-to-truth percentile, and the surfel one; pooled with the other
+    direction's zeros it drops below the 95th percentile. A table that did not name its
+    definition would report 24 mm or 0 mm for the same case."""
+    truth = np.zeros((60, 40, 40), bool)
+    truth[5:25, 10:30, 10:30] = True
+    pred = truth.copy()
+    pred[45:52, 15:22, 15:22] = True
+    values = {d: hd95_mm(pred, truth, spacing_mm=(1, 1, 1), definition=d)
+              for d in HD95_DEFINITIONS}
+    assert values == {"monai": 24.0, "pooled": 0.0, "surfel": 24.0}
+
+
+def test_unknown_definition_is_refused_by_name() -> None:
+    mask = np.ones((3, 3, 3), bool)
+    with pytest.raises(ConfigError, match="definition must be one of"):
+        hd95_mm(mask, mask, spacing_mm=(1, 1, 1), definition="hausdorff")  # type: ignore[arg-type]

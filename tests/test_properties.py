@@ -18,7 +18,7 @@ from tumorscope.core.store import NUMERIC_METRIC_COLUMNS, Run
 PROPERTY = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
-HEADER = "case_id,region,dice,hd95_mm,status\n"
+HEADER = "case_id,region,dice,hd95_monai_mm,status\n"
 GOOD_ROW = "BraTS2021_00000,WT,0.91,2.5,ok\n"
 
 

@@ -331,11 +331,11 @@ def test_a_score_of_a_changed_prediction_is_never_current(world: dict[str, Path]
 @pytest.mark.parametrize("damage, fault", [
     (b"case_id,region,dice\nA,WT,0.5\x00\x00\n", "NUL bytes"),
     (b"case_id,region,dice\nA,WT,zero point five\n", "dice = 'zero point five' is not a"),
-    (b"case_id,region,dice,hd95_mm\nA,WT,0.5,1.0\nA,TC,0.", "line 3 has 3 field(s)"),
+    (b"case_id,region,dice,hd95_monai_mm\nA,WT,0.5,1.0\nA,TC,0.", "line 3 has 3 field(s)"),
     (bytes(range(256)) * 4, "binary data"),
     (b"case_id,region,dice\nA,WT,inf\n", "dice = inf is impossible"),
     (b"case_id,region,dice\nA,WT,-5\n", "dice = -5 is impossible (expected a number in"),
-    (b"case_id,region,hd95_mm\nA,WT,-1.0\n", "hd95_mm = -1.0 is impossible"),
+    (b"case_id,region,hd95_monai_mm\nA,WT,-1.0\n", "hd95_monai_mm = -1.0 is impossible"),
     (b"case_id,region,dice\nA,WT,0.5\nB,WT,0.4\nA,WT,0.5\n",
      "line 4 repeats case A region WT (first on line 2)"),
     (b"case_id,region,dice,jaccard\nA,WT,0.95,0.118\n", "contradict each other"),
@@ -572,7 +572,7 @@ def test_the_printed_table_is_the_mean_and_the_true_median(world: dict[str, Path
         _, n, mean, median = line.split()
         assert int(n) == len(sel) == 4
         assert float(mean) == pytest.approx(statistics.fmean(r["dice"] for r in sel), abs=5e-4)
-        assert float(median) == pytest.approx(statistics.median(r["hd95_mm"] for r in sel),
+        assert float(median) == pytest.approx(statistics.median(r["hd95_monai_mm"] for r in sel),
                                               abs=5e-3)
 
 

@@ -10,12 +10,12 @@ import surface_distance
 
 from tumorscope.core.errors import ConfigError, GeometryError, LabelError
 from tumorscope.core.scoring import lesions
+from tumorscope.core.scoring.distances import robust_hausdorff_mm
 from tumorscope.core.scoring.lesions import (
     CHALLENGES,
     MISSED_LESION_HD95_MM,
     lesion_wise_region,
     lesion_wise_scores,
-    robust_hausdorff_mm,
 )
 
 ISO = (1.0, 1.0, 1.0)

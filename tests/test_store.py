@@ -15,7 +15,7 @@ def test_run_round_trip(tmp_path: Path) -> None:
     run.write_config({"train": {"epochs": 2}})
     run.write_cases({"A": {"images": {"t1": "/x/A_t1.nii.gz"}, "label": None}})
     run.write_metrics([
-        {"case_id": "A", "region": "WT", "dice": 0.9, "hd95_mm": 2.5},
+        {"case_id": "A", "region": "WT", "dice": 0.9, "hd95_monai_mm": 2.5},
         {"case_id": "A", "region": "ET", "dice": None, "grade": "HGG"},
     ])
     run.append_log({"epoch": 1, "loss": 0.5})
@@ -27,7 +27,8 @@ def test_run_round_trip(tmp_path: Path) -> None:
     assert run.config() == {"train": {"epochs": 2}}
     assert run.cases()["A"]["label"] is None
     rows = run.metrics_rows()
-    assert rows[0] == {"case_id": "A", "region": "WT", "dice": 0.9, "hd95_mm": 2.5, "grade": None}
+    assert rows[0] == {"case_id": "A", "region": "WT", "dice": 0.9, "hd95_monai_mm": 2.5,
+                       "grade": None}
     assert rows[1]["dice"] is None and rows[1]["grade"] == "HGG"
     assert [r["loss"] for r in run.log_rows()] == [0.5, 0.25]
     assert run.log_rows()[0]["dice_WT"] is None

@@ -8,21 +8,27 @@ prediction and the truth it scored, so a reader can tell a current score from an
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tumorscope.core.data.cases import discover
 from tumorscope.core.data.geometry import conform_to
 from tumorscope.core.data.nifti import read_label
-from tumorscope.core.errors import LayoutError, TumorscopeError
+from tumorscope.core.errors import LayoutError, TumorscopeError, check_choice
 from tumorscope.core.fingerprint import fingerprint
-from tumorscope.core.scoring.metrics import region_metrics
+from tumorscope.core.scoring.lesions import CHALLENGES, Challenge
+from tumorscope.core.scoring.scorings import SCORINGS, Scoring, check_scorings, score_case
+from tumorscope.core.scoring.summary import summarise
 from tumorscope.core.store import STATUS_OK, Run, format_stat, parse_stat
 
 METADATA_COLUMNS = ("grade", "age", "synthetic")
-SCORING_VERSION = 1
-"""Bumped whenever a metric's definition changes, so stored rows are scored again."""
+SCORING_VERSION = 2
+"""Bumped whenever a metric's definition changes, so stored rows are scored again
+(2: every HD95 definition, lesion-wise scorings, lesions.csv)."""
 
 
 @dataclass
@@ -34,6 +40,9 @@ class EvaluateReport:
     reused: list[str] = field(default_factory=list)
     unscored: dict[str, str] = field(default_factory=dict)
     no_truth: list[str] = field(default_factory=list)
+    scorings: tuple[str, ...] = ("legacy",)
+    challenge: str = "gli"
+    summary: dict[str, Any] = field(default_factory=dict)
 
     @property
     def current_rows(self) -> list[dict[str, Any]]:
@@ -75,19 +84,59 @@ def _truth_fingerprint(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
             "sha256": row.get("truth_sha256")}
 
 
+def _lesion_rows(found: Sequence[dict[str, Any]], affine: np.ndarray,
+                 keys: dict[str, Any]) -> list[dict[str, Any]]:
+    """Lesion rows with centroids placed in world mm by the truth's affine."""
+    out = []
+    for row in found:
+        row = dict(row)
+        x, y, z = (affine @ np.array([*row.pop("centroid_vox"), 1.0]))[:3]
+        out.append({**row, "centroid_x_mm": round(float(x), 3),
+                    "centroid_y_mm": round(float(y), 3), "centroid_z_mm": round(float(z), 3),
+                    "prediction_sha256": keys["prediction_sha256"],
+                    "truth_sha256": keys["truth_sha256"]})
+    return out
+
+
+def _reusable(previous: list[dict[str, Any]], lesions: list[dict[str, Any]], *,
+              pred_sha: str, truth_sha: str, scoring_key: str, challenge: str) -> bool:
+    """True when a case's stored rows scored this prediction and truth the way asked now
+    (and every lesion row they list is still in lesions.csv)."""
+    if not previous or not all(
+            r.get("prediction_sha256") == pred_sha and r.get("truth_sha256") == truth_sha
+            and r.get("scoring_version") == SCORING_VERSION and r.get("scorings") == scoring_key
+            and r.get("challenge") == challenge for r in previous):
+        return False
+    listed = sum(1 for r in lesions if r.get("prediction_sha256") == pred_sha
+                 and r.get("truth_sha256") == truth_sha)
+    return listed == previous[0].get("lesions_listed", 0)
+
+
 def evaluate_run(run: Run, labels_dir: str | Path | None = None, *,
+                 scorings: Sequence[Scoring] = SCORINGS, challenge: Challenge = "gli",
                  progress: bool = True) -> EvaluateReport:
-    """Score the run's predictions into ``metrics.csv``, one row per case x region.
+    """Score the run's predictions into ``metrics.csv``, ``lesions.csv`` and ``summary.json``.
+
+    ``metrics.csv`` has one row per case x region with the legacy columns (every HD95
+    definition among them) and each lesion-wise scoring's columns (``brats2023_*``,
+    ``brats2025_*``); ``lesions.csv`` one row per lesion; ``summary.json`` the statistics of
+    the current rows per scoring (:mod:`.summary`). ``scorings`` picks the lesion-wise
+    scorings (legacy is always computed); ``challenge`` the BraTS 2023 sub-challenge.
 
     Ground truth comes from ``labels_dir`` (any BraTS layout) or, by default, from the
     label files recorded in the run's ``cases.json``. A prediction stored in another voxel
     order of the truth's world grid is reoriented; another grid is refused for that case.
-    Rows whose prediction and truth are unchanged (content hashes) are kept as they are.
+    Rows whose prediction and truth are unchanged (content hashes) and that were scored the
+    same way are kept as they are.
 
     Raises :class:`LayoutError` naming the run when there is no prediction, or when no
-    prediction could be scored (the table is then left untouched).
+    prediction could be scored (the tables are then left untouched).
     """
     from tqdm import tqdm
+
+    chosen = check_scorings(scorings)
+    check_choice("challenge", challenge, tuple(CHALLENGES))
+    scoring_key = " ".join(chosen)
 
     records = run.case_records()
     ids = run.case_ids(records)
@@ -99,9 +148,13 @@ def evaluate_run(run: Run, labels_dir: str | Path | None = None, *,
     for row in run.metrics_rows():  # a damaged table is refused here, before any work
         old_rows.setdefault(str(row["case_id"]), []).append(row)
     problems = run.score_problems([r for rs in old_rows.values() for r in rs], records)
+    old_lesions: dict[str, list[dict[str, Any]]] = {}
+    for row in run.lesion_rows():
+        old_lesions.setdefault(str(row["case_id"]), []).append(row)
     claim = run.predict_claim()
 
     scored: dict[str, list[dict[str, Any]]] = {}
+    lesions: dict[str, list[dict[str, Any]]] = {}
     reused: list[str] = []
     unscored: dict[str, str] = {}
     no_truth_ids: list[str] = []
@@ -126,10 +179,10 @@ def evaluate_run(run: Run, labels_dir: str | Path | None = None, *,
                 continue
             previous = old_rows.get(case_id, [])
             truth_fp = fingerprint(label_path, _truth_fingerprint(previous))
-            if previous and case_id not in problems and all(
-                    r.get("prediction_sha256") == pred_fp["sha256"]
-                    and r.get("truth_sha256") == truth_fp["sha256"]
-                    and r.get("scoring_version") == SCORING_VERSION for r in previous):
+            if case_id not in problems and _reusable(
+                    previous, old_lesions.get(case_id, []), pred_sha=pred_fp["sha256"],
+                    truth_sha=truth_fp["sha256"], scoring_key=scoring_key,
+                    challenge=challenge):
                 scored[case_id] = [{**r, **_truth_keys(truth_fp)} for r in previous]
                 reused.append(case_id)
                 continue
@@ -137,14 +190,17 @@ def evaluate_run(run: Run, labels_dir: str | Path | None = None, *,
             pr = read_label(pred_path, convention=convention)
             pred = conform_to(pr.data, pr.affine, gt.data.shape, gt.affine, path=pred_path,
                               ref_path=label_path)
-            scores = region_metrics(pred, gt.data, spacing_mm=gt.spacing_mm)
+            scores = score_case(pred, gt.data, spacing_mm=gt.spacing_mm, scorings=chosen,
+                                challenge=challenge)
         except TumorscopeError as exc:
             unscored[case_id] = str(exc)
             continue
         extra = {k: meta.get(k) for k in METADATA_COLUMNS}
         keys = {"prediction_sha256": pred_fp["sha256"], **_truth_keys(truth_fp),
-                "scoring_version": SCORING_VERSION}
-        scored[case_id] = [{"case_id": case_id, **row, **extra, **keys} for row in scores]
+                "scoring_version": SCORING_VERSION, "scorings": scoring_key,
+                "challenge": challenge, "lesions_listed": len(scores.lesions)}
+        scored[case_id] = [{"case_id": case_id, **row, **extra, **keys} for row in scores.rows]
+        lesions[case_id] = _lesion_rows(scores.lesions, gt.affine, keys)
     # Rows of cases whose prediction has left the run stay, marked, rather than vanish.
     for case_id in old_rows:
         if case_id not in scored and case_id not in unscored and case_id not in ids:
@@ -153,6 +209,16 @@ def evaluate_run(run: Run, labels_dir: str | Path | None = None, *,
         reasons = "; ".join(f"{c}: {r}" for c, r in list(unscored.items())[:3])
         raise LayoutError(f"no prediction could be scored ({reasons}); metrics.csv left as "
                           "it was", path=run.path)
-    rows = run.merge_metrics(scored, unscored)
+    # Cases no longer scorable keep no lesion rows: their metric rows say stale, and a lesion
+    # list shown without a current score would mislead.
+    for case_id in unscored:
+        if case_id in old_lesions:
+            lesions[case_id] = []
+    rows = run.merge_metrics(scored, unscored, lesions)
+    current = [r for r in rows if r.get("status") == STATUS_OK]
+    stale_cases = {str(r["case_id"]) for r in rows if r.get("status") != STATUS_OK}
+    summary = summarise(current, scorings=chosen, challenge=challenge,
+                        not_current=len(stale_cases))
+    run.write_summary(summary)
     return EvaluateReport(rows, sorted(set(scored) - set(reused)), reused, unscored,
-                          no_truth_ids)
+                          no_truth_ids, chosen, challenge, summary)

@@ -5,17 +5,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Literal, get_args
 
 import cc3d
 import numpy as np
 from scipy import ndimage
-from surface_distance.lookup_tables import create_table_neighbour_code_to_surface_area
 
 from tumorscope.core.data.labels import REGIONS, check_labels, labels_to_regions
-from tumorscope.core.errors import ConfigError, GeometryError, check_choice
-from tumorscope.core.scoring.metrics import check_spacing_mm
+from tumorscope.core.errors import check_choice
+from tumorscope.core.scoring.distances import HD95_DEFINITIONS, surfel_hd
+from tumorscope.core.scoring.masks import bounding_box, check_pair, check_spacing_mm
 
 __all__ = [
     "CHALLENGES",
@@ -23,11 +22,11 @@ __all__ = [
     "MISSED_LESION_HD95_MM",
     "Challenge",
     "ChallengeParameters",
+    "Component",
     "Lesion",
     "RegionLesionScores",
     "lesion_wise_region",
     "lesion_wise_scores",
-    "robust_hausdorff_mm",
 ]
 
 Challenge = Literal["gli", "men", "met", "ped", "ssa"]
@@ -56,12 +55,21 @@ CHALLENGES: dict[str, ChallengeParameters] = {
 MISSED_LESION_HD95_MM = 374.0
 """HD95 the 2023 code gives a missed lesion (its infinite HD95) and every false positive."""
 
-LESION_HD95_DEFINITION = (
-    "HD95 (DeepMind surface-distance robust Hausdorff, surfel-area weighted, mm)"
-)
-"""How :func:`robust_hausdorff_mm` defines HD95; it differs from MONAI's (``metrics.hd95_mm``)."""
+LESION_HD95_DEFINITION = HD95_DEFINITIONS["surfel"]
+"""The HD95 the 2023 code uses per lesion (``distances.robust_hausdorff_mm``)."""
 
 _DILATION = ndimage.generate_binary_structure(3, 2)  # 18-connected, as the 2023 code
+
+
+@dataclass(frozen=True)
+class Component:
+    """One predicted component that matches no lesion (a false positive)."""
+
+    label: int
+    """Its 26-connected component id in the prediction (``cc3d``)."""
+    volume_mm3: float
+    centroid_vox: tuple[float, float, float]
+    """Centre of mass in voxel coordinates (x, y, z) of the full image."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,8 @@ class Lesion:
     label: int
     """Id of the lesion: its component of the dilated truth (26-connected, ``cc3d``)."""
     volume_mm3: float
+    centroid_vox: tuple[float, float, float]
+    """Centre of mass in voxel coordinates (x, y, z) of the full image."""
     matched_prediction_ids: tuple[int, ...]
     """Predicted components (26-connected ids) overlapping the lesion's dilation."""
     dice: float
@@ -94,143 +104,12 @@ class RegionLesionScores:
     fp: int
     lesions: tuple[Lesion, ...]
     """Every ground-truth lesion, counted or not, in id order."""
-    false_positive_ids: tuple[int, ...]
+    false_positives: tuple[Component, ...]
     """Predicted components that overlap no lesion's dilation."""
 
-
-# --------------------------------------------------------------------------------------------
-# validation
-
-
-def _percentile(percentile: float) -> float:
-    value = float(percentile)
-    if not 0.0 <= value <= 100.0:
-        raise ConfigError(f"percentile must be within [0, 100], got {percentile!r}")
-    return value
-
-
-def _pair(pred: np.ndarray, truth: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
-    pred = np.asarray(pred)
-    truth = np.asarray(truth)
-    if pred.shape != truth.shape:
-        raise GeometryError(
-            f"prediction and truth {what} must have the same shape, "
-            f"got {pred.shape} and {truth.shape}"
-        )
-    if pred.ndim != 3:
-        raise GeometryError(f"prediction and truth {what} must be 3-D (X, Y, Z), got {pred.shape}")
-    return pred, truth
-
-
-def _box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
-    """Tightest slices around ``mask``'s True voxels, grown by ``margin`` and clipped."""
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
-        if hits.size == 0:
-            return None
-        box.append(
-            slice(max(int(hits[0]) - margin, 0), min(int(hits[-1]) + 1 + margin, mask.shape[axis]))
-        )
-    return tuple(box)
-
-
-# --------------------------------------------------------------------------------------------
-# DeepMind robust Hausdorff
-
-
-@lru_cache(maxsize=16)
-def _surfel_areas(spacing: tuple[float, float, float]) -> np.ndarray:
-    """Area in mm² of the marching-cubes surface element of each 2x2x2 neighbour code."""
-    return np.asarray(create_table_neighbour_code_to_surface_area(spacing), dtype=float)
-
-
-def _neighbour_codes(mask: np.ndarray) -> np.ndarray:
-    """8-bit code of every voxel corner: which of the 8 voxels around it are foreground.
-
-    The corner grid has one more point than voxels along each axis; voxels outside ``mask``
-    count as background. Bit weights follow surface-distance's
-    ``ENCODE_NEIGHBOURHOOD_3D_KERNEL`` (128 for the lower corner voxel, 1 for the upper).
-    """
-    padded = np.pad(mask.astype(np.uint8), 1)
-    nx, ny, nz = (n + 1 for n in mask.shape)
-    code = np.zeros((nx, ny, nz), np.uint8)
-    for i in (0, 1):
-        for j in (0, 1):
-            for k in (0, 1):
-                bit = np.uint8(1 << (7 - 4 * i - 2 * j - k))
-                code |= padded[i : i + nx, j : j + ny, k : k + nz] * bit
-    return code
-
-
-def _directed(
-    distances: np.ndarray, areas: np.ndarray, percentile: float
-) -> float:
-    """Area-weighted percentile: the first sorted distance whose cumulative area share
-    reaches ``percentile`` (as ``compute_robust_hausdorff``)."""
-    if distances.size == 0:
-        return math.inf
-    order = np.lexsort((areas, distances))
-    distances = distances[order]
-    areas = areas[order]
-    share = np.cumsum(areas) / np.sum(areas)
-    index = int(np.searchsorted(share, percentile / 100.0))
-    return float(distances[min(index, distances.size - 1)])
-
-
-def _robust_hd(
-    pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float, float], percentile: float
-) -> float:
-    """Robust Hausdorff of boolean masks assumed valid; ``inf`` when either is empty."""
-    box = _box(pred | truth)
-    if box is None:
-        return math.inf
-    pred, truth = pred[box], truth[box]
-    if not pred.any() or not truth.any():
-        return math.inf
-    table = _surfel_areas(spacing)
-    code_pred = _neighbour_codes(pred)
-    code_truth = _neighbour_codes(truth)
-    border_pred = (code_pred != 0) & (code_pred != 255)
-    border_truth = (code_truth != 0) & (code_truth != 255)
-    # One exact Euclidean distance transform per surface, on the corner grid of the box (every
-    # surface corner lies in it, so the nearest-surface distances are those of the full image).
-    to_pred = ndimage.distance_transform_edt(~border_pred, sampling=spacing)
-    to_truth = ndimage.distance_transform_edt(~border_truth, sampling=spacing)
-    return max(
-        _directed(to_pred[border_truth], table[code_truth[border_truth]], percentile),
-        _directed(to_truth[border_pred], table[code_pred[border_pred]], percentile),
-    )
-
-
-def robust_hausdorff_mm(
-    pred: np.ndarray,
-    truth: np.ndarray,
-    *,
-    spacing_mm: Sequence[float],
-    percentile: float = 95.0,
-) -> float:
-    """HD95 in mm as DeepMind ``surface-distance`` defines it (used by the BraTS 2023 code).
-
-    Surfaces are marching-cubes surface elements ("surfels") on the voxel-corner grid, each
-    weighted by its area in mm² (``spacing_mm`` applied). For each surfel of one mask the
-    Euclidean distance to the nearest surfel corner of the other is taken; each direction's
-    ``percentile`` is the smallest distance whose cumulative area share reaches it (no
-    interpolation); the result is the larger of the two directions
-    (``compute_robust_hausdorff(compute_surface_distances(truth, pred, spacing_mm), 95)``).
-    Either mask empty gives ``inf`` (as surface-distance; both empty too). MONAI's definition
-    stays in :func:`tumorscope.core.scoring.metrics.hd95_mm`.
-
-    >>> truth = np.zeros((20, 20, 20), bool); truth[5:15, 5:15, 5:15] = True
-    >>> pred = np.zeros_like(truth); pred[5:15, 5:15, 5:16] = True  # one slice more along Z
-    >>> robust_hausdorff_mm(pred, truth, spacing_mm=(1.0, 1.0, 2.0))
-    2.0
-    """
-    spacing = check_spacing_mm(spacing_mm)
-    percentile = _percentile(percentile)
-    pred, truth = _pair(pred, truth, "masks")
-    return _robust_hd(pred.astype(bool), truth.astype(bool), spacing, percentile)
+    @property
+    def false_positive_ids(self) -> tuple[int, ...]:
+        return tuple(c.label for c in self.false_positives)
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,6 +119,15 @@ def robust_hausdorff_mm(
 def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
     total = int(np.count_nonzero(pred)) + int(np.count_nonzero(truth))
     return 2.0 * int(np.count_nonzero(pred & truth)) / total
+
+
+def _centroid(mask: np.ndarray, inner: tuple[slice, ...], outer: tuple[slice, ...]
+              ) -> tuple[float, float, float]:
+    """Centre of mass of ``mask`` (cut at ``inner`` of a crop cut at ``outer``) in voxel
+    coordinates of the full image."""
+    centre = np.argwhere(mask).mean(axis=0)
+    return tuple(float(c + i.start + o.start)  # type: ignore[return-value]
+                 for c, i, o in zip(centre, inner, outer, strict=True))
 
 
 def _score_region(
@@ -255,7 +143,7 @@ def _score_region(
     voxel_mm3 = spacing[0] * spacing[1] * spacing[2]
     # Everything (dilated truth included) lies within `iterations` voxels of the union, so a
     # crop grown by that margin and clipped to the image gives the full-image result.
-    box = _box(pred | truth, margin=iterations)
+    box = bounding_box(pred | truth, margin=iterations)
     if box is None:
         return RegionLesionScores(region, challenge, 1.0, 0.0, 0, 0, 0, (), ())
     pred, truth = np.ascontiguousarray(pred[box]), np.ascontiguousarray(truth[box])
@@ -283,12 +171,12 @@ def _score_region(
         matched_any.update(matched)
         volume_mm3 = int(np.count_nonzero(lesion_grown)) * voxel_mm3
         if matched:
-            both = _box((lesion_map == label) | np.isin(pred_cc, matched))
+            both = bounding_box((lesion_map == label) | np.isin(pred_cc, matched))
             assert both is not None
             lesion_mask = lesion_map[both] == label
             pred_mask = np.isin(pred_cc[both], matched)
             dice = _dice(pred_mask, lesion_mask)
-            hd95 = _robust_hd(pred_mask, lesion_mask, spacing, 95.0)
+            hd95 = surfel_hd(pred_mask, lesion_mask, spacing, 95.0)
             if math.isinf(hd95):
                 hd95 = MISSED_LESION_HD95_MM
         else:
@@ -297,6 +185,7 @@ def _score_region(
             Lesion(
                 label=label,
                 volume_mm3=volume_mm3,
+                centroid_vox=_centroid(lesion_grown, grown, box),
                 matched_prediction_ids=matched,
                 dice=dice,
                 hd95_mm=hd95,
@@ -305,7 +194,10 @@ def _score_region(
         )
 
     false_positives = tuple(
-        int(c) for c in range(1, int(pred_cc.max()) + 1) if c not in matched_any
+        Component(label=c, volume_mm3=int(np.count_nonzero(pred_cc[fp_box] == c)) * voxel_mm3,
+                  centroid_vox=_centroid(pred_cc[fp_box] == c, fp_box, box))
+        for c, fp_box in enumerate(ndimage.find_objects(pred_cc), start=1)
+        if fp_box is not None and c not in matched_any
     )
     counted = [lesion for lesion in lesions if lesion.counted]
     tp = sum(1 for lesion in counted if lesion.matched_prediction_ids)
@@ -326,7 +218,7 @@ def _score_region(
         fn=fn,
         fp=fp,
         lesions=tuple(lesions),
-        false_positive_ids=false_positives,
+        false_positives=false_positives,
     )
 
 
@@ -344,7 +236,7 @@ def lesion_wise_region(
     ``dilation_iterations`` of the 18-connected structuring element (:data:`CHALLENGES`) are
     one lesion. A predicted component matches a lesion when it overlaps the lesion's own
     dilation (a component may match several lesions). Each lesion scores the Dice and
-    :func:`robust_hausdorff_mm` between it and the union of its matches; a missed lesion (FN)
+    ``distances.robust_hausdorff_mm`` between it and the union of its matches; a missed lesion (FN)
     scores Dice 0 and HD95 374, and so does every unmatched predicted component (FP). Lesions
     of at most ``ignored_volume_mm3`` are left out of the sums and counts (their matches are
     still not false positives). The score is the sum over lesions divided by TP + FN + FP;
@@ -359,7 +251,7 @@ def lesion_wise_region(
     """
     check_choice("challenge", challenge, get_args(Challenge))
     spacing = check_spacing_mm(spacing_mm)
-    pred, truth = _pair(pred, truth, "masks")
+    pred, truth = check_pair(pred, truth, "masks")
     return _score_region(pred.astype(bool), truth.astype(bool), spacing, region, challenge)
 
 
@@ -377,7 +269,7 @@ def lesion_wise_scores(
     """
     check_choice("challenge", challenge, get_args(Challenge))
     spacing = check_spacing_mm(spacing_mm)
-    pred_label, truth_label = _pair(pred_label, truth_label, "label maps")
+    pred_label, truth_label = check_pair(pred_label, truth_label, "label maps")
     check_labels(pred_label)
     check_labels(truth_label)
     pred_regions = labels_to_regions(pred_label)

@@ -2,38 +2,40 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from tumorscope.core.data.labels import REGIONS, check_labels, labels_to_regions
-from tumorscope.core.errors import ConfigError, GeometryError
+from tumorscope.core.errors import GeometryError
+from tumorscope.core.scoring.distances import (
+    HD95_DEFINITIONS,
+    hd95_all_mm,
+    hd95_column,
+    image_diagonal_mm,
+)
+from tumorscope.core.scoring.masks import bounding_box, check_spacing_mm
 
 __all__ = [
-    "HD95_DEFINITION",
+    "HD95_COLUMNS",
     "METRIC_COLUMNS",
     "METRIC_DOCS",
     "dice",
-    "hd95_mm",
-    "image_diagonal_mm",
     "jaccard",
     "region_metrics",
     "sensitivity",
     "specificity",
-    "surface",
     "volume_ml",
 ]
 
-HD95_DEFINITION = "HD95 (MONAI definition, max of directed 95th percentiles, mm)"
-"""How :func:`hd95_mm` defines HD95; a metrics table names it because references differ."""
+HD95_COLUMNS: tuple[str, ...] = tuple(hd95_column(d) for d in HD95_DEFINITIONS)
+"""One column per HD95 definition (``hd95_monai_mm``, ``hd95_pooled_mm``, ``hd95_surfel_mm``)."""
 
 METRIC_COLUMNS: tuple[str, ...] = (
     "region",
     "dice",
     "jaccard",
-    "hd95_mm",
+    *HD95_COLUMNS,
     "sensitivity",
     "specificity",
     "volume_truth_ml",
@@ -55,14 +57,14 @@ METRIC_DOCS: dict[str, str] = {
         "Jaccard (IoU) = |P∩T| / |P∪T|, 0..1, higher is better. Both masks empty: 1; "
         "exactly one empty: 0."
     ),
-    "hd95_mm": (
-        f"{HD95_DEFINITION}: surface = mask XOR its 6-connected erosion; for each surface voxel "
-        "of one mask, the Euclidean distance (voxel spacing applied) to the nearest surface "
-        "voxel of the other; the 95th percentile (linear interpolation) of each direction; the "
-        "larger of the two. Lower is better. Both masks empty: 0; exactly one empty: the image "
-        "diagonal in mm (BraTS convention; 373.13 for 240x240x155 at 1 mm). The official BraTS "
-        "evaluator pools both directions instead and can give a smaller value."
-    ),
+    **{
+        hd95_column(definition): (
+            f"{name}. Surface distances with the voxel spacing applied; lower is better. "
+            "Both masks empty: 0; exactly one empty: the image diagonal in mm (BraTS "
+            "convention; 373.13 for 240x240x155 at 1 mm)."
+        )
+        for definition, name in HD95_DEFINITIONS.items()
+    },
     "sensitivity": (
         "Sensitivity (recall, true-positive rate) = |P∩T| / |T|, 0..1. Empty truth: 1 if the "
         "prediction is empty too, else 0."
@@ -94,23 +96,6 @@ def _as_pair(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarra
             f"prediction and truth must have the same shape, got {pred.shape} and {truth.shape}"
         )
     return pred.astype(bool, copy=False), truth.astype(bool, copy=False)
-
-
-def check_spacing_mm(spacing_mm: Sequence[float]) -> tuple[float, float, float]:
-    """``spacing_mm`` as 3 positive finite floats, or a :class:`ConfigError` saying so."""
-    try:
-        values = tuple(float(s) for s in spacing_mm)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"spacing_mm must be 3 positive numbers (mm per voxel along x, y, z), "
-            f"got {spacing_mm!r}"
-        ) from None
-    if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
-        raise ConfigError(
-            f"spacing_mm must be 3 positive numbers (mm per voxel along x, y, z), "
-            f"got {spacing_mm!r}"
-        )
-    return values  # type: ignore[return-value]
 
 
 def _check_3d(array: np.ndarray, name: str) -> None:
@@ -207,153 +192,6 @@ def _volume_ml(n_voxels: int, spacing: tuple[float, float, float]) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# surface distance
-
-
-def image_diagonal_mm(shape: Sequence[int], *, spacing_mm: Sequence[float]) -> float:
-    """Diagonal of an image of ``shape`` voxels in mm: the HD95 given when one mask is empty.
-
-    >>> round(image_diagonal_mm((240, 240, 155), spacing_mm=(1.0, 1.0, 1.0)), 2)
-    373.13
-    """
-    spacing = check_spacing_mm(spacing_mm)
-    if len(shape) != 3:
-        raise GeometryError(f"shape must have 3 dimensions (X, Y, Z), got {tuple(shape)}")
-    return math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing, strict=True)))
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Tightest slices around the True voxels of ``mask``; ``None`` when it is empty."""
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
-        if hits.size == 0:
-            return None
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    return tuple(box)
-
-
-def _surface_padded(mask: np.ndarray) -> np.ndarray:
-    """Surface of a boolean mask whose outer one-voxel shell is False (see :func:`surface`).
-
-    A voxel is eroded away unless it and its six face neighbours are all foreground; with a
-    background shell this is exactly ``scipy.ndimage.binary_erosion`` (cross structuring
-    element, ``border_value=0``) of the uncropped volume.
-    """
-    core = mask[1:-1, 1:-1, 1:-1]
-    eroded = (
-        core
-        & mask[:-2, 1:-1, 1:-1]
-        & mask[2:, 1:-1, 1:-1]
-        & mask[1:-1, :-2, 1:-1]
-        & mask[1:-1, 2:, 1:-1]
-        & mask[1:-1, 1:-1, :-2]
-        & mask[1:-1, 1:-1, 2:]
-    )
-    out = np.zeros_like(mask)
-    out[1:-1, 1:-1, 1:-1] = core & ~eroded
-    return out
-
-
-def surface(mask: np.ndarray) -> np.ndarray:
-    """Surface voxels of ``mask`` ``(X, Y, Z)``: the mask XOR its 6-connected binary erosion.
-
-    Voxels outside the image count as background, so a mask touching the border has its
-    border voxels on the surface (as in MONAI and the BraTS evaluator).
-
-    >>> m = np.zeros((5, 5, 5), bool); m[1:4, 1:4, 1:4] = True
-    >>> int(surface(m).sum())  # a 3x3x3 cube minus its centre voxel
-    26
-    """
-    mask = np.asarray(mask).astype(bool, copy=False)
-    _check_3d(mask, "mask")
-    return _surface_padded(np.pad(mask, 1))[1:-1, 1:-1, 1:-1]
-
-
-def _directed_percentile(
-    from_points_mm: np.ndarray, to_tree: cKDTree, percentile: float
-) -> float:
-    """Percentile of the distances from each of ``from_points_mm`` to its nearest tree point."""
-    distance, _ = to_tree.query(from_points_mm, k=1)
-    return float(np.percentile(distance, percentile))
-
-
-def _hd95(
-    pred: np.ndarray,
-    truth: np.ndarray,
-    spacing: tuple[float, float, float],
-    percentile: float,
-    diagonal_mm: float,
-) -> float:
-    """HD of boolean masks, assumed valid; ``diagonal_mm`` is returned when one is empty."""
-    box = _bounding_box(pred | truth)
-    if box is None:
-        return 0.0
-    # Crop to the union's box and pad with one background voxel: the surfaces are then exactly
-    # those of the full volume (erosion sees background beyond the box, as beyond the image),
-    # and every surface voxel lies in the box, so the nearest-surface distances are unchanged.
-    pred_box = np.pad(pred[box], 1)
-    truth_box = np.pad(truth[box], 1)
-    if not pred_box.any() or not truth_box.any():
-        return diagonal_mm
-    # Surface voxel centres in mm (relative to the box; distances do not care). A k-d tree
-    # over one surface answers the nearest-neighbour queries of the other exactly, and on CPU
-    # costs a fraction of a distance transform of the box (MONAI >= 1.5 does the same).
-    scale = np.asarray(spacing)
-    pred_points = np.argwhere(_surface_padded(pred_box)) * scale
-    truth_points = np.argwhere(_surface_padded(truth_box)) * scale
-    return max(
-        _directed_percentile(pred_points, cKDTree(truth_points, leafsize=32), percentile),
-        _directed_percentile(truth_points, cKDTree(pred_points, leafsize=32), percentile),
-    )
-
-
-def hd95_mm(
-    pred: np.ndarray,
-    truth: np.ndarray,
-    *,
-    spacing_mm: Sequence[float],
-    percentile: float = 95.0,
-) -> float:
-    """95% Hausdorff distance in mm between two masks ``(X, Y, Z)`` (MONAI's definition).
-
-    Surfaces are each mask XOR its 6-connected erosion. For every surface voxel of one mask
-    the Euclidean distance to the nearest surface voxel of the other is measured with
-    ``spacing_mm`` applied; the result is the larger of the two directed ``percentile``-th
-    percentiles (``np.percentile``'s linear interpolation, as ``torch.quantile`` in
-    ``monai.metrics.compute_hausdorff_distance(percentile=95, spacing=...)``).
-
-    Empty masks follow BraTS: both empty gives 0.0; exactly one empty gives the image
-    diagonal in mm (:func:`image_diagonal_mm`). MONAI instead gives NaN or infinity there.
-
-    Parameters
-    ----------
-    pred, truth : (X, Y, Z) ndarray
-        Masks on the same grid; nonzero voxels are foreground.
-    spacing_mm : 3 positive floats
-        Voxel size along X, Y, Z in mm (``tumorscope.core.data.nifti.voxel_spacing_mm``).
-    percentile : float
-        Percentile in [0, 100]; 100 gives the classic Hausdorff distance.
-
-    >>> truth = np.zeros((20, 20, 20), bool); truth[5:15, 5:15, 5:15] = True
-    >>> pred = np.zeros_like(truth); pred[5:15, 5:15, 5:16] = True  # one slice more along Z
-    >>> hd95_mm(pred, truth, spacing_mm=(1.0, 1.0, 2.0))
-    2.0
-    >>> round(hd95_mm(pred, np.zeros_like(truth), spacing_mm=(1.0, 1.0, 1.0)), 2)  # diagonal
-    34.64
-    """
-    spacing = check_spacing_mm(spacing_mm)
-    pred, truth = _as_pair(pred, truth)
-    _check_3d(pred, "prediction")
-    percentile = float(percentile)
-    if not 0.0 <= percentile <= 100.0:
-        raise ConfigError(f"percentile must be within [0, 100], got {percentile}")
-    diagonal = image_diagonal_mm(pred.shape, spacing_mm=spacing)
-    return _hd95(pred, truth, spacing, percentile, diagonal)
-
-
-# --------------------------------------------------------------------------------------------
 # per case
 
 
@@ -381,7 +219,7 @@ def region_metrics(
 
     >>> truth = np.zeros((8, 8, 8), np.uint8); truth[2:6, 2:6, 2:6] = 2; truth[3:5, 3:5, 3:5] = 4
     >>> rows = region_metrics(truth, truth, spacing_mm=(1.0, 1.0, 1.0))
-    >>> [(r["region"], r["dice"], r["hd95_mm"], r["volume_truth_ml"]) for r in rows]
+    >>> [(r["region"], r["dice"], r["hd95_monai_mm"], r["volume_truth_ml"]) for r in rows]
     [('WT', 1.0, 0.0, 0.064), ('TC', 1.0, 0.0, 0.008), ('ET', 1.0, 0.0, 0.008)]
     """
     spacing = check_spacing_mm(spacing_mm)
@@ -398,7 +236,7 @@ def region_metrics(
 
     # Every region lies inside the nonzero voxels of its map, so one crop serves all regions;
     # outside it both maps are 0, so label checks and counts on the crop are complete.
-    box = _bounding_box((pred_label != 0) | (truth_label != 0))
+    box = bounding_box((pred_label != 0) | (truth_label != 0))
     if box is None:
         pred_regions = truth_regions = np.zeros((len(REGIONS), 0, 0, 0), bool)
     else:
@@ -411,12 +249,13 @@ def region_metrics(
     for region, pred, truth in zip(REGIONS, pred_regions, truth_regions, strict=True):
         tp, fp, fn, _ = _counts(pred, truth)
         tn = total - tp - fp - fn
+        hd95 = hd95_all_mm(pred, truth, spacing, diagonal_mm=diagonal)
         rows.append(
             {
                 "region": region,
                 "dice": _ratio(2 * tp, 2 * tp + fp + fn, perfect=True),
                 "jaccard": _ratio(tp, tp + fp + fn, perfect=True),
-                "hd95_mm": _hd95(pred, truth, spacing, 95.0, diagonal),
+                **{hd95_column(d): value for d, value in hd95.items()},
                 "sensitivity": _ratio(tp, tp + fn, perfect=fp == 0),
                 "specificity": _ratio(tn, tn + fp, perfect=fn == 0),
                 "volume_truth_ml": _volume_ml(tp + fn, spacing),
