@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from tumorscope.core.config import Config
 from tumorscope.core.data.cases import Case, discover
-from tumorscope.core.data.labels import from_canonical, regions_to_labels
-from tumorscope.core.data.nifti import read_header, write_nifti
+from tumorscope.core.data.labels import from_canonical
+from tumorscope.core.data.nifti import read_header, voxel_spacing_mm, write_nifti
 from tumorscope.core.data.preprocess import (
     CACHE_VERSION,
     CachedCase,
@@ -31,7 +31,7 @@ from tumorscope.core.data.preprocess import (
     source_fingerprints,
 )
 from tumorscope.core.data.volumes import uncrop
-from tumorscope.core.errors import ConfigError, TumorscopeError
+from tumorscope.core.errors import ConfigError, TumorscopeError, check_choice
 from tumorscope.core.fingerprint import fingerprint
 from tumorscope.core.models.checkpoints import (
     LoadedModel,
@@ -39,13 +39,20 @@ from tumorscope.core.models.checkpoints import (
     load_model,
     resolve_device,
 )
+from tumorscope.core.prediction.postprocess import (
+    RECORD_KEY,
+    PostProcess,
+    apply_postprocess,
+    probabilities_to_labels,
+)
 from tumorscope.core.prediction.sliding_window import sliding_window_logits
 from tumorscope.core.store import CaseRecord, Run
 
 log = logging.getLogger(__name__)
 
-THRESHOLD = 0.5
-POSTPROCESS = "none"
+POSTPROCESS_CHOICES = ("auto", "off")
+"""``postprocess=`` of :func:`predict_run` besides a :class:`PostProcess`: the checkpoint's
+own (:func:`checkpoint_postprocess`), or none."""
 
 
 def predict_case(
@@ -58,13 +65,16 @@ def predict_case(
     mirror_axes: Sequence[int] = (),
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
+    postprocess: PostProcess | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Segment one preprocessed case and map it back to its source grid.
 
     Returns ``(label, probabilities)``: the canonical label map (X, Y, Z) uint8 on the
-    source grid, and region probabilities (3, X, Y, Z) float32 on the same grid (zero
-    outside the brain crop).
+    source grid, made by ``postprocess`` (default: the plain 0.5 threshold, no clean-up;
+    volumes on the source grid's spacing), and region probabilities (3, X, Y, Z) float32 on
+    the same grid (zero outside the brain crop).
     """
+    postprocess = postprocess or PostProcess()
     image = torch.from_numpy(np.array(cached.image, dtype=np.float32))
     logits = sliding_window_logits(model, image, roi_size_vox=roi_size_vox, overlap=overlap,
                                    batch_windows=batch_windows, mirror_axes=mirror_axes,
@@ -74,18 +84,21 @@ def predict_case(
         logits = F.interpolate(logits[None], size=cached.box.shape, mode="trilinear",
                                align_corners=False)[0]
     prob = torch.sigmoid(logits).cpu().numpy()
-    label = regions_to_labels(prob > THRESHOLD)
+    label = probabilities_to_labels(prob, thresholds=postprocess.thresholds)
+    label = apply_postprocess(label, spacing_mm=voxel_spacing_mm(cached.affine),
+                              postprocess=postprocess)
     return uncrop(label, cached.box), uncrop(prob.astype(np.float32), cached.box)
 
 
 def inference_settings(cfg: Config, *, overlap: float, mirror: bool,
-                       autocast: torch.dtype | None) -> dict[str, Any]:
-    """Everything besides the inputs and the weights that changes a prediction."""
+                       autocast: torch.dtype | None,
+                       postprocess: PostProcess | None = None) -> dict[str, Any]:
+    """Everything besides the inputs and the weights that changes a prediction (the
+    post-processing as :meth:`PostProcess.settings` records it; default off)."""
     return {
         "overlap": float(overlap),
         "mirror_axes": [0, 1, 2] if mirror else [],
-        "threshold": THRESHOLD,
-        "postprocess": POSTPROCESS,
+        **(postprocess or PostProcess()).settings(),
         "spacing_mm": cfg.data.spacing_mm,
         "roi_size_vox": [int(s) for s in cfg.data.patch_size_vox],
         "autocast": str(autocast).replace("torch.", "") if autocast is not None else "off",
@@ -101,9 +114,63 @@ def describe_model(checkpoint: Any, settings: dict[str, Any] | None) -> str:
     if not settings:
         return f"{ck.get('path', '?')} (sha256 {sha})"
     mirror = "on" if settings.get("mirror_axes") else "off"
+    post = PostProcess.from_settings(settings)
     return (f"{name} at {ck.get('path', '?')} (sha256 {sha}), overlap "
             f"{settings.get('overlap')}, mirroring {mirror}, spacing "
-            f"{settings.get('spacing_mm') or 'native'}")
+            f"{settings.get('spacing_mm') or 'native'}, post-processing "
+            f"{post.describe() if post is not None else '?'}")
+
+
+def training_run_of(checkpoint: str | Path) -> Run | None:
+    """The training run that holds ``checkpoint`` (``RUN/checkpoints/best.pt``), if any."""
+    path = Path(checkpoint).resolve()
+    if path.parent.name != "checkpoints":
+        return None
+    run = Run(path.parent.parent)
+    return run if run.config_path.is_file() else None
+
+
+def _fit_record(section: Any) -> dict[str, Any] | None:
+    fitted = section.get(RECORD_KEY) if isinstance(section, dict) else None
+    return fitted if isinstance(fitted, dict) else None
+
+
+def checkpoint_postprocess(loaded: LoadedModel) -> tuple[PostProcess, str]:
+    """The post-processing that belongs to a checkpoint, and where it comes from, in words.
+
+    The ``postprocess`` section of the training run that holds the checkpoint
+    (``RUN/config.yaml``) when it was fitted for exactly this checkpoint (the sha256 its
+    ``fitted`` record names); else the checkpoint's own config's section (defaults: off),
+    unless that too is a fit, made for another checkpoint (an old fit a resumed run carried
+    along), which never applies to this one.
+    """
+    notes: list[str] = []
+    train_run = training_run_of(loaded.path)
+    own = loaded.config.postprocess
+    if train_run is not None:
+        section = (train_run.config() or {}).get("postprocess")
+        fitted = _fit_record(section)
+        if fitted is not None and fitted.get("checkpoint_sha256") == loaded.sha256:
+            return (PostProcess.from_dict(section, path=train_run.config_path),
+                    f"fitted for this checkpoint on {len(fitted.get('val_case_ids') or [])} "
+                    f"validation case(s), objective {fitted.get('objective', '?')} "
+                    f"({train_run.config_path})")
+        if fitted is not None:
+            notes.append(f"the fit in {train_run.config_path} is for another checkpoint "
+                         f"(sha256 {str(fitted.get('checkpoint_sha256'))[:12]}), not used")
+        elif isinstance(section, dict) and \
+                PostProcess.from_dict(section, path=train_run.config_path) != \
+                PostProcess.from_config(own):
+            notes.append(f"{train_run.config_path}'s postprocess section is no fit for this "
+                         "checkpoint, not used")
+    if _fit_record({RECORD_KEY: own.fitted}) is not None:
+        post, source = PostProcess(), ("the checkpoint's config holds a fit made for another "
+                                       "checkpoint, not used")
+    else:
+        post = PostProcess.from_config(own)
+        source = "none fitted for this checkpoint" if post.off else \
+            "set in the checkpoint's config"
+    return post, source + "".join(f"; {n}" for n in notes)
 
 
 @dataclass
@@ -118,6 +185,9 @@ class PredictReport:
     cleaned: int = 0
     taken_over: str | None = None
     """Set when another predict claimed the run (--force) while this one ran."""
+    postprocess: PostProcess = field(default_factory=PostProcess)
+    postprocess_source: str = ""
+    """Where ``postprocess`` came from, in words (fitted for the checkpoint, its config...)."""
 
     def summary(self) -> str:
         """``reused 18, predicted 2 (inputs changed: BraTS2021_00012; new: ...)``."""
@@ -238,6 +308,7 @@ def predict_run(
     progress: bool = True,
     case_ids: Sequence[str] | None = None,
     on_case: Callable[[str, str], None] | None = None,
+    postprocess: PostProcess | str = "auto",
 ) -> PredictReport:
     """Predict every case of ``input_dir`` into the run ``out_dir``.
 
@@ -249,13 +320,24 @@ def predict_run(
     skipped as one-line reasons in the report; the good ones are still predicted.
     ``case_ids`` limits the run to those cases (e.g. the held-out split of a training run).
     ``on_case(case_id, what)`` is told of each case's outcome as it happens.
+    ``postprocess`` is ``"auto"`` (the checkpoint's own, :func:`checkpoint_postprocess`),
+    ``"off"`` or a :class:`PostProcess`; it is part of the settings, like the overlap.
     """
     from tqdm import tqdm
 
     if overlap is not None and not 0 <= overlap < 1:
         raise ConfigError(f"--overlap must be >= 0 and < 1, got {overlap}")
+    if not isinstance(postprocess, PostProcess):
+        check_choice("--postprocess", postprocess, POSTPROCESS_CHOICES)
     checkpoint = Path(checkpoint)
     loaded = load_model(checkpoint)
+    if isinstance(postprocess, PostProcess):
+        post, post_source = postprocess, "given"
+    elif postprocess == "off":
+        post, post_source = PostProcess(), "asked off"
+    else:
+        post, post_source = checkpoint_postprocess(loaded)
+    log.info("post-processing: %s, %s", post.describe(), post_source)
     cfg = loaded.config
     run = Run(Path(out_dir))
     if run.path.exists() and not run.path.is_dir():
@@ -263,7 +345,8 @@ def predict_run(
     dev = resolve_device(device)
     amp = autocast_dtype(cfg.train.amp, dev)
     ov = cfg.train.overlap if overlap is None else overlap
-    settings = inference_settings(cfg, overlap=ov, mirror=mirror, autocast=amp)
+    settings = inference_settings(cfg, overlap=ov, mirror=mirror, autocast=amp,
+                                  postprocess=post)
     ck_info = {"path": str(loaded.path), "sha256": loaded.sha256}
     cases = discover(input_dir)
     if case_ids is not None:
@@ -272,7 +355,7 @@ def predict_run(
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
 
     run.path.mkdir(parents=True, exist_ok=True)
-    report = PredictReport(run)
+    report = PredictReport(run, postprocess=post, postprocess_source=post_source)
     report.cleaned = len(run.clean_temp_files())
     with run.lock():  # check and claim at once: a concurrent predict sees this claim
         records = run.case_records()
@@ -291,7 +374,7 @@ def predict_run(
         try:
             reason = _predict_one(case, run, records.get(case.case_id), model, cfg, cache,
                                   ck_info, settings, dev=dev, amp=amp, force=force,
-                                  save_probabilities=save_probabilities)
+                                  save_probabilities=save_probabilities, postprocess=post)
         except TumorscopeError as exc:
             kept = " (previous prediction kept)" if run.prediction_path(
                 case.case_id).is_file() else ""
@@ -326,7 +409,7 @@ def predict_run(
 def _predict_one(case: Case, run: Run, record: CaseRecord | None, model: torch.nn.Module,
                  cfg: Config, cache: Path, ck_info: dict[str, Any], settings: dict[str, Any],
                  *, dev: torch.device, amp: torch.dtype | None, force: bool,
-                 save_probabilities: bool) -> str | None:
+                 save_probabilities: bool, postprocess: PostProcess) -> str | None:
     """Predict one case unless its recorded prediction is current; return why it was
     predicted (``None`` when reused). The record is written once the files are."""
     sources = source_fingerprints(case, cache, target_spacing_mm=cfg.data.spacing_mm)
@@ -356,7 +439,7 @@ def _predict_one(case: Case, run: Run, record: CaseRecord | None, model: torch.n
     label, prob = predict_case(
         model, cached, roi_size_vox=cfg.data.patch_size_vox, overlap=settings["overlap"],
         batch_windows=cfg.train.sw_batch_size, mirror_axes=settings["mirror_axes"],
-        device=dev, autocast_dtype=amp)
+        device=dev, autocast_dtype=amp, postprocess=postprocess)
     out_path = run.prediction_path(case.case_id)
     header = _source_header(case)
     write_nifti(out_path, from_canonical(label, convention=case.label_convention),

@@ -1,0 +1,462 @@
+"""Fitting post-processing on a training run's validation split, and recording it in the run.
+
+The run's ``best.pt`` predicts its validation cases with post-processing off into
+``RUN/postprocess_off/`` (a run of its own, so those predictions are reused while the
+checkpoint and the cases are unchanged). A greedy search in nnU-Net's manner then tries,
+region by region (WT, TC, ET), a grid of minimum component volumes, then a grid of volumes
+below which a case's enhancing tumour becomes necrotic core, keeping a candidate only when it
+strictly raises the objective over those cases (ties keep the simpler setting). The choice
+is written into the run's ``config.yaml`` ``postprocess`` section with a ``fitted`` record
+(checkpoint sha256, validation cases and their truth hashes, objective, before, after, date),
+under the run's lock; ``predict`` applies it to that checkpoint only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tumorscope.core.config import Config, config_from_dict
+from tumorscope.core.data.geometry import conform_to
+from tumorscope.core.data.labels import REGION_LABELS, REGIONS
+from tumorscope.core.data.nifti import read_label
+from tumorscope.core.data.preprocess import default_cache_dir
+from tumorscope.core.errors import LayoutError, TumorscopeError, check_choice
+from tumorscope.core.fingerprint import fingerprint
+from tumorscope.core.models.checkpoints import autocast_dtype, resolve_device
+from tumorscope.core.prediction.postprocess import RECORD_KEY, PostProcess, apply_postprocess
+from tumorscope.core.prediction.predict import PredictReport, inference_settings, predict_run
+from tumorscope.core.scoring.lesions import lesion_wise_region
+from tumorscope.core.scoring.metrics import dice
+from tumorscope.core.store import CaseRecord, Run
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES: dict[str, str] = {
+    "brats2023": "BraTS 2023 lesion-wise Dice (gli), mean of WT/TC/ET",
+    "legacy": "whole-volume Dice, mean of WT/TC/ET",
+}
+"""What the fit maximises, by name."""
+
+MIN_COMPONENT_GRID_MM3: tuple[float, ...] = (10, 25, 50, 100, 200, 500, 1000)
+ET_TO_NCR_GRID_MM3: tuple[float, ...] = (25, 50, 100, 200, 300, 500, 1000, 2000)
+SEARCH_VERSION = 1
+"""Bumped whenever the search (grids, order, objectives) changes: a recorded fit is redone."""
+
+UNPROCESSED_DIR = "postprocess_off"
+"""Sub-run of a training run holding best.pt's predictions with post-processing off."""
+
+CROP_MARGIN_VOX = 5
+"""Margin kept around prediction and truth when scoring: beyond the 2023 code's 3-voxel
+dilation and the 1-voxel surfaces, so a cropped score equals the full one."""
+
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class ScoredCase:
+    """A case to score candidates on: canonical label maps (cropped), and its voxel size."""
+
+    case_id: str
+    prediction: np.ndarray
+    truth: np.ndarray
+    spacing_mm: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class RegionFit:
+    region: str
+    before: float
+    after: float
+    min_component_mm3: float
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What a fit chose and why: the objective over the validation cases before and after."""
+
+    postprocess: PostProcess
+    objective: str
+    before: float
+    after: float
+    regions: tuple[RegionFit, ...]
+    case_ids: tuple[str, ...]
+    checkpoint: Path
+    checkpoint_sha256: str
+    recorded_in: Path | None = None
+    fitted_at: str = ""
+    tried: int = 0
+    reused: bool = False
+    """The run's recorded fit was still current (same checkpoint, cases, truth, objective)."""
+    skipped: tuple[str, ...] = ()
+    """Validation cases that could not be predicted or read, one line each."""
+    truth_sha256: dict[str, str] = field(default_factory=dict)
+    """Content hash of each validation case's ground truth the fit scored against."""
+
+    def record(self) -> dict[str, Any]:
+        """The ``fitted`` record of the config's ``postprocess`` section."""
+        return {
+            "checkpoint": str(self.checkpoint), "checkpoint_sha256": self.checkpoint_sha256,
+            "val_case_ids": list(self.case_ids), "truth_sha256": dict(self.truth_sha256),
+            "objective": self.objective, "before": round(self.before, 6),
+            "after": round(self.after, 6),
+            "regions": {r.region: {"before": round(r.before, 6), "after": round(r.after, 6)}
+                        for r in self.regions},
+            "search_version": SEARCH_VERSION, "fitted_at": self.fitted_at,
+        }
+
+    def lines(self) -> list[str]:
+        """The before/after table, for the command line."""
+        pp = self.postprocess
+        how = "recorded fit, unchanged since " + self.fitted_at if self.reused else \
+            f"{self.tried} candidate(s) tried"
+        out = [f"post-processing of {self.checkpoint.name} (sha256 "
+               f"{self.checkpoint_sha256[:12]}) on {len(self.case_ids)} validation case(s), "
+               f"objective {self.objective}: {OBJECTIVES[self.objective]} ({how})",
+               f"{'region':<8}{'before':>9}{'after':>9}   chosen"]
+        for r in self.regions:
+            chosen = (f"min component {r.min_component_mm3:g} mm3" if r.min_component_mm3
+                      else "no component removal")
+            if r.region == "ET" and pp.et_to_ncr_below_mm3:
+                chosen += f", ET -> NCR below {pp.et_to_ncr_below_mm3:g} mm3"
+            out.append(f"{r.region:<8}{r.before:>9.4f}{r.after:>9.4f}   {chosen}")
+        out.append(f"{'mean':<8}{self.before:>9.4f}{self.after:>9.4f}   {pp.describe()}")
+        for line in self.skipped:
+            out.append(f"skipped {line}")
+        return out
+
+
+# ---------------------------------------------------------------- scoring candidates
+
+def crop_pair(prediction: np.ndarray, truth: np.ndarray, *,
+              margin: int = CROP_MARGIN_VOX) -> tuple[np.ndarray, np.ndarray]:
+    """Both label maps cut to the box of what either holds, ``margin`` voxels wider (an
+    empty pair becomes one background voxel each)."""
+    nonzero = np.asarray(prediction != 0) | np.asarray(truth != 0)
+    if not nonzero.any():
+        empty = np.zeros((1, 1, 1), np.uint8)
+        return empty, empty.copy()
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hit = np.flatnonzero(nonzero.any(axis=other))
+        box.append(slice(max(int(hit[0]) - margin, 0),
+                         min(int(hit[-1]) + 1 + margin, nonzero.shape[axis])))
+    sl = tuple(box)
+    return np.ascontiguousarray(prediction[sl]), np.ascontiguousarray(truth[sl])
+
+
+def _key(mask: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.packbits(mask).tobytes(), digest_size=16).digest()
+
+
+class _Scorer:
+    """The objective of a :class:`PostProcess` over cases; a region's score is reused
+    whenever its predicted mask is the same as one already scored."""
+
+    def __init__(self, cases: Sequence[ScoredCase], objective: str) -> None:
+        self.cases, self.objective = list(cases), objective
+        self.truth = [{r: np.isin(c.truth, REGION_LABELS[r]) for r in REGIONS}
+                      for c in self.cases]
+        self.memo: dict[tuple[int, str, bytes], float] = {}
+
+    def region_score(self, i: int, region: str, mask: np.ndarray) -> float:
+        key = (i, region, _key(mask))
+        if key not in self.memo:
+            truth = self.truth[i][region]
+            if self.objective == "legacy":
+                self.memo[key] = dice(mask, truth)
+            else:
+                self.memo[key] = lesion_wise_region(
+                    mask, truth, spacing_mm=self.cases[i].spacing_mm, challenge="gli",
+                    region=region).dice
+        return self.memo[key]
+
+    def __call__(self, postprocess: PostProcess) -> tuple[float, tuple[float, ...]]:
+        per_region: dict[str, list[float]] = {r: [] for r in REGIONS}
+        for i, case in enumerate(self.cases):
+            label = apply_postprocess(case.prediction, spacing_mm=case.spacing_mm,
+                                      postprocess=postprocess)
+            for region in REGIONS:
+                per_region[region].append(
+                    self.region_score(i, region, np.isin(label, REGION_LABELS[region])))
+        means = tuple(float(np.mean(v)) for v in per_region.values())
+        return float(np.mean(means)), means
+
+
+def score_cases(cases: Sequence[ScoredCase], *, objective: str,
+                postprocess: PostProcess | None = None) -> tuple[float, tuple[float, ...]]:
+    """``(mean, (WT, TC, ET))`` of ``objective`` over ``cases`` after ``postprocess``."""
+    check_choice("objective", objective, OBJECTIVES)
+    if not cases:
+        raise TumorscopeError("no case to score")
+    return _Scorer(cases, objective)(postprocess or PostProcess())
+
+
+def search_postprocess(
+    cases: Sequence[ScoredCase],
+    *,
+    objective: str = "brats2023",
+    base: PostProcess | None = None,
+    min_component_grid_mm3: Iterable[float] = MIN_COMPONENT_GRID_MM3,
+    et_to_ncr_grid_mm3: Iterable[float] = ET_TO_NCR_GRID_MM3,
+) -> tuple[PostProcess, tuple[float, float], tuple[RegionFit, ...], int]:
+    """Greedy search over ``cases`` (predictions made without clean-up).
+
+    Starting from ``base``'s thresholds with no clean-up, each region in turn (WT, TC, ET)
+    tries every minimum component volume of the grid, the others held at what was chosen
+    so far; then the ET-to-NCR volumes. A candidate replaces the current choice only when it
+    raises the mean objective by more than 1e-9, and grids are tried smallest first, so a
+    tie keeps the simpler (smaller, or no) setting. Returns ``(chosen, (before, after),
+    per-region detail, candidates tried)``.
+    """
+    check_choice("objective", objective, OBJECTIVES)
+    if not cases:
+        raise TumorscopeError("no validation case to fit post-processing on")
+    score = _Scorer(cases, objective)
+    current = PostProcess(thresholds=(base or PostProcess()).thresholds)
+    best, regions_before = score(current)
+    before, tried = best, 1
+    grid = sorted({float(v) for v in min_component_grid_mm3 if v > 0})
+    for index in range(len(REGIONS)):
+        chosen = current
+        for volume in grid:
+            sizes = list(current.min_component_mm3)
+            sizes[index] = volume
+            candidate = replace(current, min_component_mm3=tuple(sizes))
+            total, _ = score(candidate)
+            tried += 1
+            if total > best + _EPS:
+                best, chosen = total, candidate
+        current = chosen
+    chosen = current
+    for volume in sorted({float(v) for v in et_to_ncr_grid_mm3 if v > 0}):
+        candidate = replace(current, et_to_ncr_below_mm3=volume)
+        total, _ = score(candidate)
+        tried += 1
+        if total > best + _EPS:
+            best, chosen = total, candidate
+    after, regions_after = score(chosen)
+    detail = tuple(RegionFit(r, b, a, chosen.min_component_mm3[i])
+                   for i, (r, b, a) in enumerate(zip(REGIONS, regions_before, regions_after,
+                                                     strict=True)))
+    return chosen, (before, after), detail, tried
+
+
+# ---------------------------------------------------------------- reading a run's cases
+
+def read_scored_case(run: Run, record: CaseRecord) -> ScoredCase:
+    """A predicted case of ``run`` with its truth, on the truth's grid, cropped."""
+    if record.label is None:
+        raise LayoutError(f"case {record.case_id} has no label file recorded", path=run.path)
+    truth = read_label(record.label, convention=record.label_convention)
+    pred_path = run.prediction_path(record.case_id)
+    pred = read_label(pred_path, convention=record.label_convention)
+    pred_data = conform_to(pred.data, pred.affine, truth.data.shape, truth.affine,
+                           path=pred_path, ref_path=record.label)
+    p, t = crop_pair(pred_data, truth.data)
+    return ScoredCase(record.case_id, p, t, tuple(float(s) for s in truth.spacing_mm))
+
+
+def read_scored_cases(run: Run, case_ids: Sequence[str]
+                      ) -> tuple[list[ScoredCase], dict[str, str], list[str]]:
+    """``(cases, truth sha256 per case, skipped lines)`` for the ``case_ids`` predicted in
+    ``run``; a case that cannot be read is skipped, named."""
+    records = run.case_records()
+    cases, shas, skipped = [], {}, []
+    for case_id in case_ids:
+        record = records.get(case_id)
+        if record is None or not run.prediction_path(case_id).is_file():
+            skipped.append(f"{case_id}: not predicted in {run.path}")
+            continue
+        try:
+            cases.append(read_scored_case(run, record))
+            shas[case_id] = fingerprint(record.label)["sha256"]  # type: ignore[arg-type]
+        except TumorscopeError as exc:
+            skipped.append(f"{case_id}: {exc}")
+    return cases, shas, skipped
+
+
+# ---------------------------------------------------------------- a run's fit
+
+def _run_config(run: Run) -> Config:
+    raw = run.config()
+    if raw is None:
+        raise LayoutError("is not a training run (no config.yaml)", path=run.path)
+    return config_from_dict(raw, source=str(run.config_path))
+
+
+def predict_unprocessed(run: Run, case_ids: Sequence[str], *, data_dir: str | Path,
+                        cache_dir: str | Path | None = None, device: str = "auto",
+                        progress: bool = False) -> PredictReport:
+    """Predict ``case_ids`` with the run's best.pt and post-processing off (the configured
+    thresholds, no clean-up) into ``RUN/postprocess_off/``, reusing what is current there;
+    predictions of an earlier best.pt or other settings there are replaced."""
+    cfg = _run_config(run)
+    checkpoint = run.checkpoint_path("best")
+    if not checkpoint.is_file():
+        raise LayoutError("has no checkpoints/best.pt (train it first)", path=run.path)
+    base = PostProcess(thresholds=cfg.postprocess.thresholds)
+    scratch = Run(run.path / UNPROCESSED_DIR)
+    claim = scratch.predict_claim() if scratch.config_path.is_file() else None
+    expected = inference_settings(
+        cfg, overlap=cfg.train.overlap, mirror=False,
+        autocast=autocast_dtype(cfg.train.amp, resolve_device(device)), postprocess=base)
+    stale = bool(claim) and (
+        claim.get("checkpoint_sha256") != fingerprint(checkpoint)["sha256"]
+        or claim.get("settings") != expected)
+    return predict_run(checkpoint, data_dir, scratch.path, case_ids=case_ids,
+                       cache_dir=cache_dir or cfg.data.cache_dir or default_cache_dir(),
+                       device=device, force=stale, progress=progress, postprocess=base)
+
+
+def recorded_fit(run: Run) -> tuple[PostProcess, dict[str, Any]] | None:
+    """The post-processing a run's config.yaml records as fitted, with its record."""
+    section = (run.config() or {}).get("postprocess")
+    fitted = section.get(RECORD_KEY) if isinstance(section, dict) else None
+    if not isinstance(fitted, dict):
+        return None
+    return PostProcess.from_dict(section, path=run.config_path), fitted
+
+
+def _reusable(recorded: tuple[PostProcess, dict[str, Any]] | None, *, sha256: str,
+              case_ids: Sequence[str], truth: dict[str, str], objective: str,
+              base: PostProcess, report: PredictReport) -> bool:
+    if recorded is None or report.predicted or report.failed:
+        return False
+    post, fitted = recorded
+    return (fitted.get("checkpoint_sha256") == sha256
+            and fitted.get("val_case_ids") == list(case_ids)
+            and fitted.get("truth_sha256") == truth and fitted.get("objective") == objective
+            and fitted.get("search_version") == SEARCH_VERSION
+            and post.thresholds == base.thresholds
+            and isinstance(fitted.get("regions"), dict))
+
+
+def _from_record(post: PostProcess, fitted: dict[str, Any], *, checkpoint: Path, run: Run,
+                 case_ids: Sequence[str]) -> FitResult:
+    regions = tuple(RegionFit(r, float(fitted["regions"][r]["before"]),
+                              float(fitted["regions"][r]["after"]),
+                              post.min_component_mm3[i]) for i, r in enumerate(REGIONS))
+    return FitResult(post, str(fitted["objective"]), float(fitted["before"]),
+                     float(fitted["after"]), regions, tuple(case_ids), checkpoint,
+                     str(fitted["checkpoint_sha256"]), run.config_path,
+                     str(fitted.get("fitted_at", "")), 0, reused=True,
+                     truth_sha256=dict(fitted.get("truth_sha256") or {}))
+
+
+def record_fit(run: Run, result: FitResult) -> None:
+    """Write ``result`` into the run's config.yaml ``postprocess`` section (its settings and
+    the ``fitted`` record), under the run's lock, atomically; the rest stays as it is."""
+    with run.lock():
+        raw = run.config() or {}
+        raw["postprocess"] = {**result.postprocess.to_dict(),
+                              RECORD_KEY: result.record()}
+        run.write_config(raw)
+
+
+def fit_postprocess(run_dir: str | Path, *, objective: str = "brats2023",
+                    data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
+                    device: str = "auto", progress: bool = False, refit: bool = False,
+                    say: Callable[[str], None] = log.info) -> FitResult:
+    """Fit post-processing for the run's best.pt on its validation split and record it.
+
+    ``data_dir`` holds the cases (default: the run's ``data.root``). The validation cases
+    are predicted with post-processing off into ``RUN/postprocess_off/`` (reused while
+    current); the search is :func:`search_postprocess`. A recorded fit whose checkpoint,
+    cases, truth, objective and search are all unchanged is returned as it is (``reused``)
+    unless ``refit``. Raises :class:`TumorscopeError` when no validation case can be scored.
+    """
+    check_choice("objective", objective, OBJECTIVES)
+    run = Run(Path(run_dir))
+    cfg = _run_config(run)
+    val = run.split().get("val")
+    if not val:
+        raise LayoutError("has no validation cases (split.json lists none): post-processing "
+                          "is fitted on a training run's validation split", path=run.path)
+    checkpoint = run.checkpoint_path("best")
+    data = Path(data_dir) if data_dir is not None else Path(cfg.data.root)
+    say(f"post-processing: the {len(val)} validation case(s) predicted without it, in "
+        f"{run.path / UNPROCESSED_DIR} (current predictions reused)")
+    report = predict_unprocessed(run, val, data_dir=data, cache_dir=cache_dir, device=device,
+                                 progress=progress)
+    missing = sorted(set(val) - set(report.reused) - set(report.predicted))
+    skipped = [*report.failed, *(f"{c}: not found in {data}" for c in missing
+                                 if not any(f.startswith(f"{c}:") for f in report.failed))]
+    cases, truth, unreadable = read_scored_cases(report.run, [c for c in val
+                                                              if c not in missing])
+    skipped += [line for line in unreadable if line not in skipped]
+    if not cases:
+        raise TumorscopeError(f"no validation case could be scored ({'; '.join(skipped[:3])})",
+                              path=run.path)
+    ids = [c.case_id for c in cases]
+    sha = fingerprint(checkpoint)["sha256"]
+    base = PostProcess(thresholds=cfg.postprocess.thresholds)
+    recorded = recorded_fit(run)
+    if not refit and not skipped and _reusable(recorded, sha256=sha, case_ids=ids,
+                                               truth=truth, objective=objective, base=base,
+                                               report=report):
+        assert recorded is not None
+        return _from_record(*recorded, checkpoint=checkpoint, run=run, case_ids=ids)
+    t0 = time.perf_counter()
+    chosen, (before, after), detail, tried = search_postprocess(cases, objective=objective,
+                                                                base=base)
+    log.info("post-processing search: %d candidates in %.1f s", tried,
+             time.perf_counter() - t0)
+    result = FitResult(chosen, objective, before, after, detail, tuple(ids), checkpoint, sha,
+                       run.config_path, time.strftime("%Y-%m-%dT%H:%M:%S%z"), tried,
+                       skipped=tuple(skipped), truth_sha256=truth)
+    record_fit(run, result)
+    return result
+
+
+def compare_postprocess(before: Run, after: Run, case_ids: Sequence[str]) -> list[str]:
+    """A table of both objectives per region on ``case_ids``, scored from the predictions
+    of ``before`` (without post-processing) and of ``after`` (with it)."""
+    scored = {}
+    for name, run in (("before", before), ("after", after)):
+        cases, _, skipped = read_scored_cases(run, case_ids)
+        if skipped or not cases:
+            raise TumorscopeError(f"cannot compare post-processing: {'; '.join(skipped[:3])}",
+                                  path=run.path)
+        scored[name] = {o: score_cases(cases, objective=o) for o in OBJECTIVES}
+    lines = [f"{'region':<8}{'Dice before':>13}{'after':>8}{'lesion-wise before':>20}"
+             f"{'after':>8}"]
+    for i, region in enumerate([*REGIONS, "mean"]):
+        def value(name: str, objective: str, i: int = i) -> float:
+            total, per_region = scored[name][objective]
+            return total if i == len(REGIONS) else per_region[i]
+
+        lines.append(f"{region:<8}{value('before', 'legacy'):>13.4f}"
+                     f"{value('after', 'legacy'):>8.4f}{value('before', 'brats2023'):>20.4f}"
+                     f"{value('after', 'brats2023'):>8.4f}")
+    return lines
+
+
+def describe_recorded(run_dir: str | Path) -> str:
+    """One line: the post-processing the run records as fitted, and whether it applies to
+    its best.pt now."""
+    run = Run(Path(run_dir))
+    recorded = recorded_fit(run)
+    if recorded is None:
+        return (f"{run.path}: no post-processing fitted (fit it with tumorscope postprocess "
+                f"{run.path} --fit)")
+    post, fitted = recorded
+    best = run.checkpoint_path("best")
+    if not best.is_file():
+        state = "the run has no checkpoints/best.pt for it to apply to"
+    elif fingerprint(best)["sha256"] == fitted.get("checkpoint_sha256"):
+        state = "applies to its best.pt"
+    else:
+        state = "best.pt has changed since, so it is not applied: fit again"
+    return (f"{run.config_path}: {post.describe()}; fitted {fitted.get('fitted_at', '?')} on "
+            f"{len(fitted.get('val_case_ids') or [])} validation case(s), objective "
+            f"{fitted.get('objective', '?')} {fitted.get('before', '?')} -> "
+            f"{fitted.get('after', '?')}; {state}")
