@@ -24,16 +24,27 @@ PERSISTENT_KEYS = ("results_dir", "run_name", "case_id")
 
 DEFAULTS: dict[str, Any] = {
     "ov_search": "", "ov_grades": [], "ov_sort": "mean Dice", "ov_order": "worst first",
-    "ov_dist": "box",
+    "ov_dist": "box", "ov_scoring": "legacy", "ov_hd95": "monai",
     "p3d_regions": ["WT", "TC", "ET"], "p3d_truth": True, "p3d_pred": True,
     "p3d_colour": "region colours",
     "p3d_truth_opacity": style.TRUTH_STYLES["wireframe"].opacity, "p3d_pred_opacity": 1.0,
     "p3d_brain": True, "p3d_errors": False, "p3d_error_region": "WT", "p3d_camera": "oblique",
+    "p3d_lesions": True, "p3d_lesion_scoring": "brats2023", "p3d_lesion": None,
+    "p3d_lesion_case": None, "p3d_lesion_status": ["FN", "FP", "TP", "ignored"],
     "sl_modality": "flair", "sl_overlay": "prediction", "sl_style": "filled",
     "sl_alpha": style.OVERLAY_OPACITY, "sl_region": "WT",
 }
 
 GOTO_KEY = "_goto"
+
+POSITION_KEYS = ("sl_x", "sl_y", "sl_z")
+"""The slice viewer's crosshair: RAS voxel indices (its three sliders' keys)."""
+
+
+def crosshair_case_key(run: Run, case_id: str) -> str:
+    """Which patient the crosshair's position belongs to; the slice viewer starts a new one on
+    its largest tumour slices, and keeps a position set for this key (e.g. on a lesion)."""
+    return f"{run.path}|{case_id}"
 
 
 def init_state() -> None:

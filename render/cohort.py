@@ -15,11 +15,23 @@ import pandas as pd
 from tumorscope.core.data.labels import REGIONS, LabelConvention, labels_to_regions
 from tumorscope.core.data.nifti import read_label
 from tumorscope.core.errors import LayoutError, TumorscopeError
-from tumorscope.core.store import CaseRecord, Run
+from tumorscope.core.scoring.distances import HD95_DEFINITIONS, hd95_column
+from tumorscope.core.scoring.scorings import SCORING_COLUMNS
+from tumorscope.core.store import NUMERIC_METRIC_COLUMNS, CaseRecord, Run
+
+from .lesions import SCORING_HD95
 
 log = logging.getLogger(__name__)
 
-METRIC_KEYS: tuple[str, ...] = ("dice", "hd95_mm", "volume_truth_ml", "volume_pred_ml")
+HD95_KEYS: tuple[str, ...] = tuple(hd95_column(d) for d in HD95_DEFINITIONS)
+"""The legacy HD95 columns, one per definition (``hd95_monai_mm`` ...)."""
+METRIC_KEYS: tuple[str, ...] = ("dice", *HD95_KEYS, "volume_truth_ml", "volume_pred_ml")
+"""The legacy metrics the cohort table always has a column of per region."""
+REQUIRED_KEYS: tuple[str, ...] = ("dice", "volume_truth_ml", "volume_pred_ml")
+LESION_KEYS: dict[str, tuple[str, ...]] = {s: tuple(c) for s, c in SCORING_COLUMNS.items()}
+"""The metric columns of each lesion-wise scoring (``brats2023_dice`` ...)."""
+LEGACY_HD95 = "hd95_mm"
+"""The single HD95 column of tables from before every definition was kept: MONAI's."""
 
 VolumesOf = Callable[[Path, LabelConvention], Mapping[str, float]]
 """(prediction file, label convention) -> region -> mL."""
@@ -35,31 +47,112 @@ def metrics_frame(run: Run) -> pd.DataFrame:
     as floats. Rows that score another prediction than the run's (stale) are left out:
     :func:`stale_scores` says which and why."""
     rows = run.current_metrics_rows()
-    _check_columns(rows, ("case_id", "region", *METRIC_KEYS), run.metrics_path)
+    _check_columns(rows, ("case_id", "region", *REQUIRED_KEYS), run.metrics_path)
     frame = pd.DataFrame(rows, columns=list(rows[0]) if rows else ["case_id", "region",
                                                                     *METRIC_KEYS])
+    if LEGACY_HD95 in frame and hd95_column("monai") not in frame:
+        frame = frame.rename(columns={LEGACY_HD95: hd95_column("monai")})
     frame["case_id"] = frame["case_id"].astype(str)
-    for key in (*METRIC_KEYS, "jaccard", "sensitivity", "specificity", "volume_diff_ml"):
+    for key in (*METRIC_KEYS, *NUMERIC_METRIC_COLUMNS):
         if key in frame:
             frame[key] = pd.to_numeric(frame[key], errors="coerce")
+        elif key in METRIC_KEYS:
+            frame[key] = np.nan
     return frame
 
 
-def wide_column(metric: str, region: str) -> str:
-    """Column title of one metric of one region in the cohort table.
+def lesion_scorings(metrics: pd.DataFrame) -> list[str]:
+    """The lesion-wise scorings a metrics table holds scores of (some row has a value).
 
-    >>> wide_column("dice", "WT"), wide_column("hd95_mm", "ET")
-    ('Dice WT', 'HD95 ET (mm)')
+    >>> lesion_scorings(pd.DataFrame({"dice": [0.9], "brats2023_dice": [0.8]}))
+    ['brats2023']
     """
-    return {"dice": f"Dice {region}", "hd95_mm": f"HD95 {region} (mm)",
-            "volume_truth_ml": f"{region} true (mL)",
+    return [s for s, keys in LESION_KEYS.items()
+            if keys[0] in metrics and metrics[keys[0]].notna().any()]
+
+
+def hd95_definitions(metrics: pd.DataFrame) -> list[str]:
+    """The HD95 definitions a metrics table holds values of, in HD95_DEFINITIONS order.
+
+    >>> hd95_definitions(pd.DataFrame({"hd95_monai_mm": [1.0], "hd95_pooled_mm": [None]}))
+    ['monai']
+    """
+    return [d for d in HD95_DEFINITIONS
+            if hd95_column(d) in metrics and metrics[hd95_column(d)].notna().any()]
+
+
+_LESION_TITLES: dict[str, str] = {
+    "dice": "Dice", "hd95_mm": "HD95", "tp": "TP", "fn": "FN", "fp": "FP", "rq": "RQ",
+    "sq_dice": "SQ Dice", "sq_hd95_mm": "SQ HD95"}
+
+
+def wide_column(metric: str, region: str) -> str:
+    """Column title of one metric of one region in the cohort table. An HD95 is always
+    titled with its definition; a lesion-wise metric with its scoring.
+
+    >>> wide_column("dice", "WT"), wide_column("hd95_monai_mm", "ET")
+    ('Dice WT', 'HD95 ET (monai, mm)')
+    >>> wide_column("brats2023_dice", "TC"), wide_column("brats2023_hd95_mm", "TC")
+    ('Dice TC · brats2023', 'HD95 TC · brats2023 (surfel, mm)')
+    >>> wide_column("brats2025_fp", "ET")
+    'FP ET · brats2025'
+    """
+    for definition in HD95_DEFINITIONS:
+        if metric == hd95_column(definition):
+            return f"HD95 {region} ({definition}, mm)"
+    for scoring in LESION_KEYS:
+        if metric.startswith(f"{scoring}_"):
+            name = _LESION_TITLES[metric.removeprefix(f"{scoring}_")]
+            unit = f" ({SCORING_HD95[scoring]}, mm)" if "HD95" in name else ""
+            return f"{name} {region} · {scoring}{unit}"
+    return {"dice": f"Dice {region}", "volume_truth_ml": f"{region} true (mL)",
             "volume_pred_ml": f"{region} pred (mL)"}[metric]
+
+
+def score_columns(scoring: str = "legacy", *, hd95: str = "monai") -> list[str]:
+    """The cohort table's score titles for one view, per region side by side: legacy Dice
+    next to the lesion-wise ``scoring``'s (BraTS 2025: its recognition quality and
+    segmentation Dice), the missed (FN) and false-positive (FP) lesion counts, then the
+    ``hd95`` definition's HD95 next to the scoring's own.
+
+    >>> score_columns(hd95="pooled")
+    ['Dice WT', 'Dice TC', 'Dice ET', 'HD95 WT (pooled, mm)', 'HD95 TC (pooled, mm)', \
+'HD95 ET (pooled, mm)']
+    >>> score_columns("brats2023")[:4]
+    ['Dice WT', 'Dice WT · brats2023', 'Dice TC', 'Dice TC · brats2023']
+    >>> score_columns("brats2023")[6:8], score_columns("brats2023")[-1]
+    (['FN WT · brats2023', 'FP WT · brats2023'], 'HD95 ET · brats2023 (surfel, mm)')
+    """
+    legacy_hd95 = hd95_column(hd95)
+    if scoring == "legacy":
+        return [*(wide_column("dice", r) for r in REGIONS),
+                *(wide_column(legacy_hd95, r) for r in REGIONS)]
+    if scoring not in LESION_KEYS:
+        raise ValueError(f"scoring must be one of {['legacy', *LESION_KEYS]}, got {scoring!r}")
+    dice_like = {"brats2023": ("brats2023_dice",),
+                 "brats2025": ("brats2025_rq", "brats2025_sq_dice")}[scoring]
+    hd95_like = {"brats2023": "brats2023_hd95_mm", "brats2025": "brats2025_sq_hd95_mm"}[scoring]
+    columns: list[str] = []
+    for region in REGIONS:
+        columns += [wide_column("dice", region), *(wide_column(k, region) for k in dice_like)]
+    for region in REGIONS:
+        columns += [wide_column(f"{scoring}_fn", region), wide_column(f"{scoring}_fp", region)]
+    for region in REGIONS:
+        columns += [wide_column(legacy_hd95, region), wide_column(hd95_like, region)]
+    return columns
+
+
+def volume_columns() -> list[str]:
+    """The cohort table's volume titles: true and predicted mL per region."""
+    return [wide_column(k, r) for r in REGIONS for k in ("volume_truth_ml", "volume_pred_ml")]
 
 
 def cohort_table(metrics: pd.DataFrame, cases: Mapping[str, CaseRecord],
                  case_ids: Sequence[str],
                  predicted_ml: Mapping[str, Mapping[str, float]] | None = None) -> pd.DataFrame:
-    """One row per patient: metadata, then Dice, HD95 and volumes per region, mean Dice.
+    """One row per patient: metadata, mean Dice, then every metric per region: Dice, each
+    HD95 definition and volumes (always), each lesion-wise scoring's columns (when
+    ``metrics`` has them). Pages show a choice of them (:func:`score_columns`).
 
     Patients without ground truth keep their row (metrics empty, ``ground truth`` False);
     their predicted volumes come from ``predicted_ml`` (case -> region -> mL) when given.
@@ -74,12 +167,17 @@ def cohort_table(metrics: pd.DataFrame, cases: Mapping[str, CaseRecord],
     scored = set(metrics["case_id"])
     table["ground truth"] = [i in scored or bool(r and r.label) for i, r in zip(ids, records,
                                                                                strict=True)]
-    for metric in METRIC_KEYS:
-        wide = metrics.pivot_table(index="case_id", columns="region", values=metric,
-                                   aggfunc="first") if len(metrics) else pd.DataFrame()
+    keys = [*METRIC_KEYS, *(k for s in lesion_scorings(metrics) for k in LESION_KEYS[s])]
+    wide = (metrics.drop_duplicates(["case_id", "region"]).set_index(["case_id", "region"])
+            [[k for k in keys if k in metrics]].unstack("region")
+            if len(metrics) else pd.DataFrame())
+    columns = {}
+    for metric in keys:
         for region in REGIONS:
-            values = wide[region] if region in wide else pd.Series(dtype=float)
-            table[wide_column(metric, region)] = table["patient"].map(values).astype(float)
+            values = wide[(metric, region)] if (metric, region) in wide else pd.Series(
+                dtype=float)
+            columns[wide_column(metric, region)] = table["patient"].map(values).astype(float)
+    table = pd.concat([table, pd.DataFrame(columns, index=table.index)], axis=1)
     for case_id, volumes in (predicted_ml or {}).items():
         for region, ml in volumes.items():
             column = wide_column("volume_pred_ml", region)

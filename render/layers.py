@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -22,7 +22,9 @@ CameraPreset = Literal["axial", "coronal", "sagittal", "oblique"]
 Layout = Literal["overlay", "side_by_side"]
 TruthStyle = Literal["wireframe", "translucent"]
 Focus = Literal["tumour", "brain"]
-Role = Literal["truth", "prediction", "brain", "error"]
+Role = Literal["truth", "prediction", "brain", "error", "lesion"]
+LesionStatus = Literal["TP", "FN", "FP", "ignored"]
+LESION_STATUSES: tuple[str, ...] = get_args(LesionStatus)
 
 CAMERA_PRESETS: tuple[str, ...] = get_args(CameraPreset)
 
@@ -129,6 +131,64 @@ def _check_opacity(option: str, value: object) -> float:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LesionMarker:
+    """One lesion of a lesion-wise scoring, marked in the scene at its centroid.
+
+    ``centroid_mm`` is world RAS+ mm (as ``lesions.csv`` stores it); ``status`` TP, FN, FP or
+    ignored; ``lesion`` its id in the scoring (a ground-truth lesion, or the predicted
+    component of an FP); ``dice`` and ``hd95_mm`` its scores (``None`` when not given).
+
+    >>> m = LesionMarker(scoring="brats2023", region="WT", lesion=3, status="FN",
+    ...                  centroid_mm=(10.0, -4.5, 20.0), volume_ml=0.42, dice=0.0)
+    >>> m.key, m.hover
+    ('brats2023:WT:FN:3', 'WT lesion 3 · FN · 0.42 mL · Dice 0.00')
+    """
+
+    scoring: str
+    region: str
+    lesion: int
+    status: LesionStatus
+    centroid_mm: tuple[float, float, float]
+    volume_ml: float
+    dice: float | None = None
+    hd95_mm: float | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("lesion status", self.status, LESION_STATUSES)
+        check_choice("lesion region", self.region, REGIONS)
+        centroid = tuple(float(v) for v in self.centroid_mm)
+        if len(centroid) != 3 or not all(math.isfinite(v) for v in centroid):
+            raise ConfigError(f"centroid_mm must be three finite numbers (x, y, z mm), "
+                              f"got {self.centroid_mm!r}")
+        object.__setattr__(self, "centroid_mm", centroid)
+
+    @property
+    def key(self) -> str:
+        """``scoring:region:status:id``: one lesion of one case, as pages remember it."""
+        return f"{self.scoring}:{self.region}:{self.status}:{self.lesion}"
+
+    @property
+    def hover(self) -> str:
+        """What a pointer over its marker reads: id, status, volume, Dice."""
+        dice = "" if self.dice is None or math.isnan(self.dice) else f" · Dice {self.dice:.2f}"
+        return (f"{self.region} lesion {self.lesion} · {self.status} · "
+                f"{self.volume_ml:.2f} mL{dice}")
+
+
+def _check_target(value: object) -> tuple[float, float, float] | None:
+    if value is None:
+        return None
+    try:
+        point = tuple(float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        point = ()
+    if len(point) != 3 or not all(math.isfinite(v) for v in point):
+        raise ConfigError(f"target_mm must be three finite numbers (x, y, z mm) or None, "
+                          f"got {value!r}")
+    return point  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, kw_only=True)
 class SceneOptions:
     """Everything a person chooses about a comparison scene, checked on entry.
 
@@ -139,7 +199,11 @@ class SceneOptions:
     solid prediction in one view, ``"side_by_side"`` truth left and prediction right, both
     solid. ``truth_opacity`` replaces the truth style's opacity (``None`` keeps it);
     ``prediction_opacity`` scales the prediction's. ``camera`` and ``focus`` (frame the
-    tumour, or the whole brain) aim the view; ``title``, ``legend`` and ``window_size``
+    tumour, or the whole brain) aim the view; ``target_mm`` (a world point, e.g. a lesion's
+    centroid) overrides the focus: the camera then looks at it along ``camera``, framing a
+    ball of ``target_radius_mm``. ``show_lesions`` marks the lesions given to
+    :func:`scene_layers` whose status is in ``lesion_statuses``; ``selected_lesion`` (a
+    :attr:`LesionMarker.key`) rings that one. ``title``, ``legend`` and ``window_size``
     (pixels, the PNG's) finish it.
 
     >>> SceneOptions(regions=["ET", "WT"]).regions
@@ -166,6 +230,11 @@ class SceneOptions:
     prediction_opacity: float = 1.0
     camera: CameraPreset = "oblique"
     focus: Focus = "tumour"
+    target_mm: tuple[float, float, float] | None = None
+    target_radius_mm: float = 20.0
+    show_lesions: bool = True
+    lesion_statuses: tuple[str, ...] = ("FN", "FP")
+    selected_lesion: str | None = None
     distance_clim_mm: float = style.DISTANCE_CLIM_MM
     title: str | None = None
     legend: bool = True
@@ -192,7 +261,22 @@ class SceneOptions:
                 or not (math.isfinite(clim) and clim > 0):
             raise ConfigError(f"distance_clim_mm must be > 0, got {clim}")
         object.__setattr__(self, "window_size", check_window_size(self.window_size))
-        for flag in ("show_truth", "show_prediction", "show_brain", "show_errors", "legend"):
+        object.__setattr__(self, "target_mm", _check_target(self.target_mm))
+        radius = self.target_radius_mm
+        if isinstance(radius, bool) or not isinstance(radius, int | float) \
+                or not (math.isfinite(radius) and radius > 0):
+            raise ConfigError(f"target_radius_mm must be > 0, got {radius}")
+        statuses = ((self.lesion_statuses,) if isinstance(self.lesion_statuses, str)
+                    else tuple(self.lesion_statuses))
+        for status in statuses:
+            check_choice("lesion status", status, LESION_STATUSES)
+        object.__setattr__(self, "lesion_statuses",
+                           tuple(s for s in LESION_STATUSES if s in statuses))
+        if self.selected_lesion is not None and not isinstance(self.selected_lesion, str):
+            raise ConfigError(f"selected_lesion must be a lesion key or None, "
+                              f"got {self.selected_lesion!r}")
+        for flag in ("show_truth", "show_prediction", "show_brain", "show_errors",
+                     "show_lesions", "legend"):
             if not isinstance(getattr(self, flag), bool | np.bool_):
                 raise ConfigError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
             object.__setattr__(self, flag, bool(getattr(self, flag)))
@@ -207,7 +291,11 @@ class Layer:
     ``mesh`` is the world-mm surface exactly as drawn (a wireframe already simplified, a
     nested surface already nudged, distances already on it); ``colour`` applies unless
     ``scalars`` names a point array coloured by ``colormap`` (a matplotlib name) over
-    ``clim``. ``representation`` is "surface" or "wireframe" (edges only, ``line_width_px``).
+    ``clim``. ``representation`` is "surface", "wireframe" (edges only, ``line_width_px``)
+    or "points" (one marker per point of ``mesh``, ``point_size_px`` wide, plotly's
+    ``symbol``, with ``hover`` text per point: lesion centroids). ``label`` is a text pinned
+    to the first point and drawn over everything, so a point inside a solid surface is
+    still found (the chosen lesion).
     ``colour_bar`` is the title of the colour bar this layer's scalars get (one per scene).
     ``legend`` is its legend entry (``None``: none); ``panel`` the view it is in (0, or 1 for
     the right view of a side-by-side scene); ``fit`` whether the camera frames it.
@@ -221,6 +309,10 @@ class Layer:
     opacity: float
     representation: style.Representation = "surface"
     line_width_px: float = 1.0
+    point_size_px: float = style.LESION_MARKER_PX
+    symbol: str | None = None
+    hover: tuple[str, ...] | None = None
+    label: str | None = None
     scalars: str | None = None
     colormap: str | None = None
     clim: tuple[float, float] | None = None
@@ -277,16 +369,24 @@ def scene_layers(
     brain: Any | None = None,
     errors: Mapping[str, Any] | None = None,
     dice: Mapping[str, float] | None = None,
+    lesions: Sequence[LesionMarker] | None = None,
     options: SceneOptions | None = None,
 ) -> tuple[Layer, ...]:
     """The ordered layers of the standard comparison scene of one case.
 
     ``truth`` and ``prediction`` map "WT", "TC", "ET" to world-mm surfaces (either may be
     ``None``); ``brain`` is a context surface, ``errors`` ``{"FP": mesh, "FN": mesh}``,
-    ``dice`` region -> Dice for the legend. Empty meshes are left out. The rules:
+    ``dice`` region -> Dice for the legend, ``lesions`` the case's lesions of one
+    lesion-wise scoring. Empty meshes are left out. The rules:
 
     - Order, which both painters keep: brain, (side by side: truth, then the prediction
-      view's brain), prediction (outer regions first), truth, errors.
+      view's brain), prediction (outer regions first), truth, errors, lesion markers.
+    - Lesions of the shown regions whose status is in ``options.lesion_statuses`` are one
+      marker layer per status (``lesions FN``, ``lesions FP``: its colour and symbol, hover
+      text per lesion), the largest :data:`~tumorscope.render.style.MAX_LESION_MARKERS`
+      of each; ``options.selected_lesion`` adds a ring around that one (``selected
+      lesion``). Markers never move the camera's framing; side by side, FP markers are in
+      the prediction view and the others in the truth view.
     - The prediction is solid in its region's colour; a region drawn with one nested inside
       it (TC in WT, ET in TC; in the truth or the prediction) is see-through
       (:func:`nested_opacity`) and nudged inwards (:data:`NESTED_OFFSET_MM`) so the inner
@@ -308,6 +408,11 @@ def scene_layers(
     [('prediction ET', 'surface', 1.0, '#ffd700'), ('truth ET', 'wireframe', 0.55, '#ffd700')]
     >>> layers[0].legend
     'prediction ET · Dice 0.80'
+    >>> miss = LesionMarker(scoring="brats2023", region="ET", lesion=2, status="FN",
+    ...                     centroid_mm=(30.0, 0.0, 0.0), volume_ml=0.1, dice=0.0)
+    >>> marks = scene_layers(None, None, lesions=[miss])
+    >>> [(la.name, la.representation, la.colour.hex, la.hover, la.fit) for la in marks]
+    [('lesions FN', 'points', '#1e64f0', ('ET lesion 2 · FN · 0.10 mL · Dice 0.00',), False)]
     """
     from .mesh import DISTANCE_ARRAY, is_empty, signed_distance_mm, simplify
 
@@ -395,12 +500,46 @@ def scene_layers(
                 colour=style.ERROR_COLOURS[key], opacity=style.ERROR_STYLE.opacity,
                 legend=style.ERROR_NAMES[key], panel=panel))
 
+    def add_lesions(side_by_side: bool) -> None:
+        import pyvista as pv
+
+        marked = [m for m in lesions or () if m.region in shown] if options.show_lesions \
+            else []
+        for status in options.lesion_statuses:
+            mine = sorted((m for m in marked if m.status == status),
+                          key=lambda m: -m.volume_ml)
+            if not mine:
+                continue
+            drawn = mine[:style.MAX_LESION_MARKERS]
+            more = (f", largest {len(drawn)} shown" if len(drawn) < len(mine) else "")
+            layers.append(Layer(
+                name=f"lesions {status}", role="lesion", region=None,
+                mesh=pv.PolyData(np.array([m.centroid_mm for m in drawn], dtype=float)),
+                colour=style.LESION_STATUS_COLOURS[status], opacity=1.0,
+                representation="points", symbol=style.LESION_MARKER_SYMBOLS[status],
+                hover=tuple(m.hover for m in drawn),
+                legend=f"{style.LESION_STATUS_NAMES[status]} · {len(mine)}{more}",
+                panel=1 if side_by_side and status == "FP" else 0, fit=False))
+        chosen = [m for m in lesions or () if m.key == options.selected_lesion]
+        if chosen and options.show_lesions:
+            (m,) = chosen[:1]
+            layers.append(Layer(
+                name="selected lesion", role="lesion", region=None,
+                mesh=pv.PolyData(np.array([m.centroid_mm], dtype=float)),
+                colour=style.SELECTED_LESION_COLOUR, opacity=1.0, representation="points",
+                point_size_px=style.SELECTED_LESION_PX, symbol="circle-open",
+                hover=(f"selected: {m.hover}",),
+                label=f"{m.region} lesion {m.lesion} ({m.status})",
+                legend=f"selected: {m.region} lesion {m.lesion} ({m.status})",
+                panel=1 if side_by_side and m.status == "FP" else 0, fit=False))
+
     if side_by_side:
         add_brain(0)
         add_truth(style.PREDICTION_STYLE, 0)
         add_brain(1)
         add_prediction(1)
         add_errors(1)
+        add_lesions(True)
     else:
         truth_surface = style.TRUTH_STYLES[options.truth_style]
         if options.truth_opacity is not None:
@@ -411,7 +550,20 @@ def scene_layers(
         add_prediction(0)
         add_truth(truth_surface, 0)
         add_errors(0)
+        add_lesions(False)
     return tuple(layers)
+
+
+def target_box(options: SceneOptions) -> np.ndarray | None:
+    """(3, 2) world-mm box the camera frames when ``options.target_mm`` is set, else ``None``.
+
+    >>> target_box(SceneOptions(target_mm=(10, 0, 0), target_radius_mm=5)).tolist()
+    [[5.0, 15.0], [-5.0, 5.0], [-5.0, 5.0]]
+    """
+    if options.target_mm is None:
+        return None
+    centre = np.asarray(options.target_mm, dtype=float)[:, None]
+    return centre + np.array([[-1.0, 1.0]]) * options.target_radius_mm
 
 
 def panel_titles(options: SceneOptions) -> tuple[str | None, ...]:

@@ -10,7 +10,7 @@ VTK.js view does not reliably.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,12 +26,14 @@ from .layers import (
     CAMERA_VECTORS,
     CameraPreset,
     Layer,
+    LesionMarker,
     SceneOptions,
     edge_letters,
     key_text,
     named_layers,
     panel_titles,
     scene_layers,
+    target_box,
 )
 from .mesh import as_triangles, is_empty, simplify_to
 
@@ -118,9 +120,10 @@ def _edges(mesh: pv.PolyData) -> np.ndarray:
 
 def layer_trace(layer: Layer, *, scene: str = "scene", max_triangles: int | None = None,
                 show_legend: bool = True) -> go.Mesh3d | go.Scatter3d:
-    """One layer as a plotly trace: a lit ``Mesh3d`` surface, or ``Scatter3d`` lines for a
-    wireframe; ``meta`` holds the layer's name. Surfaces above ``max_triangles`` are
-    simplified (:func:`~tumorscope.render.mesh.simplify_to`).
+    """One layer as a plotly trace: a lit ``Mesh3d`` surface, ``Scatter3d`` lines for a
+    wireframe, or ``Scatter3d`` markers (with their hover text) for points; ``meta`` holds
+    the layer's name. Surfaces above ``max_triangles`` are simplified
+    (:func:`~tumorscope.render.mesh.simplify_to`).
 
     >>> from tumorscope.render.layers import Layer
     >>> et = Layer(name="ET", role="prediction", region="ET", mesh=pv.Sphere(),
@@ -133,6 +136,17 @@ def layer_trace(layer: Layer, *, scene: str = "scene", max_triangles: int | None
               "showlegend": show_legend and layer.legend is not None, "opacity": layer.opacity,
               "hoverinfo": "name", "meta": layer.name, "scene": scene}
     mesh = layer.mesh
+    if layer.representation == "points":
+        x, y, z = np.asarray(mesh.points, dtype=float).T
+        open_symbol = (layer.symbol or "").endswith("-open")
+        marker = {"size": layer.point_size_px, "color": layer.colour.hex,
+                  "symbol": layer.symbol or "circle",
+                  "line": {"color": (layer.colour if open_symbol
+                                     else style.MARKER_OUTLINE_COLOUR).hex,
+                           "width": 3 if open_symbol else 1}}
+        return go.Scatter3d(x=x, y=y, z=z, mode="markers", marker=marker,
+                            text=list(layer.hover or ()),
+                            **{**common, "hoverinfo": "text" if layer.hover else "name"})
     if layer.representation == "wireframe":
         points, edges = np.asarray(mesh.points), _edges(mesh)
         # One polyline with a NaN gap after every edge: plotly breaks the line there.
@@ -190,6 +204,16 @@ def _orientation_labels(box: np.ndarray) -> list[dict[str, Any]]:
     return labels
 
 
+def _pinned_label(layer: Layer) -> dict[str, Any]:
+    """A layer's ``label`` as a scene annotation: an arrow onto its first point, drawn over
+    the surfaces (plotly paints annotations above the WebGL scene)."""
+    x, y, z = np.asarray(layer.mesh.points, dtype=float)[0]
+    return {"x": x, "y": y, "z": z, "text": layer.label, "showarrow": True, "arrowhead": 2,
+            "arrowwidth": 2, "arrowcolor": layer.colour.hex, "ax": 50, "ay": -50,
+            "font": {"size": 13, "color": style.TEXT_COLOUR.hex},
+            "bgcolor": style.LEGEND_COLOUR.hex, "bordercolor": layer.colour.hex}
+
+
 def layers_figure(
     layers: Iterable[Layer],
     options: SceneOptions | None = None,
@@ -202,7 +226,8 @@ def layers_figure(
     S/I letters around what the camera frames, aimed along ``options.camera``.
 
     ``uirevision`` keeps a user's rotation across redraws until it changes;
-    ``max_triangles`` simplifies surfaces above it (exported pages stay light).
+    ``max_triangles`` simplifies surfaces above it (exported pages stay light). With
+    ``options.target_mm`` the camera looks at that point, framing ``target_radius_mm``.
 
     >>> from tumorscope.render.layers import scene_layers
     >>> layers = scene_layers({"WT": pv.Sphere(radius=10.0)}, {"WT": pv.Sphere(radius=9.0)})
@@ -225,6 +250,12 @@ def layers_figure(
     # side by side show the same place at the same scale.
     all_box = _box(layer.mesh for layer in layers)
     fit_box = _box(layer.mesh for layer in layers if layer.fit)
+    aim = target_box(options)
+    if aim is not None:
+        fit_box = aim
+        all_box = aim if all_box is None else np.stack(
+            [np.minimum(all_box[:, 0], aim[:, 0]), np.maximum(all_box[:, 1], aim[:, 1])],
+            axis=1)
     edges = edge_letters(options.camera)
     for panel, panel_title in enumerate(titles):
         scene = "scene" if panel == 0 else f"scene{panel + 1}"
@@ -247,6 +278,9 @@ def layers_figure(
                 camera=plotly_camera(options.camera, scene_box=box, fit_box=fit_box))
             if edges is None:
                 scene_layout["annotations"] = _orientation_labels(fit_box)
+            pinned = [_pinned_label(layer) for layer in mine if layer.label]
+            if pinned:
+                scene_layout["annotations"] = [*scene_layout.get("annotations", []), *pinned]
             for axis, (low, high) in zip("xyz", box.tolist(), strict=True):
                 scene_layout[f"{axis}axis"] = {**axis_style, "range": [low, high],
                                                "autorange": False}
@@ -291,6 +325,7 @@ def comparison_figure(
     brain: pv.PolyData | None = None,
     errors: Mapping[str, pv.PolyData] | None = None,
     dice: Mapping[str, float] | None = None,
+    lesions: Sequence[LesionMarker] | None = None,
     options: SceneOptions | None = None,
     height_px: int | None = None,
     uirevision: str | None = None,
@@ -298,7 +333,7 @@ def comparison_figure(
 ) -> go.Figure:
     """The standard comparison scene of one case, painted by plotly: the same
     :func:`~tumorscope.render.layers.scene_layers` as
-    :func:`~tumorscope.render.scene.comparison_scene` paints with VTK.
+    :func:`~tumorscope.render.scene.comparison_scene` paints with VTK, ``lesions`` marked.
 
     >>> fig = comparison_figure({"ET": pv.Sphere(radius=5.0)}, {"ET": pv.Sphere(radius=4.0)},
     ...                         dice={"ET": 0.8})
@@ -306,7 +341,7 @@ def comparison_figure(
     [('prediction ET · Dice 0.80', 1.0), ('truth ET', 0.55)]
     """
     layers = scene_layers(truth, prediction, brain=brain, errors=errors, dice=dice,
-                          options=options)
+                          lesions=lesions, options=options)
     return layers_figure(layers, options, height_px=height_px, uirevision=uirevision,
                          max_triangles=max_triangles)
 

@@ -8,7 +8,7 @@ left (anterior on screen left). An annotated cube (R/L, A/P, S/I) shows the orie
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from .layers import (
     CAMERA_VECTORS,
     CameraPreset,
     Layer,
+    LesionMarker,
     SceneOptions,
     check_pixels,  # noqa: F401  (re-exported: the CLI checks --width/--height with it)
     check_window_size,
@@ -31,10 +32,30 @@ from .layers import (
     key_text,
     panel_titles,
     scene_layers,
+    target_box,
 )
+
+POINT_SCALE = 1.5
+"""VTK point sprites of a layer's ``point_size_px`` look smaller than plotly's markers of the
+same size (plotly's size is the symbol's width plus its outline): scaled up to match."""
 
 
 def _add_layer(plotter: pv.Plotter, layer: Layer) -> pv.Actor:
+    if layer.representation == "points":
+        # Markers: every point a lit sphere of the layer's colour (plotly adds its symbol).
+        actor = plotter.add_mesh(layer.mesh, color=layer.colour.rgb_float, style="points",
+                                 point_size=layer.point_size_px * POINT_SCALE,
+                                 render_points_as_spheres=True, opacity=layer.opacity,
+                                 name=layer.name)
+        actor.SetUseBounds(layer.fit)
+        if layer.label:
+            # Over everything (no depth test), so a point inside a solid surface is found.
+            plotter.add_point_labels(
+                np.asarray(layer.mesh.points, dtype=float)[:1], [layer.label],
+                always_visible=True, show_points=False, font_size=14,
+                text_color=style.TEXT_COLOUR.rgb_float, shape_color=style.LEGEND_COLOUR.rgb_float,
+                shape_opacity=0.85, name=f"{layer.name} label", reset_camera=False)
+        return actor
     scalars: dict[str, object] = {}
     if layer.scalars is not None:
         scalars = {"scalars": layer.scalars, "cmap": layer.colormap, "clim": layer.clim,
@@ -91,22 +112,27 @@ def _edge_labels(renderer: pv.Renderer, preset: CameraPreset) -> None:
                        pickable=False, render=False)
 
 
-def set_camera(plotter: pv.Plotter, preset: CameraPreset, *, zoom: float = 1.0) -> None:
+def set_camera(plotter: pv.Plotter, preset: CameraPreset, *, zoom: float = 1.0,
+               bounds: np.ndarray | None = None) -> None:
     """Point every renderer of ``plotter`` along ``preset`` and fit what they show.
 
     ``preset`` is one of "axial", "coronal", "sagittal", "oblique" (see the module
     docstring for the conventions); ``zoom`` > 1 moves in after the fit. Views side by side
-    share one camera (linked), so all are fitted to the union of what they show.
+    share one camera (linked), so all are fitted to the union of what they show, or to
+    ``bounds`` ((3, 2) world mm, e.g. around a chosen lesion) when given.
     """
     check_choice("camera", preset, CAMERA_PRESETS)
     direction, view_up = CAMERA_VECTORS[preset]
-    boxes = [np.asarray(r.ComputeVisiblePropBounds(), dtype=float).reshape(3, 2)
-             for r in plotter.renderers]
-    boxes = [b for b in boxes if np.all(np.isfinite(b)) and np.all(b[:, 1] >= b[:, 0])]
-    if not boxes:
-        return
-    union = np.stack([np.min([b[:, 0] for b in boxes], axis=0),
-                      np.max([b[:, 1] for b in boxes], axis=0)], axis=1)
+    if bounds is not None:
+        union = np.asarray(bounds, dtype=float).reshape(3, 2)
+    else:
+        boxes = [np.asarray(r.ComputeVisiblePropBounds(), dtype=float).reshape(3, 2)
+                 for r in plotter.renderers]
+        boxes = [b for b in boxes if np.all(np.isfinite(b)) and np.all(b[:, 1] >= b[:, 0])]
+        if not boxes:
+            return
+        union = np.stack([np.min([b[:, 0] for b in boxes], axis=0),
+                          np.max([b[:, 1] for b in boxes], axis=0)], axis=1)
     centre = union.mean(axis=1)
     d = np.asarray(direction) / np.linalg.norm(direction)
     for renderer in plotter.renderers:
@@ -119,8 +145,8 @@ def set_camera(plotter: pv.Plotter, preset: CameraPreset, *, zoom: float = 1.0) 
 
 def _add_legend(plotter: pv.Plotter, layers: list[Layer]) -> None:
     # A line swatch for wireframes, a square for surfaces: as plotly's legend draws them.
-    rows = [[layer.legend, layer.colour.hex,
-             "line" if layer.representation == "wireframe" else "rectangle"]
+    glyphs = {"wireframe": "line", "points": "circle"}
+    rows = [[layer.legend, layer.colour.hex, glyphs.get(layer.representation, "rectangle")]
             for layer in layers if layer.legend]
     if not rows:
         return
@@ -143,8 +169,9 @@ def paint_layers(
     plotter of ``options.window_size``, aimed along ``options.camera``; returns it unshown.
 
     Each layer becomes one actor named after it, with the layer's colour, opacity,
-    representation and scalars; each view gets a legend of its layers (``options.legend``),
-    an orientation cube and its title; the first layer with a colour bar gets a scalar bar.
+    representation (points as spheres) and scalars; each view gets a legend of its layers
+    (``options.legend``), an orientation cube and its title; the first layer with a colour
+    bar gets a scalar bar. ``options.target_mm`` aims the camera at that point.
     """
     options = options or SceneOptions()
     titles = panel_titles(options)
@@ -179,7 +206,7 @@ def paint_layers(
                          else "lower_left", font_size=11, color=text)
     if len(titles) > 1:
         plotter.link_views()
-    set_camera(plotter, options.camera)
+    set_camera(plotter, options.camera, bounds=target_box(options))
     return plotter
 
 
@@ -190,6 +217,7 @@ def comparison_scene(
     brain: pv.PolyData | None = None,
     errors: Mapping[str, pv.PolyData] | None = None,
     dice: Mapping[str, float] | None = None,
+    lesions: Sequence[LesionMarker] | None = None,
     options: SceneOptions | None = None,
     off_screen: bool = True,
 ) -> pv.Plotter:
@@ -199,7 +227,8 @@ def comparison_scene(
     :func:`~tumorscope.render.mesh.region_meshes` or the run's mesh cache) to world-mm
     surfaces, either may be ``None``; ``brain`` is a context surface
     (:func:`~tumorscope.render.mesh.brain_surface`), ``errors`` ``{"FP": mesh, "FN": mesh}``
-    from ``error_meshes``, ``dice`` region -> Dice for the legend. What is drawn and how is
+    from ``error_meshes``, ``dice`` region -> Dice for the legend, ``lesions`` the case's
+    :class:`~tumorscope.render.layers.LesionMarker` list. What is drawn and how is
     :func:`~tumorscope.render.layers.scene_layers` of ``options``
     (:class:`~tumorscope.render.layers.SceneOptions`): the plotly painter draws the same.
 
@@ -216,7 +245,7 @@ def comparison_scene(
     """
     options = options or SceneOptions()
     layers = scene_layers(truth, prediction, brain=brain, errors=errors, dice=dice,
-                          options=options)
+                          lesions=lesions, options=options)
     return paint_layers(layers, options, off_screen=off_screen)
 
 

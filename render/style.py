@@ -42,15 +42,16 @@ class Colour:
         return tuple(c / 255.0 for c in self.rgb)
 
 
-Representation = Literal["surface", "wireframe"]
+Representation = Literal["surface", "wireframe", "points"]
 
 
 @dataclass(frozen=True)
 class SurfaceStyle:
     """How a surface is drawn, independent of its colour.
 
-    ``representation`` "surface" is solid, "wireframe" shows the triangle edges only;
-    ``opacity`` is in 0..1; ``line_width_px`` matters for wireframes.
+    ``representation`` "surface" is solid, "wireframe" shows the triangle edges only,
+    "points" draws each point as a marker (lesion centroids); ``opacity`` is in 0..1;
+    ``line_width_px`` matters for wireframes.
     """
 
     representation: Representation = "surface"
@@ -122,6 +123,32 @@ LOSS_COLOUR: Colour = Colour((91, 141, 239))
 """Training-loss curve: a blue apart from the region colours."""
 MARKER_EDGE_COLOUR: Colour = Colour((51, 51, 51))
 """Thin dark outline of scatter markers, so yellow ET points read on white."""
+
+# Lesions of a lesion-wise scoring (lesions.csv): missed and false-positive lesions take the
+# voxel errors' red and blue, so "too much" and "too little" read alike in every view.
+LESION_STATUS_COLOURS: dict[str, Colour] = {
+    "TP": Colour((60, 170, 95)),
+    "FN": ERROR_COLOURS["FN"],
+    "FP": ERROR_COLOURS["FP"],
+    "ignored": Colour((150, 150, 155)),
+}
+LESION_STATUS_NAMES: dict[str, str] = {
+    "TP": "matched lesion (TP)", "FN": "missed lesion (FN)", "FP": "false-positive lesion (FP)",
+    "ignored": "lesion below the volume threshold (not counted)",
+}
+LESION_MARKER_SYMBOLS: dict[str, str] = {"TP": "circle", "FN": "diamond", "FP": "square",
+                                         "ignored": "circle"}
+"""Plotly marker symbols per status (VTK draws every marker as a sphere, told by colour)."""
+LESION_MARKER_PX: float = 7.0
+"""Marker size of a lesion centroid in the 3-D scene, in pixels."""
+MARKER_OUTLINE_COLOUR: Colour = Colour((255, 255, 255))
+"""Outline of lesion markers, so a red marker on a red core surface still reads."""
+SELECTED_LESION_COLOUR: Colour = CROSSHAIR_COLOUR
+"""The chosen lesion is ringed in the slice crosshair's cyan: the crosshair is on it too."""
+SELECTED_LESION_PX: float = 16.0
+MAX_LESION_MARKERS: int = 250
+"""Markers per status drawn at most (the largest lesions): an untrained net's noise can make
+thousands of false-positive specks, which would bury the scene and slow the page."""
 
 OVERLAY_OPACITY: float = 0.45
 """Default opacity (0-1) of label colours filled over a 2-D MRI slice."""

@@ -23,9 +23,12 @@ from tumorscope.app.caches import stamp
 from tumorscope.app.cli import main as cli_main
 from tumorscope.app.results import RESULTS_ENV
 from tumorscope.core.data.geometry import to_ras
+from tumorscope.core.data.nifti import read_nifti
+from tumorscope.core.scoring.distances import HD95_DEFINITIONS
 from tumorscope.core.store import Run
-from tumorscope.render import export, slices
+from tumorscope.render import export, slices, style
 from tumorscope.render.layers import SceneOptions
+from tumorscope.render.lesions import lesions_frame
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "streamlit_app.py"
@@ -93,6 +96,11 @@ def plotly_specs(at: AppTest) -> dict[str, dict]:
             for e in at.get("plotly_chart")}
 
 
+def chart_title(at: AppTest, key: str) -> str:
+    """A chart's title as one line (long titles are wrapped with <br>)."""
+    return plotly_specs(at)[key]["layout"]["title"]["text"].replace("<br>", " ")
+
+
 def image_urls(at: AppTest) -> list[str]:
     """The PNGs (data URLs) of the slice viewer's three clickable views, in page order."""
     return [json.loads(e.proto.json_args)["src"] for e in at.main.get("component_instance")
@@ -116,7 +124,8 @@ def test_overview_shows_every_patient_table_and_charts(run_dir: Path,
     table = at.dataframe[0].value
     ids = Run(run_dir).case_ids()
     assert sorted(table["patient"]) == ids
-    assert {"Dice WT", "HD95 ET (mm)", "WT true (mL)", "ET pred (mL)"} <= set(table.columns)
+    assert {"Dice WT", "HD95 ET (monai, mm)", "WT true (mL)", "ET pred (mL)"} <= set(
+        table.columns)
     # Worst first by default: mean Dice ascending.
     assert list(table["mean Dice"]) == sorted(table["mean Dice"])
     charts = plotly_specs(at)
@@ -167,16 +176,22 @@ def test_selecting_a_patient_shows_its_metrics_and_3d_scene(run_dir: Path) -> No
     tiles = {m.label: m.value for m in at.metric}
     assert tiles["Dice WT"] == f"{rows['WT']['dice']:.3f}"
     assert tiles["Grade"] == rows["WT"]["grade"]
-    scores = at.dataframe[0].value  # the only table on the patient page
+    scores = at.dataframe[-1].value  # the scores table comes after the lesion list
     assert list(scores["region"]) == ["WT", "TC", "ET"]
-    assert np.allclose(scores["hd95_mm"], [rows[r]["hd95_mm"] for r in ("WT", "TC", "ET")])
+    assert np.allclose(scores["hd95_monai_mm"],
+                       [rows[r]["hd95_monai_mm"] for r in ("WT", "TC", "ET")])
     scene = plotly_specs(at)["chart_3d"]
     names = [t["name"] for t in scene["data"]]
     assert names[0] == "brain" and any(n.startswith("truth WT") for n in names)
     assert any(n.startswith("prediction WT") for n in names)
-    # Truth is a wireframe cage (plotly lines), everything else lit surfaces.
+    # Truth is a wireframe cage (plotly lines), lesions markers, everything else surfaces.
+    surfaces = [t for t in scene["data"] if not t["meta"].startswith("lesions")]
     assert all(t["type"] == ("scatter3d" if t["name"].startswith("truth") else "mesh3d")
-               for t in scene["data"])
+               for t in surfaces)
+    # The untrained net's specks are false-positive lesions: the largest are marked.
+    fp = next(t for t in scene["data"] if t["meta"] == "lesions FP")
+    assert fp["mode"] == "markers" and 0 < len(fp["x"]) <= style.MAX_LESION_MARKERS
+    assert fp["name"].startswith("false-positive lesion (FP)")
     assert at.session_state["case_id"] == case_id
 
     # Distance colouring, one region, FP/FN surfaces, another camera.
@@ -262,6 +277,193 @@ def test_case_without_ground_truth_shows_prediction_only(no_truth_run: Path) -> 
     assert names and not any(n.startswith("truth") for n in names)
     at = ok(at.button(key="btn_to_slices").click().run())
     assert at.selectbox(key="sl_overlay").options == ["Prediction", "None"]
+
+
+# --------------------------------------------------------------------------------------------
+# scorings and lesions
+
+
+def test_scoring_toggle_and_hd95_definition_retitle_the_cohort(run_dir: Path) -> None:
+    at = ok(app(run_dir).run())
+    table = at.dataframe[0].value
+    hd95 = [c for c in table.columns if "HD95" in c]
+    assert hd95 == ["HD95 WT (monai, mm)", "HD95 TC (monai, mm)", "HD95 ET (monai, mm)"]
+    assert not any("brats2023" in c for c in table.columns)
+    assert chart_title(at, "chart_hd95") == HD95_DEFINITIONS["monai"]
+    assert "lesion-wise BraTS 2023" in at.segmented_control(key="ov_scoring").options
+    rows = {(r["case_id"], r["region"]): r for r in Run(run_dir).current_metrics_rows()}
+
+    at.segmented_control(key="ov_scoring").set_value("brats2023").run()
+    table = ok(at).dataframe[0].value.set_index("patient")
+    columns = list(table.columns)
+    # Side by side: the lesion-wise Dice right after the legacy one, then the lesion counts.
+    assert columns[columns.index("Dice WT") + 1] == "Dice WT · brats2023"
+    assert {"FN WT · brats2023", "FP ET · brats2023",
+            "HD95 TC · brats2023 (surfel, mm)"} <= set(columns)
+    for (case_id, region), row in rows.items():
+        assert table.loc[case_id, f"Dice {region} · brats2023"] == pytest.approx(
+            row["brats2023_dice"])
+        assert table.loc[case_id, f"FP {region} · brats2023"] == row["brats2023_fp"]
+        assert table.loc[case_id, f"FN {region} · brats2023"] == row["brats2023_fn"]
+    tiles = {m.label: m.value for m in at.metric}
+    fp_wt = sum(r["brats2023_fp"] for (_, region), r in rows.items() if region == "WT")
+    assert tiles["FN / FP lesions WT"].endswith(f"/ {fp_wt}")
+    assert {"chart_lw_dice", "chart_lw_hd95"} <= set(plotly_specs(at))
+
+    at.selectbox(key="ov_hd95").select("pooled").run()
+    table = ok(at).dataframe[0].value.set_index("patient")
+    titles_of_hd95 = [c for c in table.columns if "HD95" in c]
+    # Never an HD95 without its definition: legacy ones by the chosen one, lesion-wise by theirs.
+    assert all(c.endswith(("(pooled, mm)", "(surfel, mm)")) for c in titles_of_hd95)
+    assert "HD95 WT (pooled, mm)" in titles_of_hd95 and not any("monai" in c
+                                                                 for c in titles_of_hd95)
+    for (case_id, region), row in rows.items():
+        assert table.loc[case_id, f"HD95 {region} (pooled, mm)"] == pytest.approx(
+            row["hd95_pooled_mm"])
+    assert chart_title(at, "chart_hd95") == HD95_DEFINITIONS["pooled"]
+    assert HD95_DEFINITIONS["surfel"] in chart_title(at, "chart_lw_hd95")
+    assert any(m.label == "median HD95 WT (pooled)" for m in at.metric)
+    assert HD95_DEFINITIONS["pooled"] in " ".join(c.value for c in at.caption)
+    # Sorting by an HD95 follows the definition; back to legacy drops the lesion columns.
+    at.selectbox(key="ov_sort").select("HD95 ET (pooled, mm)").run()
+    assert list(ok(at).dataframe[0].value["HD95 ET (pooled, mm)"]) == sorted(
+        table["HD95 ET (pooled, mm)"], reverse=True)  # worst (largest) first
+    at.selectbox(key="ov_hd95").select("surfel")
+    at.segmented_control(key="ov_scoring").set_value("legacy").run()
+    assert at.selectbox(key="ov_sort").value == "HD95 ET (surfel, mm)"
+    assert not any("brats2023" in c for c in ok(at).dataframe[0].value.columns)
+
+
+def _lesion_run(run_dir: Path, folder: Path) -> tuple[Run, str, dict]:
+    """A copy of the run whose second case has a known miss, false positive and match (and
+    one stale row of an older prediction); the other cases keep their own rows."""
+    shutil.copytree(run_dir, folder, ignore=shutil.ignore_patterns("checkpoints"))
+    run = Run(folder)
+    case_id = run.case_ids()[1]
+    current = next(r for r in run.current_metrics_rows() if r["case_id"] == case_id)
+    image = read_nifti(run.case_records()[case_id].images["flair"])
+
+    def world(index: tuple[int, int, int]) -> list[float]:
+        return [round(float(v), 3) for v in (image.affine @ np.array([*index, 1.0]))[:3]]
+
+    hashes = {"prediction_sha256": current["prediction_sha256"],
+              "truth_sha256": current["truth_sha256"]}
+    shape = image.data.shape
+    places = {"FN": (shape[0] // 3, shape[1] // 2, shape[2] // 2),
+              "FP": (2 * shape[0] // 3, shape[1] // 3, shape[2] // 3),
+              "TP": (shape[0] // 2, shape[1] // 2, shape[2] // 2)}
+    mine = [
+        {"case_id": case_id, "region": "WT", "scoring": "brats2023", "lesion": 2,
+         "status": "FN", "volume_ml": 0.6, "dice": 0.0, "hd95_mm": 374.0, "matched": ""},
+        {"case_id": case_id, "region": "ET", "scoring": "brats2023", "lesion": 5,
+         "status": "FP", "volume_ml": 0.2, "dice": 0.0, "hd95_mm": 374.0, "matched": ""},
+        {"case_id": case_id, "region": "WT", "scoring": "brats2023", "lesion": 1,
+         "status": "TP", "volume_ml": 12.0, "dice": 0.9, "hd95_mm": 2.0, "matched": "1"},
+    ]
+    for row in mine:
+        x, y, z = world(places[row["status"]])
+        row.update(centroid_x_mm=x, centroid_y_mm=y, centroid_z_mm=z, **hashes)
+    stale = {**mine[0], "lesion": 99, "prediction_sha256": "0" * 64}
+    others = [r for r in run.lesion_rows() if r["case_id"] != case_id]
+    with open(run.lesions_path, "w", newline="") as f:
+        columns = list(mine[0])
+        f.write(",".join(columns) + "\n")
+        for row in [*mine, stale, *others]:
+            f.write(",".join("" if row.get(c) is None else str(row[c]) for c in columns)
+                    + "\n")
+    return run, case_id, {"rows": mine, "places": places, "image": image}
+
+
+def _lesion_table(at: AppTest):
+    tables_ = [d for d in at.dataframe if d.key and d.key.startswith("lesion_table")]
+    assert len(tables_) == 1, [d.key for d in at.dataframe]
+    return tables_[0]
+
+
+def _camera_target(scene: dict) -> np.ndarray:
+    """The world point (mm) a plotly scene camera looks at."""
+    layout = scene["layout"]["scene"]
+    box = np.array([layout[f"{a}axis"]["range"] for a in "xyz"])
+    centre = np.array([layout["camera"]["center"][a] for a in "xyz"])
+    return box.mean(axis=1) + centre * np.ptp(box, axis=1).max()
+
+
+def test_lesion_list_aims_the_camera_and_the_crosshair(run_dir: Path, tmp_path: Path) -> None:
+    run, case_id, made = _lesion_run(run_dir, tmp_path / "R")
+    at = open_patient(ok(app(run.path).run()), case_id)
+    table = _lesion_table(at).value
+    # The case's current lesions of lesions.csv, misses first; the stale row is not listed.
+    assert [s[0] for s in table["status"]] == ["FN", "FP", "TP"]
+    assert list(table["lesion"]) == [2, 5, 1] and 99 not in list(table["lesion"])
+    assert list(table["region"]) == ["WT", "ET", "WT"]
+    assert any("1 lesion row(s)" in w.value and "stale" in w.value for w in at.warning)
+    scene = plotly_specs(at)["chart_3d"]
+    marks = {t["meta"]: t for t in scene["data"] if t["meta"].startswith("lesions")}
+    assert set(marks) == {"lesions FN", "lesions FP"}  # matches are not marked
+    assert marks["lesions FN"]["name"].startswith("missed lesion (FN)")
+    assert marks["lesions FP"]["name"].startswith("false-positive lesion (FP)")
+    assert marks["lesions FN"]["text"] == ["WT lesion 2 · FN · 0.60 mL · Dice 0.00"]
+    before = _camera_target(scene)
+
+    at.session_state[_lesion_table(at).key] = {"selection": {"rows": [0], "columns": []}}
+    at = ok(at.run())
+    fn = made["rows"][0]
+    centroid = np.array([fn["centroid_x_mm"], fn["centroid_y_mm"], fn["centroid_z_mm"]])
+    scene = plotly_specs(at)["chart_3d"]
+    np.testing.assert_allclose(_camera_target(scene), centroid, atol=0.5)
+    assert np.linalg.norm(_camera_target(scene) - before) > 1.0
+    assert any(t["meta"] == "selected lesion" for t in scene["data"])
+    ras = to_ras(made["image"].data, made["image"].affine)
+    voxel = tuple(int(at.session_state[k]) for k in ("sl_x", "sl_y", "sl_z"))
+    np.testing.assert_allclose((ras.affine @ np.array([*voxel, 1.0]))[:3], centroid, atol=0.01)
+    assert any("Centred on" in m.value and "WT lesion 2" in m.value for m in at.markdown)
+
+    at = ok(at.button(key="btn_lesion_slices").click().run())
+    assert titles(at) == [f"Slices · {case_id}"]
+    assert tuple(at.slider(key=k).value for k in ("sl_x", "sl_y", "sl_z")) == voxel
+    assert at.selectbox(key="sl_lesion").value == "brats2023:WT:FN:2"
+    at.selectbox(key="sl_lesion").select("brats2023:ET:FP:5").run()
+    fp = made["rows"][1]
+    moved = tuple(ok(at).slider(key=k).value for k in ("sl_x", "sl_y", "sl_z"))
+    np.testing.assert_allclose((ras.affine @ np.array([*moved, 1.0]))[:3],
+                               [fp["centroid_x_mm"], fp["centroid_y_mm"], fp["centroid_z_mm"]],
+                               atol=0.01)
+    # Back on the patient page the camera follows the lesion chosen in the slices.
+    at = ok(at.button(key="btn_to_patient").click().run())
+    np.testing.assert_allclose(_camera_target(plotly_specs(at)["chart_3d"]),
+                               [fp["centroid_x_mm"], fp["centroid_y_mm"], fp["centroid_z_mm"]],
+                               atol=0.5)
+    at = ok(at.button(key="btn_lesion_clear").click().run())
+    assert at.session_state["p3d_lesion"] is None
+    assert not any(t["meta"] == "selected lesion" for t in plotly_specs(at)["chart_3d"]["data"])
+
+
+def test_lesions_of_a_case_without_current_scores_are_not_shown(run_dir: Path,
+                                                                tmp_path: Path) -> None:
+    import nibabel as nib
+
+    run, case_id, _ = _lesion_run(run_dir, tmp_path / "R")
+    listed = lesions_frame(run)
+    assert (listed["case_id"] == case_id).sum() == 4
+    path = run.prediction_path(case_id)  # rewritten after evaluate: every score is stale
+    img = nib.load(path)
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.uint8), img.affine), path)
+    at = open_patient(ok(app(run.path).run()), case_id)
+    assert not [d for d in at.dataframe if d.key and d.key.startswith("lesion_table")]
+    assert any("4 lesion row(s)" in w.value and "not shown" in w.value for w in at.warning)
+    names = [t.get("meta", "") for t in plotly_specs(at)["chart_3d"]["data"]]
+    assert not any(n.startswith("lesions") for n in names)
+
+
+def test_a_damaged_lesions_file_leaves_the_patient_page_up(run_dir: Path,
+                                                           tmp_path: Path) -> None:
+    folder = tmp_path / "R"
+    shutil.copytree(run_dir, folder, ignore=shutil.ignore_patterns("checkpoints"))
+    (folder / "lesions.csv").write_text("case_id,region\nA,WT\n")
+    at = open_patient(ok(app(folder).run()), Run(folder).case_ids()[1])
+    assert any("Cannot list this case's lesions" in w.value and "missing column" in w.value
+               for w in at.warning)
+    assert "chart_3d" in plotly_specs(at)  # the rest of the page stands
 
 
 # --------------------------------------------------------------------------------------------

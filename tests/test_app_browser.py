@@ -9,9 +9,11 @@ pictures come from the same code run against the demo results::
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -83,6 +85,7 @@ def launch_chromium(playwright: Any) -> Any:
     # Chromium keeps crash reports and settings under $HOME: give it a home of its own, so
     # the suite writes nothing outside its temp folders.
     home = tempfile.mkdtemp(prefix="chromium-home-")
+    atexit.register(shutil.rmtree, home, ignore_errors=True)  # once the browser is gone
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
                                       env={**os.environ, "HOME": home,
                                            "XDG_CONFIG_HOME": f"{home}/.config",
@@ -103,8 +106,9 @@ def wait_until_drawn(page: Any, heading: str, *, plots: int) -> None:
 
 
 def click_first_row(page: Any) -> None:
-    """Tick the first row's selection box of the patients table (a canvas grid)."""
+    """Tick the first row's selection box of the page's first table (a canvas grid)."""
     grid = page.locator("[data-testid='stDataFrame']").first
+    grid.scroll_into_view_if_needed()
     box = grid.bounding_box()
     row_px = 35  # Streamlit's default header and row height
     page.mouse.click(box["x"] + 16, box["y"] + row_px + row_px / 2)
@@ -186,18 +190,34 @@ def browse(results: Path, out: Path, log_path: Path) -> dict[str, Path]:  # noqa
             shots["overview"] = out / "app-overview.png"
             check_content(shoot(page, shots["overview"]), page.inner_text("body"),
                           ["Cohort overview", "Patients", "Scores per region", "Training"])
+            lesion_wise = page.locator("button", has_text="lesion-wise BraTS 2023")
+            if lesion_wise.count():  # the run has lesion-wise scores: show them beside
+                lesion_wise.first.click()
+                page.get_by_text("FN / FP lesions WT").first.wait_for(timeout=PAGE_READY_MS)
+                wait_until_drawn(page, "Cohort overview", plots=7)
+                shots["overview_lesions"] = out / "app-overview-lesions.png"
+                check_content(shoot(page, shots["overview_lesions"]), page.inner_text("body"),
+                              ["Cohort overview", "Lesion-wise Dice (brats2023)"])
 
             click_first_row(page)  # a person clicks a patient in the table to open it
             page.wait_for_url("**/patient", timeout=PAGE_READY_MS)
             wait_until_drawn(page, "Patient ", plots=1)
             shots["patient"] = out / "app-patient.png"
             check_content(shoot(page, shots["patient"]), page.inner_text("body"),
-                          ["Patient ", "Regions", "Scores", "Downloads"])
+                          ["Patient ", "Regions", "Lesions", "Scores", "Downloads"])
             scene = page.locator(".js-plotly-plot").first.screenshot()
             assert green_share(np.asarray(Image.open(io.BytesIO(scene)).convert("RGB"))) \
                 > 0.002, "the 3-D view shows no tumour surface"
+            if "Lesions as scored by" in page.inner_text("body"):
+                # A person ticks the first lesion: the 3-D view turns to it, the crosshair too.
+                click_first_row(page)  # the lesion list is the page's first table
+                page.get_by_text("Centred on").first.wait_for(timeout=PAGE_READY_MS)
+                wait_until_drawn(page, "Patient ", plots=1)
+                shots["patient_lesion"] = out / "app-patient-lesion.png"
+                check_content(shoot(page, shots["patient_lesion"]), page.inner_text("body"),
+                              ["Patient ", "Lesions", "Centred on"])
 
-            page.get_by_role("button", name="Slice viewer").click()
+            page.get_by_role("button", name="Slice viewer").first.click()
             page.wait_for_url("**/slices", timeout=PAGE_READY_MS)
             wait_until_drawn(page, "Slices", plots=0)
             views = slice_views(page)

@@ -21,6 +21,7 @@ from tumorscope.render import layers as layers_module  # noqa: E402
 from tumorscope.render.layers import (  # noqa: E402
     NESTED_OFFSET_MM,
     Layer,
+    LesionMarker,
     SceneOptions,
     scene_layers,
 )
@@ -105,12 +106,14 @@ def _plotly_looks(data: list[dict], layout: dict) -> dict[str, dict]:
     """What the plotly painter drew, read back from the traces (plain JSON dicts)."""
     looks = {}
     for trace in data:
-        wireframe = trace["type"] == "scatter3d"
+        points = trace.get("mode") == "markers"
+        wireframe = trace["type"] == "scatter3d" and not points
+        colour = (trace["marker"]["color"] if points else trace["line"]["color"] if wireframe
+                  else trace.get("color", "#000000"))
         look = {"panel": 0 if trace.get("scene", "scene") == "scene" else 1,
-                "colour": _rgb(trace["line"]["color"] if wireframe
-                               else trace.get("color", "#000000")),
-                "opacity": trace["opacity"],
-                "representation": "wireframe" if wireframe else "surface", "scalars": None}
+                "colour": _rgb(colour), "opacity": trace["opacity"],
+                "representation": "points" if points else "wireframe" if wireframe
+                else "surface", "scalars": None}
         if "intensity" in trace:
             scale = trace["colorscale"]
             look["scalars"] = (trace["cmin"], trace["cmax"], _rgb(scale[0][1]),
@@ -283,6 +286,79 @@ def test_switches_leave_layers_out_and_legend_follows(case: dict) -> None:
     assert len(layers_figure(empty).data) == 0
 
 
+def _lesions() -> list[LesionMarker]:
+    """A miss beside the tumour, two false positives, a match (not marked by default)."""
+    common = {"scoring": "brats2023", "dice": 0.0}
+    return [LesionMarker(region="WT", lesion=2, status="FN", centroid_mm=(40.0, 24.0, 20.0),
+                         volume_ml=0.3, **common),
+            LesionMarker(region="WT", lesion=5, status="FP", centroid_mm=(10.0, 30.0, 20.0),
+                         volume_ml=0.02, **common),
+            LesionMarker(region="ET", lesion=1, status="FP", centroid_mm=(12.0, 12.0, 18.0),
+                         volume_ml=0.05, **common),
+            LesionMarker(region="WT", lesion=1, status="TP", centroid_mm=(24.0, 24.0, 20.0),
+                         volume_ml=7.0, scoring="brats2023", dice=0.8)]
+
+
+def test_lesion_markers_and_aim_agree_in_both_painters(case: dict) -> None:
+    lesions = _lesions()
+    miss = lesions[0]
+    options = SceneOptions(selected_lesion=miss.key, target_mm=miss.centroid_mm,
+                           target_radius_mm=15.0)
+    layers = scene_layers(case["truth"], case["prediction"], brain=case["brain"],
+                          lesions=lesions, options=options)
+    marks = {la.name: la for la in layers if la.role == "lesion"}
+    assert list(marks) == ["lesions FN", "lesions FP", "selected lesion"]  # TP not marked
+    assert [la.name for la in layers][-3:] == list(marks)  # drawn last, over the surfaces
+    assert marks["lesions FP"].mesh.n_points == 2 and marks["lesions FN"].mesh.n_points == 1
+    assert marks["lesions FN"].colour == style.LESION_STATUS_COLOURS["FN"]
+    assert marks["lesions FP"].colour == style.ERROR_COLOURS["FP"]  # one red for "too much"
+    assert marks["lesions FP"].hover == ("ET lesion 1 · FP · 0.05 mL · Dice 0.00",
+                                         "WT lesion 5 · FP · 0.02 mL · Dice 0.00")
+    assert not any(la.fit for la in marks.values())
+    figure = layers_figure(layers, options)
+    in_page = _plotly_looks([t.to_plotly_json() for t in figure.data],
+                            figure.layout.to_plotly_json())
+    vtk = _vtk_looks(layers, options)
+    _assert_agree(layers, vtk, in_page)
+    # Both cameras look at the chosen lesion, along the preset.
+    np.testing.assert_allclose(in_page["_camera"]["focal"], miss.centroid_mm, atol=0.5)
+    np.testing.assert_allclose(vtk["_camera"]["focal"], miss.centroid_mm, atol=0.5)
+    fn = next(t for t in figure.data if t.meta == "lesions FN")
+    assert fn.mode == "markers" and fn.marker.symbol == style.LESION_MARKER_SYMBOLS["FN"]
+    assert list(fn.text) == [miss.hover] and fn.hoverinfo == "text"
+
+
+def test_lesion_markers_follow_regions_switch_and_cap(case: dict,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    only_et = scene_layers(None, None, lesions=_lesions(), options=SceneOptions(regions=("ET",)))
+    assert [(la.name, la.mesh.n_points) for la in only_et] == [("lesions FP", 1)]
+    assert scene_layers(None, None, lesions=_lesions(),
+                        options=SceneOptions(show_lesions=False)) == ()
+    every = scene_layers(None, None, lesions=_lesions(),
+                         options=SceneOptions(lesion_statuses=("TP",)))
+    assert [la.name for la in every] == ["lesions TP"]
+    side = scene_layers(None, None, lesions=_lesions(),
+                        options=SceneOptions(layout="side_by_side"))
+    assert {la.name: la.panel for la in side} == {"lesions FN": 0, "lesions FP": 1}
+    monkeypatch.setattr(style, "MAX_LESION_MARKERS", 1)
+    capped = scene_layers(None, None, lesions=_lesions())
+    fp = next(la for la in capped if la.name == "lesions FP")
+    assert fp.mesh.n_points == 1 and fp.hover[0].startswith("ET lesion 1")  # the largest
+    assert fp.legend == "false-positive lesion (FP) · 2, largest 1 shown"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"status": "XX"}, "lesion status must be one of"),
+    ({"region": "NCR"}, "lesion region must be one of"),
+    ({"centroid_mm": (1.0, float("nan"), 0.0)}, "centroid_mm must be three finite"),
+])
+def test_lesion_markers_are_checked(kwargs: dict, message: str) -> None:
+    good = {"scoring": "brats2023", "region": "WT", "lesion": 1, "status": "FN",
+            "centroid_mm": (0.0, 0.0, 0.0), "volume_ml": 1.0}
+    with pytest.raises(ConfigError, match=message):
+        LesionMarker(**{**good, **kwargs})
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"camera": "top"}, r"camera must be one of \['axial'.*got 'top'"),
     ({"colour_by": "dice"}, "colour_by must be one of"),
@@ -292,6 +368,10 @@ def test_switches_leave_layers_out_and_legend_follows(case: dict) -> None:
     ({"distance_clim_mm": 0}, "distance_clim_mm must be > 0"),
     ({"window_size": (0, 10)}, "window_size width must be a pixel count"),
     ({"legend": "yes"}, "legend must be true or false"),
+    ({"target_mm": (1.0, 2.0)}, "target_mm must be three finite numbers"),
+    ({"target_radius_mm": 0}, "target_radius_mm must be > 0"),
+    ({"lesion_statuses": ("FN", "XX")}, "lesion status must be one of"),
+    ({"show_lesions": "no"}, "show_lesions must be true or false"),
 ])
 def test_options_are_checked_on_entry(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

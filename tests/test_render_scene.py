@@ -16,7 +16,7 @@ from PIL import Image  # noqa: E402
 from tumorscope.core.errors import ConfigError  # noqa: E402
 from tumorscope.render import scene as scene_module  # noqa: E402
 from tumorscope.render import style  # noqa: E402
-from tumorscope.render.layers import SceneOptions  # noqa: E402
+from tumorscope.render.layers import LesionMarker, SceneOptions  # noqa: E402
 from tumorscope.render.mesh import brain_surface, error_meshes, region_meshes  # noqa: E402
 from tumorscope.render.scene import (  # noqa: E402
     CAMERA_PRESETS,
@@ -165,6 +165,43 @@ def test_opacity_options_reach_the_surfaces(case: dict) -> None:
     with pytest.raises(ConfigError, match=r"prediction_opacity must be in \(0, 1\], got 0"):
         comparison_scene(case["truth"], case["pred"],
                          options=SceneOptions(prediction_opacity=0))
+
+
+def _cyan(img: np.ndarray) -> np.ndarray:
+    r, g, b = (img[..., i].astype(int) for i in range(3))
+    return (g > 150) & (b > 150) & (r < 90)
+
+
+def _azure(img: np.ndarray) -> np.ndarray:
+    """The FN marker's blue (style.LESION_STATUS_COLOURS["FN"]), lit."""
+    r, g, b = (img[..., i].astype(int) for i in range(3))
+    return (b > 150) & (b - r > 90) & (b - g > 40)
+
+
+def test_lesion_markers_show_and_the_camera_aims_at_the_chosen_one(case: dict) -> None:
+    """A missed lesion 24 mm to the patient's left of the tumour: a blue marker there;
+    chosen, the view centres on it (cyan ring in the middle of the image)."""
+    miss = LesionMarker(scoring="brats2023", region="WT", lesion=4, status="FN",
+                        centroid_mm=(CENTRE[0] - 24.0, CENTRE[1], CENTRE[2]), volume_ml=0.2,
+                        dice=0.0)
+
+    def shot(**kwargs) -> np.ndarray:
+        plotter = comparison_scene(case["truth"], case["pred"], lesions=[miss],
+                                   options=SceneOptions(camera="axial", **kwargs))
+        try:
+            return screenshot(plotter, window_size=SIZE)
+        finally:
+            plotter.close()
+
+    shown, hidden = shot(), shot(show_lesions=False)
+    assert _azure(shown).sum() > 10 and _azure(hidden).sum() == 0
+    # Axial is seen from the feet: the patient's left (lower x in RAS+) is on screen right.
+    assert np.nonzero(_azure(shown))[1].mean() > SIZE[0] / 2
+    aimed = shot(selected_lesion=miss.key, target_mm=miss.centroid_mm, target_radius_mm=15.0,
+                 legend=False)  # the legend names the selection in cyan too
+    rows, cols = np.nonzero(_cyan(aimed))
+    assert rows.size > 20
+    assert abs(rows.mean() - SIZE[1] / 2) < 12 and abs(cols.mean() - SIZE[0] / 2) < 12
 
 
 def test_transparent_background_and_png(case: dict, tmp_path: Path) -> None:

@@ -1,6 +1,9 @@
-"""Cohort overview page: patients table (sort, filter, open), score plots, training curves."""
+"""Cohort overview page: patients table (sort, filter, open), score plots, training curves;
+legacy scores alone or beside a lesion-wise scoring, HD95 by a named definition."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -10,17 +13,60 @@ from plotly.subplots import make_subplots
 from tumorscope.app import state, tables
 from tumorscope.app.state import Context
 from tumorscope.core.data.labels import REGION_NAMES, REGIONS
-from tumorscope.core.scoring.metrics import HD95_DEFINITION, METRIC_DOCS
+from tumorscope.core.scoring.distances import HD95_DEFINITIONS, hd95_column
+from tumorscope.core.scoring.metrics import METRIC_DOCS
+from tumorscope.core.scoring.scorings import SCORING_COLUMNS, SCORING_DOCS
 from tumorscope.render import style
-from tumorscope.render.cohort import wide_column
+from tumorscope.render.cohort import (
+    HD95_KEYS,
+    LESION_KEYS,
+    hd95_definitions,
+    lesion_scorings,
+    score_columns,
+    volume_columns,
+    wide_column,
+)
 from tumorscope.render.export import csv_bytes
+from tumorscope.render.lesions import SCORING_HD95
 
 SYNTHETIC_NOTE = ("Synthetic demo data: tumours grown inside the ICBM152 brain template, "
                   "not patients.")
-SORTABLE = ("mean Dice", *(wide_column("dice", r) for r in REGIONS),
-            *(wide_column("hd95_mm", r) for r in REGIONS), "patient", "age")
+META_COLUMNS = ("patient", "grade", "age", "synthetic", "ground truth", "mean Dice")
 TABLE_KEY = "overview_table"
 CHART_HEIGHT_PX = 360
+SCORING_LABELS = {"legacy": "legacy (whole volume)", "brats2023": "lesion-wise BraTS 2023",
+                  "brats2025": "lesion-wise BraTS 2025"}
+LESION_PLOTS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
+    "brats2023": (("brats2023_dice", "Lesion-wise Dice (brats2023)"),
+                  ("brats2023_hd95_mm", f"Lesion-wise {HD95_DEFINITIONS['surfel']}, "
+                                        "brats2023")),
+    "brats2025": (("brats2025_rq", "Recognition quality RQ (brats2025)"),
+                  ("brats2025_sq_hd95_mm", f"Segmentation quality {HD95_DEFINITIONS['pooled']},"
+                                           " brats2025")),
+}
+"""The two distributions shown per lesion-wise scoring: (metric, title), HD95 by name."""
+
+
+@dataclass(frozen=True)
+class ScoreView:
+    """Which scores the page shows: legacy alone or beside a lesion-wise scoring, and which
+    legacy HD95 definition (read from the widgets once per rerun)."""
+
+    scoring: str
+    hd95: str
+
+    @property
+    def hd95_key(self) -> str:
+        return hd95_column(self.hd95)
+
+
+def sortable(view: ScoreView) -> list[str]:
+    """What the table can be sorted by in ``view``.
+
+    >>> sortable(ScoreView("legacy", "surfel"))[:2], sortable(ScoreView("legacy", "surfel"))[-3]
+    (['mean Dice', 'Dice WT'], 'HD95 ET (surfel, mm)')
+    """
+    return ["mean Dice", *score_columns(view.scoring, hd95=view.hd95), "patient", "age"]
 
 
 def render(ctx: Context) -> None:
@@ -28,8 +74,7 @@ def render(ctx: Context) -> None:
     metrics, table = tables.cohort(ctx.run)
     st.title("Cohort overview")
     scored = int(table["ground truth"].sum())
-    st.caption(f"Run **{ctx.run.name}** in `{ctx.run.path.parent}` · {len(table)} patients, "
-               f"{scored} with ground truth · {HD95_DEFINITION}")
+    caption = st.empty()
     if table["synthetic"].any():
         st.info(SYNTHETIC_NOTE, icon=":material/science:")
     stale = tables.stale_scores(ctx.run)
@@ -39,13 +84,17 @@ def render(ctx: Context) -> None:
         st.warning(f"{len(stale)} patient(s) have no current score, so none is shown for "
                    f"them: {listed}{more}.",
                    icon=":material/history:")
+    view = _score_controls(metrics)
+    caption.caption(f"Run **{ctx.run.name}** in `{ctx.run.path.parent}` · {len(table)} "
+                    f"patients, {scored} with ground truth · {HD95_DEFINITIONS[view.hd95]}"
+                    + (f" · {SCORING_DOCS[view.scoring]}" if view.scoring != "legacy" else ""))
     if table.empty:
         st.warning("This run has no predictions yet: make them with `tumorscope predict`.")
     else:
-        _summary(metrics)
-        _patients(ctx, table)
+        _summary(metrics, view)
+        _patients(ctx, table, view)
     if len(metrics):
-        _score_plots(metrics)
+        _score_plots(metrics, view)
     elif not table.empty:
         st.info("No patient has ground truth, so there are no scores to plot.")
     _training(ctx)
@@ -56,25 +105,75 @@ def render(ctx: Context) -> None:
 # summary and table
 
 
-def _summary(metrics: pd.DataFrame) -> None:
+def _score_controls(metrics: pd.DataFrame) -> ScoreView:
+    """The scoring toggle and the HD95-definition picker; options only of what the run has."""
+    scorings = ["legacy", *lesion_scorings(metrics)]
+    definitions = hd95_definitions(metrics) or list(HD95_DEFINITIONS)
+    s = st.session_state
+    if s.get("ov_scoring") not in scorings:
+        s["ov_scoring"] = "legacy"
+    if s.get("ov_hd95") not in definitions:
+        s["ov_hd95"] = definitions[0]
+    left, right = st.columns([3, 3], vertical_alignment="bottom")
+    left.segmented_control(
+        "Scores", scorings, key="ov_scoring", required=True,
+        format_func=SCORING_LABELS.__getitem__,
+        help="Legacy: one Dice and HD95 per region over the whole volume. Lesion-wise: each "
+             "tumour component scored on its own, shown beside the legacy score, with the "
+             "missed (FN) and false-positive (FP) lesions of each patient."
+             + ("" if len(scorings) > 1 else " This run has no lesion-wise scores: run "
+                "`tumorscope evaluate RUN --scoring brats2023 brats2025`."))
+    right.selectbox("HD95 definition (legacy columns)", definitions, key="ov_hd95",
+                    format_func=HD95_DEFINITIONS.__getitem__,
+                    help="The three references define HD95 differently (see the columns' "
+                         "meanings below); every table, card and plot names the one it shows.")
+    return ScoreView(s["ov_scoring"] or "legacy", s["ov_hd95"])
+
+
+def _number(value: float, spec: str, unit: str = "") -> str:
+    return "n/a" if pd.isna(value) else f"{value:{spec}}{unit}"
+
+
+def _summary(metrics: pd.DataFrame, view: ScoreView) -> None:
     if metrics.empty:
         return
     columns = st.columns(len(REGIONS) * 2)
     for i, region in enumerate(REGIONS):
         rows = metrics[metrics["region"] == region]
-        columns[i].metric(f"mean Dice {region}", f"{rows['dice'].mean():.3f}",
-                          help=f"{REGION_NAMES[region]}, over {len(rows)} patients")
-        columns[len(REGIONS) + i].metric(f"median HD95 {region}",
-                                         f"{rows['hd95_mm'].median():.1f} mm")
+        columns[i].metric(f"mean Dice {region}", _number(rows["dice"].mean(), ".3f"),
+                          help=f"{REGION_NAMES[region]}, legacy, over {len(rows)} patients")
+        columns[len(REGIONS) + i].metric(
+            f"median HD95 {region} ({view.hd95})",
+            _number(rows[view.hd95_key].median(), ".1f", " mm"),
+            help=HD95_DEFINITIONS[view.hd95])
+    if view.scoring == "legacy":
+        return
+    scoring = view.scoring
+    first = {"brats2023": "brats2023_dice", "brats2025": "brats2025_rq"}[scoring]
+    name = {"brats2023": "Dice", "brats2025": "RQ"}[scoring]
+    columns = st.columns(len(REGIONS) * 2)
+    for i, region in enumerate(REGIONS):
+        rows = metrics[metrics["region"] == region]
+        columns[i].metric(f"mean {name} {region} · {scoring}",
+                          _number(rows[first].mean(), ".3f"),
+                          help=SCORING_COLUMNS[scoring][first])
+        fn, fp = (int(rows[f"{scoring}_{k}"].fillna(0).sum()) for k in ("fn", "fp"))
+        columns[len(REGIONS) + i].metric(
+            f"FN / FP lesions {region}", f"{fn} / {fp}",
+            help=f"Missed / false-positive {region} lesions over {len(rows)} patients "
+                 f"({scoring}).")
 
 
 def worst_first_ascending(column: str) -> bool:
-    """Sort direction that puts the worst patients first: low Dice, high HD95.
+    """Sort direction that puts the worst patients first: low Dice or RQ, high HD95, many
+    missed or false-positive lesions.
 
-    >>> worst_first_ascending("Dice WT"), worst_first_ascending("HD95 ET (mm)")
+    >>> worst_first_ascending("Dice WT"), worst_first_ascending("HD95 ET (monai, mm)")
     (True, False)
+    >>> worst_first_ascending("FP WT · brats2023"), worst_first_ascending("SQ HD95 TC · b")
+    (False, False)
     """
-    return not column.startswith("HD95")
+    return not column.startswith(("HD95", "SQ HD95", "FN ", "FP "))
 
 
 def filter_and_sort(table: pd.DataFrame, *, search: str, grades: list[str], sort_by: str,
@@ -92,23 +191,40 @@ def filter_and_sort(table: pd.DataFrame, *, search: str, grades: list[str], sort
                              kind="stable").reset_index(drop=True)
 
 
+def column_docs() -> dict[str, str]:
+    """What each metric column means: legacy (HD95 by definition) and lesion-wise."""
+    docs = dict(METRIC_DOCS)
+    for key, definition in zip(HD95_KEYS, HD95_DEFINITIONS, strict=True):
+        docs[key] = HD95_DEFINITIONS[definition] + (
+            f". {METRIC_DOCS[key]}" if key in METRIC_DOCS else "")
+    for columns in SCORING_COLUMNS.values():
+        docs.update(columns)
+    return docs
+
+
 def _column_config() -> dict[str, object]:
     config: dict[str, object] = {
         "patient": st.column_config.TextColumn("patient", pinned=True),
         "age": st.column_config.NumberColumn("age", format="%.0f"),
         "mean Dice": st.column_config.ProgressColumn(
             "mean Dice", min_value=0.0, max_value=1.0, format="%.3f",
-            help="Mean of the WT, TC and ET Dice."),
+            help="Mean of the WT, TC and ET legacy Dice."),
     }
+    docs = column_docs()
+    keys = ("dice", *HD95_KEYS, "volume_truth_ml", "volume_pred_ml",
+            *(k for ks in LESION_KEYS.values() for k in ks))
     for region in REGIONS:
-        config[wide_column("dice", region)] = st.column_config.NumberColumn(
-            format="%.3f", help=METRIC_DOCS["dice"])
-        config[wide_column("hd95_mm", region)] = st.column_config.NumberColumn(
-            format="%.1f", help=METRIC_DOCS["hd95_mm"])
-        for key in ("volume_truth_ml", "volume_pred_ml"):
+        for key in keys:
+            count = key.endswith(("_tp", "_fn", "_fp"))
+            fine = "dice" in key or key.endswith("_rq")
             config[wide_column(key, region)] = st.column_config.NumberColumn(
-                format="%.1f", help=METRIC_DOCS[key])
+                format="%d" if count else "%.3f" if fine else "%.1f", help=docs.get(key))
     return config
+
+
+def shown_columns(view: ScoreView) -> list[str]:
+    """The patients table's columns in ``view``: metadata, scores, volumes."""
+    return [*META_COLUMNS, *score_columns(view.scoring, hd95=view.hd95), *volume_columns()]
 
 
 def _open_selected() -> None:
@@ -126,8 +242,15 @@ def _open_picked() -> None:
     state.request_page("patient")
 
 
-def _patients(ctx: Context, table: pd.DataFrame) -> None:
+def _patients(ctx: Context, table: pd.DataFrame, view: ScoreView) -> None:
     st.subheader("Patients")
+    table = table[[c for c in shown_columns(view) if c in table]]
+    options = [c for c in sortable(view) if c in table]
+    sort_key = st.session_state.get("ov_sort")
+    if sort_key not in options:
+        # Another HD95 definition or scoring: keep sorting by the same region's HD95.
+        same = [c for c in options if sort_key and c.split(" (")[0] == sort_key.split(" (")[0]]
+        st.session_state["ov_sort"] = same[0] if same else "mean Dice"
     search, grades, sort_by, order = st.columns([2, 2, 2, 2])
     search.text_input("Search patient", key="ov_search", placeholder="id contains…")
     grade_options = sorted(g for g in table["grade"].dropna().unique())
@@ -135,7 +258,7 @@ def _patients(ctx: Context, table: pd.DataFrame) -> None:
     st.session_state["ov_grades"] = [g for g in st.session_state["ov_grades"]
                                      if g in grade_options]
     grades.multiselect("Grade", grade_options, key="ov_grades", placeholder="all grades")
-    sort_by.selectbox("Sort by", SORTABLE, key="ov_sort")
+    sort_by.selectbox("Sort by", options, key="ov_sort")
     order.segmented_control("Order", ["worst first", "best first"], key="ov_order",
                             required=True)
     shown = filter_and_sort(table, search=st.session_state["ov_search"],
@@ -179,9 +302,22 @@ def distribution_figure(metrics: pd.DataFrame, metric: str, *, kind: str = "box"
                                        jitter=0.4, **common))
         else:
             figure.add_trace(go.Box(boxpoints="all", jitter=0.4, pointpos=0, **common))
-    figure.update_layout(title=title, height=CHART_HEIGHT_PX, showlegend=False,
-                         margin={"t": 50, "b": 30})
+    wrapped = wrap_title(title)
+    figure.update_layout(title=wrapped, height=CHART_HEIGHT_PX, showlegend=False,
+                         margin={"t": 50 + 20 * wrapped.count("<br>"), "b": 30})
     return figure
+
+
+def wrap_title(title: str, *, width: int = 62) -> str:
+    """A chart title broken into lines of at most ``width`` characters (plotly's ``<br>``),
+    so a long HD95 definition is read whole in a half-width chart.
+
+    >>> wrap_title("Dice"), wrap_title("a b c", width=3)
+    ('Dice', 'a b<br>c')
+    """
+    import textwrap
+
+    return "<br>".join(textwrap.wrap(title, width=width)) or title
 
 
 def _marker(region: str) -> dict[str, object]:
@@ -246,16 +382,24 @@ def training_figure(log: pd.DataFrame) -> go.Figure:
     return figure
 
 
-def _score_plots(metrics: pd.DataFrame) -> None:
+def _score_plots(metrics: pd.DataFrame, view: ScoreView) -> None:
     head, kind = st.columns([4, 2], vertical_alignment="bottom")
     head.subheader("Scores per region")
     kind.segmented_control("Distribution as", ["box", "violin"], key="ov_dist", required=True)
     dist = st.session_state["ov_dist"] or "box"
     left, right = st.columns(2)
-    left.plotly_chart(distribution_figure(metrics, "dice", kind=dist, title="Dice"),
+    left.plotly_chart(distribution_figure(metrics, "dice", kind=dist, title="Dice (legacy)"),
                       key="chart_dice")
-    right.plotly_chart(distribution_figure(metrics, "hd95_mm", kind=dist, title="HD95 (mm)"),
+    right.plotly_chart(distribution_figure(metrics, view.hd95_key, kind=dist,
+                                           title=HD95_DEFINITIONS[view.hd95]),
                        key="chart_hd95")
+    if view.scoring in LESION_PLOTS:
+        left, right = st.columns(2)
+        for column, (metric, title), key in zip((left, right), LESION_PLOTS[view.scoring],
+                                                ("chart_lw_dice", "chart_lw_hd95"),
+                                                strict=True):
+            column.plotly_chart(distribution_figure(metrics, metric, kind=dist, title=title),
+                                key=key)
     st.subheader("Volumes")
     left, right = st.columns(2)
     left.plotly_chart(volume_figure(metrics), key="chart_volume")
@@ -275,7 +419,10 @@ def _training(ctx: Context) -> None:
 def _docs(ctx: Context) -> None:
     assert ctx.run is not None
     with st.expander("What the columns mean"):
-        st.markdown("\n".join(f"- **{key}**: {text}" for key, text in METRIC_DOCS.items()))
+        st.markdown("\n".join(f"- **{key}**: {text}" for key, text in column_docs().items()))
+        st.markdown("\n".join(f"- **{name}**: {text}" for name, text in SCORING_DOCS.items()))
+        st.caption("Lesion-wise HD95 definitions: " + "; ".join(
+            f"{s}: {HD95_DEFINITIONS[d]}" for s, d in SCORING_HD95.items()))
     config = ctx.run.config()
     if config:
         with st.expander("Run configuration"):

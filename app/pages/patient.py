@@ -1,24 +1,36 @@
-"""Patient page: metadata, 3-D truth-vs-prediction scene and its controls, scores, downloads."""
+"""Patient page: metadata, 3-D truth-vs-prediction scene and its controls, the case's lesions
+(choosing one aims the camera and the slice crosshair at it), scores, downloads."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import streamlit as st
 
+from tumorscope.app import lesions as case_lesions
 from tumorscope.app import meshes as case_meshes
 from tumorscope.app import tables
 from tumorscope.app.caches import stamp
+from tumorscope.app.lesions import LesionView
 from tumorscope.app.state import Context
 from tumorscope.core.data.labels import REGION_NAMES, REGIONS
-from tumorscope.core.scoring.metrics import HD95_DEFINITION, METRIC_COLUMNS, METRIC_DOCS
+from tumorscope.core.scoring.distances import HD95_DEFINITIONS
+from tumorscope.core.scoring.metrics import METRIC_COLUMNS, METRIC_DOCS
+from tumorscope.core.scoring.scorings import LESION_COLUMNS, SCORING_COLUMNS, SCORING_DOCS
 from tumorscope.core.store import CaseRecord, Run
-from tumorscope.render import export
-from tumorscope.render.layers import CameraPreset, ColourBy, SceneOptions
+from tumorscope.render import export, style
+from tumorscope.render.layers import (
+    LESION_STATUSES,
+    CameraPreset,
+    ColourBy,
+    LesionMarker,
+    SceneOptions,
+)
+from tumorscope.render.lesions import SCORING_HD95, frame_radius_mm
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -32,15 +44,24 @@ CAMERA_LABELS: dict[CameraPreset, str] = {"oblique": "oblique", "axial": "axial 
                  "sagittal": "sagittal (from the patient's left)"}
 COLOURINGS: dict[str, ColourBy] = {"region colours": "region",
                                     "signed distance to truth": "signed_distance"}
+LESION_TABLE_PREFIX = "lesion_table"
+"""Key prefix of the lesion table (its key also names the case, scoring and a counter, so a
+new patient or a cleared choice starts with nothing selected)."""
+LESION_TABLE_MAX_PX = 360
+LESION_TABLE_MAX_ROWS = 500
+"""Rows the lesion table shows at most (misses first, then larger lesions): an untrained
+net's noise makes thousands of specks; all are in the CSV download."""
 
 
 @dataclass(frozen=True)
 class View3D:
     """The 3-D view's settings, read from the widgets once per rerun: the scene's options
-    (what the page, its PNG and its HTML all draw) and whose FP/FN voxels to load."""
+    (what the page, its PNG and its HTML all draw), whose FP/FN voxels to load, and the
+    lesion markers it draws."""
 
     options: SceneOptions
     error_region: str
+    lesions: tuple[LesionMarker, ...] = ()
 
 
 def render(ctx: Context) -> None:
@@ -56,9 +77,13 @@ def render(ctx: Context) -> None:
     stale = tables.stale_scores(run).get(case.case_id)
     if stale:
         st.warning(f"No current score for {case.case_id}: {stale}.", icon=":material/history:")
+    lesions = case_lesions.case_view(run, case.case_id,
+                                     st.session_state.get(case_lesions.SCORING_KEY))
+    _take_table_choice(run, case, lesions)
     _header(case, dice, metrics)
-    view, meshes = _scene(run, case, dice)
-    _scores(run, case, rows)
+    view, meshes = _scene(run, case, dice, lesions)
+    _lesions(ctx, case, lesions)
+    _scores(run, case, rows, lesions.scoring)
     _downloads(case, rows, dice, view, meshes)
 
 
@@ -91,7 +116,8 @@ def _header(case: CaseRecord, dice: dict[str, float], metrics: pd.DataFrame) -> 
         st.info(NO_TRUTH_NOTE, icon=":material/info:")
 
 
-def _controls(case: CaseRecord) -> View3D:
+def _controls(case: CaseRecord, lesions: LesionView,
+              chosen: LesionMarker | None) -> View3D:
     has_truth = case.has_truth
     st.pills("Regions", REGIONS, selection_mode="multi", key="p3d_regions",
              help="WT whole tumour, TC tumour core, ET enhancing tumour (nested).")
@@ -110,19 +136,31 @@ def _controls(case: CaseRecord) -> View3D:
               help="False positives red, false negatives blue, for one region.")
     if st.session_state["p3d_errors"] and has_truth:
         st.selectbox("FP / FN of region", REGIONS, key="p3d_error_region")
+    st.toggle("FN / FP lesion markers", key="p3d_lesions", disabled=not lesions.markers,
+              help="A marker at the centre of each missed (FN, blue diamond) and "
+                   "false-positive (FP, red square) lesion of the chosen lesion-wise scoring; "
+                   "hover one for its id, volume and Dice."
+                   + ("" if lesions.markers else " This case has none listed."))
     st.selectbox("View from", list(CAMERA_LABELS), key="p3d_camera",
                  format_func=CAMERA_LABELS.__getitem__,
                  help="Axial and coronal follow the radiological convention: the patient's "
                       "left on screen right. The PNG download uses the same preset.")
     s = st.session_state
+    marked = lesions.markers
+    if chosen is not None and chosen not in marked:
+        marked = (*marked, chosen)  # a chosen TP or ignored lesion: ringed, not marked
     options = SceneOptions(
         regions=tuple(r for r in REGIONS if r in (s["p3d_regions"] or [])),
         show_truth=bool(s["p3d_truth"]) and has_truth, show_prediction=bool(s["p3d_pred"]),
         colour_by=COLOURINGS[s["p3d_colour"]] if has_truth else "region",
         show_errors=bool(s["p3d_errors"]) and has_truth, show_brain=bool(s["p3d_brain"]),
         truth_opacity=float(s["p3d_truth_opacity"]),
-        prediction_opacity=float(s["p3d_pred_opacity"]), camera=s["p3d_camera"])
-    return View3D(options=options, error_region=s["p3d_error_region"])
+        prediction_opacity=float(s["p3d_pred_opacity"]), camera=s["p3d_camera"],
+        show_lesions=bool(s["p3d_lesions"]),
+        selected_lesion=chosen.key if chosen else None,
+        target_mm=chosen.centroid_mm if chosen else None,
+        target_radius_mm=frame_radius_mm(chosen.volume_ml) if chosen else 20.0)
+    return View3D(options=options, error_region=s["p3d_error_region"], lesions=marked)
 
 
 @dataclass(frozen=True)
@@ -153,21 +191,176 @@ def scene_meshes(run: Run, case: CaseRecord, view: View3D) -> SceneMeshes:
         errors=errors)
 
 
-def _scene(run: Run, case: CaseRecord, dice: dict[str, float]) -> tuple[View3D, SceneMeshes]:
+def _scene(run: Run, case: CaseRecord, dice: dict[str, float],
+           lesions: LesionView) -> tuple[View3D, SceneMeshes]:
     plot, controls = st.columns([3, 1])
     with controls:
-        view = _controls(case)
+        view = _controls(case, lesions, case_lesions.chosen(run, case.case_id, lesions))
     with plot, st.spinner("Building the 3-D surfaces (cached after the first time)…"):
         meshes = scene_meshes(run, case, view)
         figure = scene_figure(
             meshes.truth, meshes.prediction, brain=meshes.brain, errors=meshes.errors,
-            dice=dice, options=view.options, revision=f"{run.path}|{case.case_id}")
+            dice=dice, lesions=view.lesions, options=view.options,
+            revision=f"{run.path}|{case.case_id}")
         # theme=None: Streamlit's theme would repaint the dark scene's legend and tick text.
         st.plotly_chart(figure, key="chart_3d", theme=None, config={"displaylogo": False})
         st.caption("Drag to rotate, scroll to zoom; click a legend entry to hide it. "
                    "Ground truth is the wireframe cage, the prediction solid; the PNG and "
                    "HTML downloads draw this same scene.")
     return view, meshes
+
+
+# --------------------------------------------------------------------------------------------
+# lesions
+
+
+def lesion_table_key(case_id: str, scoring: str | None) -> str:
+    """Key of the lesion table of one patient and scoring (and clear counter)."""
+    return f"{LESION_TABLE_PREFIX}|{case_id}|{scoring}|{st.session_state.get('_lesion_gen', 0)}"
+
+
+def _selected_rows(key: str) -> list[int]:
+    selection = st.session_state.get(key)
+    try:
+        return [int(r) for r in selection["selection"]["rows"]]  # type: ignore[index]
+    except (KeyError, TypeError):
+        return []
+
+
+def _take_table_choice(run: Run, case: CaseRecord, lesions: LesionView) -> None:
+    """A row clicked in the lesion table (last rerun) becomes the chosen lesion: before the
+    scene is drawn, so the camera turns to it in this run, and the crosshair moves to it."""
+    key = lesion_table_key(case.case_id, lesions.scoring)
+    if key not in st.session_state:
+        # Not drawn last run (another page, patient or scoring): nothing was clicked, and
+        # the choice made elsewhere (the slice viewer's picker) stands.
+        st.session_state["_lesion_seen"] = (key, ())
+        return
+    rows = _selected_rows(key)
+    seen = st.session_state.get("_lesion_seen")
+    if seen == (key, tuple(rows)):
+        return
+    st.session_state["_lesion_seen"] = (key, tuple(rows))
+    listed_key, order = st.session_state.get("_lesion_rows", (None, []))
+    if rows and listed_key == key and rows[0] < len(order):
+        case_lesions.choose(run, case, lesions, order[rows[0]])
+    elif not rows and seen is not None and seen[0] == key:
+        case_lesions.choose(run, case, lesions, None)  # the row was unticked
+
+
+def _clear_choice(run: Run, case: CaseRecord, lesions: LesionView) -> None:
+    case_lesions.choose(run, case, lesions, None)
+    st.session_state["_lesion_gen"] = st.session_state.get("_lesion_gen", 0) + 1
+
+
+def lesion_frame(rows: pd.DataFrame, scoring: str) -> pd.DataFrame:
+    """The lesion table as shown: status (a one-item list, drawn as a coloured pill),
+    region, id, volume, Dice and HD95 (titled with the scoring's definition), matches and
+    the centroid in world mm."""
+    centroid = [f"({x:.1f}, {y:.1f}, {z:.1f})" for x, y, z in zip(
+        rows["centroid_x_mm"], rows["centroid_y_mm"], rows["centroid_z_mm"], strict=True)]
+    return pd.DataFrame({
+        "status": [[str(v)] for v in rows["status"]], "region": rows["region"].tolist(),
+        "lesion": rows["lesion"].astype(int).tolist(),
+        "volume (mL)": rows["volume_ml"].tolist(), "Dice": rows["dice"].tolist(),
+        hd95_title(scoring): rows["hd95_mm"].tolist(),
+        "matched": rows["matched"].tolist(), "centroid (mm)": centroid})
+
+
+def hd95_title(scoring: str) -> str:
+    """The lesion table's HD95 column, named by the scoring's definition.
+
+    >>> hd95_title("brats2023")
+    'HD95 (surfel, mm)'
+    """
+    return f"HD95 ({SCORING_HD95[scoring]}, mm)"
+
+
+def _lesion_config(scoring: str) -> dict[str, Any]:
+    return {
+        "status": st.column_config.MultiselectColumn(
+            "status", options=list(LESION_STATUSES),
+            color=[style.LESION_STATUS_COLOURS[s].hex for s in LESION_STATUSES],
+            help=LESION_COLUMNS["status"]),
+        "lesion": st.column_config.NumberColumn("lesion", format="%d",
+                                                help=LESION_COLUMNS["lesion"]),
+        "volume (mL)": st.column_config.NumberColumn(format="%.3f",
+                                                     help=LESION_COLUMNS["volume_ml"]),
+        "Dice": st.column_config.NumberColumn(format="%.3f", help=LESION_COLUMNS["dice"]),
+        hd95_title(scoring): st.column_config.NumberColumn(
+            format="%.1f", help=f"{HD95_DEFINITIONS[SCORING_HD95[scoring]]}. "
+                                f"{LESION_COLUMNS['hd95_mm']}"),
+        "matched": st.column_config.TextColumn(help=LESION_COLUMNS["matched"]),
+        "centroid (mm)": st.column_config.TextColumn(
+            help="Centre of mass, world x, y, z in mm (the truth's NIfTI affine)."),
+    }
+
+
+def _lesions(ctx: Context, case: CaseRecord, lesions: LesionView) -> None:
+    assert ctx.run is not None
+    run = ctx.run
+    st.subheader("Lesions")
+    if lesions.problem:
+        st.warning(f"Cannot list this case's lesions: {lesions.problem}",
+                   icon=":material/report:")
+        return
+    if lesions.stale:
+        st.warning(f"{lesions.stale} lesion row(s) of {case.case_id} in "
+                   f"{run.lesions_path.name} score another prediction or ground truth than "
+                   "its current scores: they are stale and not shown. Run `tumorscope "
+                   "evaluate` to list its lesions again.", icon=":material/history:")
+    if lesions.scoring is None:
+        if not lesions.stale:
+            st.caption("No lesion-wise scores for this case"
+                       + ("" if lesions.has_scores else " (it has no current score)")
+                       + ": `tumorscope evaluate RUN --scoring brats2023 brats2025` lists "
+                         "each lesion in lesions.csv.")
+        return
+    scoring = lesions.scoring
+    st.session_state[case_lesions.SCORING_KEY] = scoring
+    pick, statuses = st.columns([2, 3], vertical_alignment="bottom")
+    pick.segmented_control("Lesions as scored by", list(lesions.scorings),
+                           key=case_lesions.SCORING_KEY, required=True,
+                           help="; ".join(SCORING_DOCS[s] for s in lesions.scorings))
+    present = [s for s, n in lesions.counts.items() if n]
+    kept = [s for s in st.session_state.get("p3d_lesion_status") or [] if s in LESION_STATUSES]
+    st.session_state["p3d_lesion_status"] = kept
+    statuses.pills("Status", list(LESION_STATUSES), selection_mode="multi",
+                   key="p3d_lesion_status",
+                   format_func=lambda s: f"{s} ({lesions.counts[s]})",
+                   help="TP matched, FN missed, FP false positive, ignored: below the "
+                        "challenge's volume threshold (not counted).")
+    chosen_statuses = st.session_state["p3d_lesion_status"] or present
+    matching = lesions.rows[lesions.rows["status"].isin(chosen_statuses)]
+    rows = matching.head(LESION_TABLE_MAX_ROWS)
+    key = lesion_table_key(case.case_id, scoring)
+    st.session_state["_lesion_rows"] = (key, rows["key"].tolist())
+    st.dataframe(lesion_frame(rows, scoring), key=key, on_select="rerun",
+                 selection_mode="single-row", hide_index=True,
+                 column_config=_lesion_config(scoring),
+                 height=min(38 + 35 * max(len(rows), 1), LESION_TABLE_MAX_PX))
+    chosen = case_lesions.chosen(run, case.case_id, lesions)
+    listed, download = st.columns([5, 1], vertical_alignment="center")
+    more = (f" (the first {len(rows)} of {len(matching)} of these statuses: misses first, "
+            "then larger lesions)" if len(rows) < len(matching) else "")
+    listed.caption(f"{len(rows)} of {len(lesions.rows)} lesions listed{more}. Tick a row to "
+                   "aim the 3-D view at that lesion and put the slice viewer's crosshair on it.")
+    download.download_button(
+        "Lesions (CSV)", key="btn_lesions_csv", mime="text/csv", icon=":material/download:",
+        file_name=f"{case.case_id}_lesions_{scoring}.csv",
+        data=lambda: export.csv_bytes(lesions.rows.drop(columns=["key"])))
+    if chosen is None:
+        return
+    text, to_slices, clear = st.columns([5, 1, 1], vertical_alignment="center")
+    x, y, z = chosen.centroid_mm
+    voxel = tuple(int(st.session_state.get(k, 0)) for k in ("sl_x", "sl_y", "sl_z"))
+    text.markdown(f"**Centred on** {style.LESION_STATUS_NAMES[chosen.status]} · "
+                  f"{chosen.region} lesion {chosen.lesion} · {chosen.volume_ml:.3f} mL, at "
+                  f"({x:.1f}, {y:.1f}, {z:.1f}) mm; slice crosshair at voxel {voxel}")
+    if to_slices.button("Slice viewer", key="btn_lesion_slices", icon=":material/layers:"):
+        ctx.open("slices")
+    clear.button("Clear", key="btn_lesion_clear", icon=":material/close:",
+                 on_click=_clear_choice, args=(run, case, lesions))
 
 
 def scene_figure(
@@ -177,15 +370,18 @@ def scene_figure(
     brain: Any | None = None,
     errors: Mapping[str, Any] | None = None,
     dice: Mapping[str, float] | None = None,
+    lesions: Sequence[LesionMarker] | None = None,
     options: SceneOptions | None = None,
     revision: str = "",
     height_px: int = 640,
 ) -> go.Figure:
     """The patient page's scene: the layers render's PNG and HTML exports paint too
-    (:func:`tumorscope.render.plotly_scene.comparison_figure`), ``height_px`` tall.
+    (:func:`tumorscope.render.plotly_scene.comparison_figure`), ``height_px`` tall, with
+    ``lesions`` marked.
 
-    ``revision`` (with the camera preset) keeps the user's rotation across reruns until
-    either changes: a toggle or a slider redraws the surfaces, not the view.
+    ``revision`` (with the camera preset and the lesion aimed at) keeps the user's rotation
+    across reruns until one changes: a toggle or a slider redraws the surfaces, not the
+    view; choosing a lesion turns the camera to it.
 
     >>> import pyvista as pv
     >>> fig = scene_figure({"ET": pv.Sphere(radius=5.0)}, {"ET": pv.Sphere(radius=4.0)},
@@ -197,11 +393,12 @@ def scene_figure(
     from tumorscope.render import plotly_scene
 
     return plotly_scene.comparison_figure(
-        truth, prediction, brain=brain, errors=errors, dice=dice, options=options,
-        height_px=height_px, uirevision=f"{revision}|{options.camera}")
+        truth, prediction, brain=brain, errors=errors, dice=dice, lesions=lesions,
+        options=options, height_px=height_px,
+        uirevision=f"{revision}|{options.camera}|{options.selected_lesion}")
 
 
-def _scores(run: Run, case: CaseRecord, rows: pd.DataFrame) -> None:
+def _scores(run: Run, case: CaseRecord, rows: pd.DataFrame, scoring: str | None) -> None:
     st.subheader("Scores")
     if rows.empty:
         path = run.prediction_path(case.case_id)
@@ -210,11 +407,42 @@ def _scores(run: Run, case: CaseRecord, rows: pd.DataFrame) -> None:
                                    "volume_pred_ml": list(volumes.values())}),
                      hide_index=True, key="df_patient_volumes")
         return
-    columns = [c for c in METRIC_COLUMNS if c in rows]
-    config = {c: st.column_config.NumberColumn(c, help=METRIC_DOCS.get(c), format="%.3f")
-              for c in columns if c != "region"}
+    lesion_wise = SCORING_COLUMNS.get(scoring or "", {})
+    columns = [c for c in (*METRIC_COLUMNS, *lesion_wise) if c in rows]
+    docs = {**METRIC_DOCS, **lesion_wise}
+    config = {c: st.column_config.NumberColumn(
+                  c, help=docs.get(c), format="%d" if c.endswith(("_tp", "_fn", "_fp"))
+                  else "%.3f") for c in columns if c != "region"}
     st.dataframe(rows[columns], hide_index=True, column_config=config, key="df_patient")
-    st.caption(f"{HD95_DEFINITION}. Hover a column title for its definition.")
+    st.caption("Each HD95 column is named by its definition: "
+               + "; ".join(f"{d}: {name}" for d, name in HD95_DEFINITIONS.items())
+               + (f"; {scoring}_* columns are {SCORING_DOCS[scoring]}" if lesion_wise else "")
+               + ". Hover a column title for its definition.")
+
+
+def scene_png(meshes: SceneMeshes, dice: Mapping[str, float], view: View3D,
+              options: SceneOptions) -> bytes:
+    """The page's scene (same layers, lesion markers and aim) painted off-screen by VTK."""
+    from tumorscope.render.scene import comparison_scene, screenshot
+
+    plotter = comparison_scene(meshes.truth, meshes.prediction, brain=meshes.brain,
+                               errors=meshes.errors, dice=dice, lesions=view.lesions,
+                               options=options)
+    try:
+        return export.png_bytes(screenshot(plotter))
+    finally:
+        plotter.close()
+
+
+def scene_html(meshes: SceneMeshes, dice: Mapping[str, float], view: View3D,
+               options: SceneOptions) -> bytes:
+    """The page's interactive scene as a page that opens offline (surfaces simplified)."""
+    from tumorscope.render.plotly_scene import comparison_figure
+
+    figure = comparison_figure(meshes.truth, meshes.prediction, brain=meshes.brain,
+                               errors=meshes.errors, dice=dice, lesions=view.lesions,
+                               options=options, max_triangles=export.HTML_MAX_TRIANGLES)
+    return export.page_html(figure).encode("utf-8")
 
 
 def _downloads(case: CaseRecord, rows: pd.DataFrame, dice: dict[str, float], view: View3D,
@@ -223,22 +451,21 @@ def _downloads(case: CaseRecord, rows: pd.DataFrame, dice: dict[str, float], vie
     named = export.named_meshes(meshes.truth, meshes.prediction, show=view.options.regions,
                                 brain=meshes.brain, errors=meshes.errors)
     case_id = case.case_id
-    scene = {"brain": meshes.brain, "errors": meshes.errors, "dice": dice}
     png = st.columns(5)
     png[0].download_button(
         "3D view (PNG)", key="btn_png3d", mime="image/png", file_name=f"{case_id}_3d.png",
-        icon=":material/image:", data=lambda: export.scene_png(
-            meshes.truth, meshes.prediction, **scene,
-            options=replace(view.options, title=case_id, window_size=export.PNG_SIZE_PX)),
-        help="The same scene rendered off-screen by render: same layers, opacities, camera.")
+        icon=":material/image:", data=lambda: scene_png(
+            meshes, dice, view,
+            replace(view.options, title=case_id, window_size=export.PNG_SIZE_PX)),
+        help="The same scene rendered off-screen by render: same layers, opacities, camera, "
+             "lesion markers.")
     png[1].download_button("Meshes (GLB)", key="btn_glb", mime="model/gltf-binary",
                            file_name=f"{case_id}.glb", icon=":material/deployed_code:",
                            data=lambda: export.meshes_glb(named))
     png[2].download_button("Meshes (HTML)", key="btn_html", mime="text/html",
                            file_name=f"{case_id}.html", icon=":material/public:",
-                           data=lambda: export.scene_html(
-                               meshes.truth, meshes.prediction, **scene,
-                               options=replace(view.options, title=case_id)),
+                           data=lambda: scene_html(meshes, dice, view,
+                                                   replace(view.options, title=case_id)),
                            help="The same interactive scene as a page that opens offline.")
     png[3].download_button("Meshes (VTP, zip)", key="btn_vtp", mime="application/zip",
                            file_name=f"{case_id}_vtp.zip", icon=":material/folder_zip:",

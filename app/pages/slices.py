@@ -8,13 +8,14 @@ import numpy as np
 import streamlit as st
 from streamlit_image_coordinates import streamlit_image_coordinates
 
+from tumorscope.app import lesions as case_lesions
 from tumorscope.app import tables
 from tumorscope.app import volumes as volumes_cache
 from tumorscope.app.caches import stamp
-from tumorscope.app.state import Context
+from tumorscope.app.state import POSITION_KEYS, Context, crosshair_case_key
 from tumorscope.app.volumes import CaseVolumes
 from tumorscope.core.data.labels import LABEL_NAMES, REGION_NAMES, REGIONS
-from tumorscope.core.store import CaseRecord
+from tumorscope.core.store import CaseRecord, Run
 from tumorscope.render import slices, style
 from tumorscope.render.export import png_bytes
 from tumorscope.render.slices import View
@@ -27,9 +28,11 @@ OVERLAY_LABELS = {
 VIEW_SLIDERS: dict[View, tuple[str, str]] = {"axial": ("sl_z", "Axial slice (z, I → S)"),
                 "coronal": ("sl_y", "Coronal slice (y, P → A)"),
                 "sagittal": ("sl_x", "Sagittal slice (x, L → R)")}
-POSITION_KEYS = ("sl_x", "sl_y", "sl_z")
 CLICK_KEYS = {view: f"click_{view}" for view in VIEW_SLIDERS}
 """Widget keys of the clickable views; their value is the last click (x, y, width, height px)."""
+LESION_PICK_MAX = 300
+"""Lesions offered by the slice viewer's picker at most (misses first, then false positives,
+larger first): an untrained net's noise makes thousands of specks."""
 CONVENTION_NOTE = (
     "Radiological convention: the patient's right is on the image left. Axial is seen from "
     "the feet (anterior up), coronal from the front, sagittal from the patient's left "
@@ -50,10 +53,14 @@ def render(ctx: Context) -> None:
     if not images:
         st.warning(f"No images are recorded for {case.case_id} in {ctx.run.cases_path}.")
         return
-    modality = _modality_picker(list(images))
+    pick_modality, pick_lesion = st.columns([2, 3], vertical_alignment="bottom")
+    with pick_modality:
+        modality = _modality_picker(list(images))
     voxels = volumes_cache.case_volumes(ctx.run, case, modality)
-    case_key = f"{ctx.run.path}|{case.case_id}"
+    case_key = crosshair_case_key(ctx.run, case.case_id)
     _reset_on_new_case(case_key, voxels)
+    with pick_lesion:
+        _lesion_picker(ctx.run, case)
     _follow_clicks(voxels.image.shape)
     _reset_window_on_change(f"{case_key}|{modality}", images[modality])
     _overlay_controls(case)
@@ -115,6 +122,34 @@ def _follow_clicks(shape: tuple[int, int, int]) -> None:
         xyz = tuple(int(st.session_state[k]) for k in POSITION_KEYS)
         _jump(slices.voxel_at(shape, view, xyz, row_frac=click["y"] / click["height"],
                               col_frac=click["x"] / click["width"]))
+
+
+def _lesion_picker(run: Run, case: CaseRecord) -> None:
+    """Jump the crosshair to one of the case's lesions (the same choice as the patient
+    page's lesion table: the 3-D view aims at it there)."""
+    view = case_lesions.case_view(run, case.case_id,
+                                  st.session_state.get(case_lesions.SCORING_KEY))
+    if view.scoring is None:
+        return
+    listed = view.rows.head(LESION_PICK_MAX)
+    labels: dict[str | None, str] = {None: "—"}
+    labels.update({k: f"{s} · {r} lesion {i} · {v:.2f} mL" for k, s, r, i, v in zip(
+        listed["key"], listed["status"], listed["region"], listed["lesion"],
+        listed["volume_ml"], strict=True)})
+    chosen = case_lesions.chosen(run, case.case_id, view)
+    if chosen is not None and chosen.key not in labels:
+        labels[chosen.key] = (f"{chosen.status} · {chosen.region} lesion {chosen.lesion} · "
+                              f"{chosen.volume_ml:.2f} mL")
+    st.session_state["sl_lesion"] = chosen.key if chosen else None
+    more = len(view.rows) - min(len(view.rows), LESION_PICK_MAX)
+    st.selectbox(
+        f"Go to lesion ({view.scoring})", list(labels), key="sl_lesion",
+        format_func=labels.__getitem__,
+        on_change=lambda: case_lesions.choose(run, case, view,
+                                              st.session_state.get("sl_lesion")),
+        help="Moves the crosshair to the lesion's centre of mass; misses (FN) first, then "
+             "false positives (FP), larger first" + (f"; {more} more are listed on the "
+                                                      "Patient 3D page" if more else "") + ".")
 
 
 def _auto_window(path: Path) -> tuple[float, float]:
