@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from tumorscope.core.errors import TumorscopeError
+from tumorscope.core.errors import ConfigError, TumorscopeError
 
 if TYPE_CHECKING:  # heavy modules load inside the subcommands
     from tumorscope.core.prediction.predict import PredictReport
@@ -77,9 +76,56 @@ def _device(text: str) -> object:
     return name
 
 
+def _check_slice_folder(folder: Path) -> int:
+    """``tumorscope check`` on a 2-D slice dataset: one line per patient, then its faults."""
+    from tumorscope.core.data.slice2d import TUMOUR_TYPES
+    from tumorscope.core.data.slice_datasets import check_slices, discover_slices
+
+    report = check_slices(discover_slices(folder))
+    ds = report.dataset
+    folds = (f"  folds: {ds.folds_path.name} ({report.n_folds} folds)"
+             if ds.folds_path is not None and report.n_folds else "")
+    print(f"{ds.dataset}  {len(report.patients)} patient(s), {report.n_slices} slice(s)"
+          f"{folds}  {ds.root}")
+    for warning in report.warnings:
+        print(f"    warning: {warning}")
+    for fault in report.faults:
+        print(f"    fault: {fault}")
+    for patient in report.patients:
+        shapes = ",".join(_fmt_shape(s) for s in patient.shapes) or "?"
+        types = ",".join(TUMOUR_TYPES[t] for t in patient.tumour_types)
+        labels = sorted({v for s in patient.slices for v in s.labels_present})
+        tumour = sum(any(v > 0 for v in s.labels_present) for s in patient.slices)
+        what = types if types else (f"labels {','.join(map(str, labels))}"
+                                    if ds.dataset == "brats2020-slices"
+                                    else f"tumour in {tumour}")
+        status = "ok" if patient.ok else \
+            f"BAD ({patient.n_bad} bad slice(s), {len(patient.faults)} patient fault(s))"
+        synthetic = "  synthetic" if patient.synthetic else ""
+        print(f"{patient.patient_id}  {ds.dataset}  {len(patient.slices)} slice(s)  {shapes}  "
+              f"{what}{synthetic}  {status}")
+        for warning in patient.warnings:
+            print(f"    warning: {warning}")
+        for fault in patient.faults:
+            print(f"    fault: {fault}")
+        for s in patient.slices:
+            for warning in s.warnings:
+                print(f"    warning: {warning}")
+            for fault in s.faults:
+                print(f"    fault: {fault}")
+    bad_patients = sum(not p.ok for p in report.patients)
+    print(f"{len(report.patients)} patient(s), {report.n_slices} slice(s): "
+          f"{report.n_slices - report.n_bad_slices} ok, {report.n_bad_slices} bad; "
+          f"{bad_patients} patient(s) bad")
+    return 0 if report.ok else 1
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from tumorscope.core.data.cases import check_case, discover
+    from tumorscope.core.data.slice_datasets import slice_dataset_kind
 
+    if slice_dataset_kind(args.folder) is not None:  # a 2-D dataset: no NIfTI, slice files
+        return _check_slice_folder(args.folder)
     cases = discover(args.folder)
     bad = 0
     for case in cases:
@@ -105,9 +151,24 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from tumorscope.core.data.synthetic import make_demo_cohort
 
-    folders = make_demo_cohort(args.out, n_cases=args.cases, seed=args.seed,
+    if args.track == "2d":
+        from tumorscope.core.data.synthetic_2d import make_figshare_demo
+
+        if args.style != "demo":
+            raise ConfigError(f"--style {args.style} is for --track 3d; --track 2d has one "
+                              "style (a figshare-format folder)")
+        n_patients = 40 if args.cases is None else args.cases
+        files = make_figshare_demo(args.out, n_patients=n_patients, seed=args.seed,
+                                   progress=not args.quiet)
+        print(f"{len(files)} synthetic slice(s) of {n_patients} patient(s), figshare format "
+              f"(MATLAB v7.3 .mat), in {Path(args.out).resolve()}")
+        return 0
+    args.cases = 20 if args.cases is None else args.cases
+    folders = make_demo_cohort(args.out, n_cases=args.cases, seed=args.seed, style=args.style,
                                progress=not args.quiet)
-    print(f"{len(folders)} synthetic case(s) in {Path(args.out).resolve()}")
+    print(f"{len(folders)} synthetic case(s), style {args.style}, in {Path(args.out).resolve()}")
+    if args.style == "shifted":
+        print("an out-of-distribution test cohort: score a model on it, never train on it")
     return 0
 
 
@@ -156,27 +217,67 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_dice_table(rows: list[dict]) -> None:
+def _fmt(value: object, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _print_dice_table(rows: list[dict], summary: dict | None = None, *,
+                      hd95: str = "monai") -> None:
+    """The cohort table of the current rows, one block per scoring, each named."""
     from tumorscope.core.data.labels import REGIONS
+    from tumorscope.core.scoring.distances import HD95_DEFINITIONS, hd95_column
+    from tumorscope.core.scoring.summary import summarise
 
     if not rows:
         print("no current score to show")
         return
+    if summary is None:
+        summary = summarise(rows, scorings=("legacy",), challenge="gli")
+    metrics = summary["metrics"]
+    column = hd95_column(hd95)
+    print(f"legacy (whole volume), {HD95_DEFINITIONS[hd95]}")
     print(f"{'region':<8}{'cases':>6}{'mean Dice':>11}{'median HD95 mm':>16}")
     for region in REGIONS:
-        sel = [r for r in rows if r["region"] == region]
-        if not sel:
+        entry = metrics["legacy"][region]
+        if not entry["dice"]["n"]:
             continue
-        dices = [float(r["dice"]) for r in sel]
-        hds = [float(r["hd95_mm"]) for r in sel]
-        print(f"{region:<8}{len(sel):>6}{statistics.fmean(dices):>11.3f}"
-              f"{statistics.median(hds):>16.2f}")
+        print(f"{region:<8}{entry['dice']['n']:>6}{_fmt(entry['dice']['mean'], '.3f'):>11}"
+              f"{_fmt(entry[column]['median'], '.2f'):>16}")
+    if "brats2023" in metrics:
+        print(f"brats2023 lesion-wise (challenge {summary['challenge']}), "
+              f"{HD95_DEFINITIONS['surfel']}")
+        print(f"{'region':<8}{'cases':>6}{'mean Dice':>11}{'mean HD95 mm':>14}"
+              f"{'TP':>6}{'FN':>5}{'FP':>5}")
+        for region in REGIONS:
+            entry = metrics["brats2023"][region]
+            if not entry["brats2023_dice"]["n"]:
+                continue
+            print(f"{region:<8}{entry['brats2023_dice']['n']:>6}"
+                  f"{_fmt(entry['brats2023_dice']['mean'], '.3f'):>11}"
+                  f"{_fmt(entry['brats2023_hd95_mm']['mean'], '.2f'):>14}"
+                  f"{entry['brats2023_tp']['total']:>6}{entry['brats2023_fn']['total']:>5}"
+                  f"{entry['brats2023_fp']['total']:>5}")
+    if "brats2025" in metrics:
+        print(f"brats2025 lesion-wise (one-to-one matching), {HD95_DEFINITIONS['pooled']}")
+        print(f"{'region':<8}{'cases':>6}{'mean RQ':>9}{'mean SQ Dice':>14}"
+              f"{'mean SQ HD95 mm':>17}{'TP':>6}{'FN':>5}{'FP':>5}")
+        for region in REGIONS:
+            entry = metrics["brats2025"][region]
+            if not entry["brats2025_rq"]["n"]:
+                continue
+            print(f"{region:<8}{entry['brats2025_rq']['n']:>6}"
+                  f"{_fmt(entry['brats2025_rq']['mean'], '.3f'):>9}"
+                  f"{_fmt(entry['brats2025_sq_dice']['mean'], '.3f'):>14}"
+                  f"{_fmt(entry['brats2025_sq_hd95_mm']['mean'], '.2f'):>17}"
+                  f"{entry['brats2025_tp']['total']:>6}{entry['brats2025_fn']['total']:>5}"
+                  f"{entry['brats2025_fp']['total']:>5}")
 
 
 def _print_predict_report(report: PredictReport) -> None:
     for line in report.failed:
         print(f"skipped {line}", file=sys.stderr)
     print(report.summary())
+    print(f"post-processing: {report.postprocess.describe()}; {report.postprocess_source}")
     if report.taken_over:
         print(f"warning: {report.taken_over}", file=sys.stderr)
     print(f"{len(report.run.case_ids())} prediction(s) in {report.run.predictions_dir}")
@@ -188,12 +289,16 @@ def _warn_strays(run: Run) -> None:
               file=sys.stderr)
 
 
-def _evaluate_and_print(run: Run, labels: Path | None = None, *, quiet: bool) -> int:
+def _evaluate_and_print(run: Run, labels: Path | None = None, *, quiet: bool,
+                        scorings: Sequence[str] | None = None, challenge: str = "gli",
+                        hd95: str = "monai") -> int:
     """Score ``run``, print what happened and the table; the number of cases not scored."""
     from tumorscope.core.scoring.evaluate import evaluate_run
+    from tumorscope.core.scoring.scorings import SCORINGS
 
     _warn_strays(run)
-    report = evaluate_run(run, labels, progress=not quiet)
+    report = evaluate_run(run, labels, scorings=scorings or SCORINGS, challenge=challenge,
+                          progress=not quiet)
     for line in report.skipped:
         print(f"not scored {line}", file=sys.stderr)
     if report.no_truth:
@@ -205,7 +310,7 @@ def _evaluate_and_print(run: Run, labels: Path | None = None, *, quiet: bool) ->
     print(f"scored {len(report.scored)}, unchanged {len(report.reused)}"
           + (f", not scored {len(report.skipped)}" if report.skipped else "")
           + (f" (their earlier rows kept, marked stale: {kept})" if kept else ""))
-    _print_dice_table(report.current_rows)
+    _print_dice_table(report.current_rows, report.summary, hd95=hd95)
     return len(report.skipped)
 
 
@@ -226,7 +331,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     report = predict_run(args.checkpoint, args.input, args.out, cache_dir=args.cache,
                          overlap=args.overlap, mirror=args.mirror,
                          save_probabilities=args.save_probabilities, device=args.device,
-                         force=args.force, progress=not args.quiet, case_ids=case_ids)
+                         force=args.force, progress=not args.quiet, case_ids=case_ids,
+                         postprocess=args.postprocess)
     _print_predict_report(report)
     run = report.run
     if report.taken_over:  # its scores are another model's now: do not print them as ours
@@ -246,8 +352,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise LayoutError(f"holds {len(runs)} runs ({', '.join(r.name for r in runs)}); "
                           "name one run folder", path=args.run)
     (run,) = runs
-    not_scored = _evaluate_and_print(run, args.labels, quiet=args.quiet)
-    print(f"metrics written to {run.metrics_path}")
+    not_scored = _evaluate_and_print(run, args.labels, quiet=args.quiet,
+                                     scorings=args.scoring, challenge=args.challenge,
+                                     hd95=args.hd95)
+    print(f"metrics written to {run.metrics_path}, {run.lesions_path.name} and "
+          f"{run.summary_path.name}")
     return 1 if not_scored else 0
 
 
@@ -278,10 +387,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"note: {len(unseen)} case(s) of {args.data} are not in this run's split "
               f"({', '.join(unseen[:5])}); train into a new --out to use them",
               file=sys.stderr)
+    from tumorscope.core.training.postprocess_fit import (
+        compare_postprocess,
+        fit_postprocess,
+        predict_unprocessed,
+    )
+
+    cache = cfg.data.cache_dir or default_cache_dir()
+    # Post-processing is fitted on the validation cases (which chose best.pt too), then
+    # applied unchanged to the test cases.
+    fit = fit_postprocess(run.path, data_dir=args.data, cache_dir=cache,
+                          progress=not args.quiet, say=_say)
+    for line in fit.lines():
+        print(line)
     scored = split.get("test") or split["val"]
     report = predict_run(run.checkpoint_path("best"), args.data, run.path,
-                         case_ids=scored, progress=not args.quiet,
-                         cache_dir=cfg.data.cache_dir or default_cache_dir())
+                         case_ids=scored, progress=not args.quiet, cache_dir=cache)
     _print_predict_report(report)
     if split.get("test"):
         print(f"test cases never seen in training or selection: n={len(scored)} (synthetic "
@@ -290,9 +411,49 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"validation cases: {len(scored)} (synthetic demo cohort in {args.data}); "
               "they chose best.pt, so this is a validation figure, not a held-out test score")
     failed = len(report.failed) + _evaluate_and_print(run, quiet=args.quiet)
+    if fit.postprocess.cleans and not report.failed:
+        before = predict_unprocessed(run, scored, data_dir=args.data, cache_dir=cache,
+                                     progress=not args.quiet)
+        failed += len(before.failed)
+        print(f"post-processing on these {len(scored)} case(s): before = the same checkpoint "
+              f"without it ({before.run.path}), after = the run's predictions")
+        for line in compare_postprocess(before.run, run, scored):
+            print(line)
+    else:
+        print("post-processing: no candidate raised the objective on the validation cases, "
+              "so the predictions above are made without it")
+    # Scans the model has never seen the like of: the shifted style (other contrasts,
+    # thick slices, artefacts, other anatomy and tumours), beside the data and the run.
+    data_dir, out_dir = args.data.resolve(), args.out.resolve()
+    shifted_data = data_dir.with_name(f"{data_dir.name}_shifted")
+    shifted_run = Run(out_dir.with_name(f"{out_dir.name}_shifted"))
+    make_demo_cohort(shifted_data, n_cases=10, seed=args.seed, style="shifted",
+                     progress=not args.quiet)
+    report = predict_run(run.checkpoint_path("best"), shifted_data, shifted_run.path,
+                         progress=not args.quiet, cache_dir=cache)
+    _print_predict_report(report)
+    print(f"out-of-distribution cohort (shifted style, never trained on): "
+          f"n={len(report.run.case_ids())} ({shifted_data})")
+    failed += len(report.failed) + _evaluate_and_print(shifted_run, quiet=args.quiet)
     print(f"run: {run.path}  — browse it with: streamlit run streamlit_app.py -- "
           f"--results {run.path}")
     return 1 if failed else 0
+
+
+def cmd_postprocess(args: argparse.Namespace) -> int:
+    from tumorscope.core.training.postprocess_fit import describe_recorded, fit_postprocess
+
+    if not args.fit:
+        print(describe_recorded(args.run))
+        return 0
+    result = fit_postprocess(args.run, objective=args.objective, data_dir=args.data,
+                             cache_dir=args.cache, device=args.device,
+                             progress=not args.quiet, say=_say)
+    for line in result.lines():
+        print(line)
+    print(f"recorded in {result.recorded_in} (postprocess section and its fitted record); "
+          f"tumorscope predict --checkpoint {result.checkpoint} applies it")
+    return 1 if result.skipped else 0
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -339,20 +500,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="check a folder of BraTS cases and report every fault",
                        description="Find every case below FOLDER (BraTS 2020, 2021 or 2023 "
                                    "layout), read it and print its layout, shape, spacing, "
-                                   "labels and faults. Exits 1 when any case is bad.")
+                                   "labels and faults. A folder of 2-D slices (figshare "
+                                   "<n>.mat, LGG <case>_<n>.tif with masks, BraTS 2020 "
+                                   "volume_<v>_slice_<s>.h5) is checked slice by slice and "
+                                   "reported patient by patient. Exits 1 when any case is bad.")
     p.add_argument("folder", type=Path, help="dataset folder (or a single case folder)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("demo-data", help="generate the synthetic demo cohort (no download)",
                        description="Write N synthetic cases (tumours grown in the ICBM152 "
-                                   "template shipped with nilearn) in BraTS 2021 layout.")
+                                   "template shipped with nilearn) in BraTS 2021 layout, or "
+                                   "(--track 2d) N patients' slices in the figshare format.")
     p.add_argument("--out", type=Path, required=True,
                    help="output folder: new, empty, or a cohort demo-data wrote (never a "
                         "folder holding anything else, such as a real dataset)")
-    p.add_argument("--cases", type=_int_in(1, 99999), default=20,
-                   help="number of cases, 1 to 99999 (default 20)")
+    p.add_argument("--cases", type=_int_in(1, 99999), default=None,
+                   help="number of cases, 1 to 99999 (default 20); with --track 2d the "
+                        "number of patients, 1 to 9999 (default 40, about 260 slices)")
     p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0,
                    help="random seed >= 0 (default 0)")
+    p.add_argument("--style", choices=("demo", "shifted"), default="demo",
+                   help="demo (default): the training cohort; shifted: built differently "
+                        "(other contrasts, thick slices, artefacts, stronger warps, other "
+                        "tumours), ids TSShift_*, to measure a model out of distribution; "
+                        "never train on it")
+    p.add_argument("--track", choices=("3d", "2d"), default="3d",
+                   help="3d (default): BraTS 2021 cases; 2d: a figshare-format folder of "
+                        "MATLAB v7.3 slices (1.mat ...) with meningiomas, gliomas and "
+                        "pituitary tumours, cvind.mat folds")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo_data)
 
@@ -373,7 +548,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job on the embedded demo cohort, end to end",
                        description="Build the synthetic demo cohort if missing, train the "
                                    "tiny-cpu preset on it (resuming an interrupted run), "
-                                   "predict the validation cases, evaluate, print Dice.")
+                                   "fit post-processing on the validation cases, predict "
+                                   "the test cases, evaluate, print Dice before and after "
+                                   "post-processing.")
     p.add_argument("--data", type=Path, default=Path("demo_data"), help="cohort folder")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
     p.add_argument("--cases", type=_int_in(2, 99999), default=20,
@@ -424,8 +601,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only the cases of this set of the run's split.json (e.g. test: "
                         "the cases set aside by training)")
     p.add_argument("--force", action="store_true", help="predict finished cases again")
+    p.add_argument("--postprocess", choices=["auto", "off"], default="auto",
+                   help="auto (default): the post-processing fitted for this checkpoint "
+                        "(tumorscope postprocess RUN --fit), else its config's; off: none")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("postprocess", help="fit post-processing on a run's validation cases",
+                       description="With --fit: predict the run's validation cases with "
+                                   "best.pt and no post-processing, choose minimum component "
+                                   "volumes per region and an ET-to-necrosis volume that "
+                                   "raise the objective on them, print before/after and "
+                                   "record the choice in the run's config.yaml (predict then "
+                                   "applies it to that checkpoint). Without --fit: show what "
+                                   "the run records.")
+    p.add_argument("run", type=Path, help="training run folder (with split.json and best.pt)")
+    p.add_argument("--fit", action="store_true", help="fit and record it")
+    p.add_argument("--objective", choices=["brats2023", "legacy"], default="brats2023",
+                   help="brats2023 (default): BraTS 2023 lesion-wise Dice; legacy: Dice; "
+                        "each the mean of WT, TC and ET")
+    p.add_argument("--data", type=Path, default=None,
+                   help="dataset folder (default: the run's data.root)")
+    p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder")
+    p.add_argument("--device", type=_device, default="auto",
+                   help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_postprocess)
 
     p = sub.add_parser("render", help="off-screen 3D screenshots of every case of a run",
                        description="Mesh truth and prediction per region (cached in the run), "
@@ -445,12 +646,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("evaluate", help="score a run's predictions into metrics.csv",
-                       description="Dice, IoU, HD95 (mm), sensitivity, specificity and volumes "
-                                   "per case and region (WT, TC, ET).")
+                       description="Scores per case and region (WT, TC, ET) as the BraTS "
+                                   "challenges score: legacy (whole-volume Dice, IoU, HD95 "
+                                   "in mm by every definition, sensitivity, specificity, "
+                                   "volumes), brats2023 and brats2025 lesion-wise. Writes "
+                                   "metrics.csv, lesions.csv (one row per lesion) and "
+                                   "summary.json into the run.")
     p.add_argument("run", type=Path, help="run folder")
     p.add_argument("--labels", type=Path, default=None,
                    help="dataset folder with ground truth (default: the labels recorded "
                         "at prediction)")
+    p.add_argument("--scoring", nargs="+", choices=("legacy", "brats2023", "brats2025"),
+                   default=None, metavar="SCORING",
+                   help="scorings to compute: legacy, brats2023, brats2025 (default: all; "
+                        "legacy is always computed)")
+    p.add_argument("--challenge", choices=("gli", "men", "met", "ped", "ssa"), default="gli",
+                   help="BraTS 2023 sub-challenge whose lesion parameters brats2023 uses "
+                        "(default gli)")
+    p.add_argument("--hd95", choices=("monai", "pooled", "surfel"), default="monai",
+                   help="HD95 definition the printed legacy table shows (all are in "
+                        "metrics.csv; default monai)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
     return parser

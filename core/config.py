@@ -1,13 +1,14 @@
 """The one configuration type: YAML <-> nested dataclasses, presets, and ``key=value`` overrides.
 
 A config has five sections (``data``, ``model``, ``loss``, ``optim``, ``train``) plus
-``augment``; unknown keys are errors naming the key and the file, so a typo never passes
-silently. Every field of a section carries its :class:`Rule` (bounds, choices or a pattern)
-in its dataclass metadata, and :func:`validate` is the one place they are checked: a config
-is validated as a whole before any work starts, and an error names the key as written
-(``train.epochs``), the value found and what is allowed. ``model`` is kept as a plain mapping
-handed to the model builder and ``loss.options`` as the options of the named loss; both are
-checked beside the model code (:mod:`tumorscope.core.models.checks`, which needs torch; this
+``augment`` and ``postprocess`` (how predicted probabilities become labels); unknown keys
+are errors naming the key and the file, so a typo never passes silently. Every field of a
+section carries its :class:`Rule` (bounds, choices or a pattern) in its dataclass metadata,
+and :func:`validate` is the one place they are checked: a config is validated as a whole
+before any work starts, and an error names the key as written (``train.epochs``), the
+value found and what is allowed. ``model`` is kept as a plain mapping handed to the model
+builder and ``loss.options`` as the options of the named loss; both are checked beside the
+model code (:mod:`tumorscope.core.models.checks`, which needs torch; this
 module does not), by training and prediction before a case is read.
 
 >>> cfg = load_config("tiny-cpu", overrides=["optim.lr=0.002", "train.epochs=3"])
@@ -287,15 +288,40 @@ class OptimConfig:
 
 @dataclass
 class AugmentConfig:
-    """Augmentations applied on the fly, on tensors; probabilities per sample."""
+    """Augmentations applied on the fly, on tensors (:mod:`tumorscope.core.training.augment`):
+    what real scans differ by. Probabilities are per sample; ranges are ``[min, max]`` drawn
+    uniformly, per sample and (for intensities) per channel, on z-scored images."""
 
     flip: float = _probability(0.5)  # per axis
-    rotate_scale: float = _probability(0.2)
-    max_rotation_deg: float = _rule(15.0, ge=0, le=180)
+    rotate_scale: float = _probability(0.2)  # rotation about every axis, with scaling
+    max_rotation_deg: float = _rule(15.0, ge=0, le=180)  # about each axis
     scale_range: tuple[float, float] = _rule((0.85, 1.15), gt=0, le=10)
-    intensity: float = _probability(0.3)  # scale/shift per channel
+    anisotropic_scale: float = _probability(0.0)  # share of scaled samples scaled per axis
+    elastic: float = _probability(0.0)  # smooth random displacement (24 mm control grid)
+    elastic_vox: float = _rule(2.0, ge=0, le=32, unit="voxels")  # its std at control points
+    intensity: float = _probability(0.3)  # contrast (scale) and brightness (shift)
+    intensity_scale: tuple[float, float] = _rule((0.8, 1.2), gt=0, le=10)
+    intensity_shift: float = _rule(0.2, ge=0, le=10)  # +- in z-score units
+    # a random increasing intensity curve per channel (MONAI's RandHistogramShift)
+    remap: float = _probability(0.0)
+    remap_strength: float = _rule(0.5, ge=0, le=1)  # 0: identity, 1: random control points
     gamma: float = _probability(0.2)
-    noise: float = _probability(0.15)
+    gamma_range: tuple[float, float] = _rule((0.7, 1.5), gt=0, le=10)
+    bias_field: float = _probability(0.0)  # smooth multiplicative field (coil sensitivity)
+    bias_field_strength: float = _rule(0.3, ge=0, le=2)  # most std of its logarithm
+    blur: float = _probability(0.0)  # Gaussian blur, its sigma drawn per axis
+    blur_sigma_vox: tuple[float, float] = _rule((0.5, 1.0), ge=0, le=8, unit="voxels")
+    sharpen: float = _probability(0.0)  # unsharp mask (sigma 1 voxel), never with blur
+    sharpen_amount: tuple[float, float] = _rule((0.2, 1.0), ge=0, le=5)
+    low_resolution: float = _probability(0.0)  # per channel: thick slices, a random axis
+    low_resolution_factor: tuple[float, float] = _rule((1.5, 3.0), ge=1, le=8)
+    noise: float = _probability(0.15)  # additive Gaussian
+    noise_sigma: float = _rule(0.1, ge=0, le=10)  # most std, z-score units
+
+
+AUGMENT_RANGES: tuple[str, ...] = ("scale_range", "intensity_scale", "gamma_range",
+                                   "blur_sigma_vox", "sharpen_amount", "low_resolution_factor")
+"""The ``augment`` fields that are ``[min, max]`` ranges (min <= max is checked)."""
 
 
 @dataclass
@@ -317,6 +343,21 @@ class TrainConfig:
 
 
 @dataclass
+class PostprocessConfig:
+    """How predicted region probabilities become the label map written (no-op defaults);
+    ``tumorscope postprocess RUN --fit`` chooses them on the validation split and records
+    ``fitted`` (the checkpoint's sha256, the cases, the objective): fitted values apply only
+    to the checkpoint they were fitted for. Changing them never changes training."""
+
+    thresholds: tuple[float, float, float] = _rule((0.5, 0.5, 0.5), gt=0, lt=1)  # WT, TC, ET
+    # predicted components (26-connected) of each region smaller than this are removed; 0: off
+    min_component_mm3: tuple[float, float, float] = _rule((0.0, 0.0, 0.0), ge=0, unit="mm3")
+    # a case whose predicted ET volume is below this has its ET relabelled necrotic core; 0: off
+    et_to_ncr_below_mm3: float = _rule(0.0, ge=0, unit="mm3")
+    fitted: dict[str, Any] | None = _rule(None)  # provenance of a fit (written by the fit)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: dict[str, Any] = field(default_factory=dict)
@@ -324,6 +365,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -336,7 +378,7 @@ RECORD_SECTION = "predict"
 """Section of a run's config.yaml written by predict (checkpoint, settings); not read back."""
 
 SECTIONS = {"data": DataConfig, "loss": LossConfig, "optim": OptimConfig,
-            "augment": AugmentConfig, "train": TrainConfig}
+            "augment": AugmentConfig, "train": TrainConfig, "postprocess": PostprocessConfig}
 SECTION_LIST = "data, model, ..."
 """The sections of a config file, as messages name them."""
 
@@ -425,7 +467,7 @@ def _check_shape(raw: Any, where: _Where) -> dict[str, Any]:
     if unknown:
         raise where.error(unknown[0], f"unknown section(s) {unknown}; expected "
                           f"{sorted([*SECTIONS, 'model'])}")
-    for name in ("data", "model", "loss", "optim", "augment", "train"):
+    for name in ("data", "model", "loss", "optim", "augment", "train", "postprocess"):
         value = raw.get(name)
         if value is not None and not isinstance(value, dict):
             raise where.error(name, f"section {name!r} must be a mapping, got {_what(value)}")
@@ -481,10 +523,11 @@ def _validate(cfg: Config, where: _Where) -> None:
         raise where.error("data.test_fraction", (
             f"data.val_fraction + data.test_fraction must be < 1 (cases are left to train "
             f"on), got {cfg.data.val_fraction} + {cfg.data.test_fraction}"))
-    low, high = cfg.augment.scale_range
-    if low > high:
-        raise where.error("augment.scale_range", f"augment.scale_range must be [min, max] "
-                          f"with min <= max, got {show(cfg.augment.scale_range)}")
+    for name in AUGMENT_RANGES:
+        low, high = getattr(cfg.augment, name)
+        if low > high:
+            raise where.error(f"augment.{name}", f"augment.{name} must be [min, max] "
+                              f"with min <= max, got {show(getattr(cfg.augment, name))}")
 
 
 # ---------------------------------------------------------------- overrides and loading

@@ -65,3 +65,24 @@ def test_cuda_training_with_autocast_and_channels_last(tmp_path: Path) -> None:
     cfg = _tiny(tmp_path, "train.device=cuda", "train.amp=auto", "data.num_workers=2")
     run = train(cfg, tmp_path / "run", progress=False)
     assert run.log_rows()[0]["voxels_per_s"] > 0
+
+
+def test_fp16_trains_with_a_gradient_scaler_that_resumes(tmp_path: Path) -> None:
+    """fp16 autocast needs loss scaling (its gradients underflow otherwise); bf16 none. The
+    scaler's state is in the checkpoint and comes back on resume."""
+    from tumorscope.core.training.train import _build_state
+
+    cfg = _tiny(tmp_path, "train.amp=fp16")
+    assert _build_state(cfg, torch.device("cpu"), torch.float16)[0].scaler is not None
+    assert _build_state(cfg, torch.device("cpu"), torch.bfloat16)[0].scaler is None
+    assert _build_state(cfg, torch.device("cpu"), None)[0].scaler is None
+    run = train(cfg, tmp_path / "run", progress=False)
+    ckpt = torch.load(run.checkpoint_path("last"), weights_only=False)
+    assert ckpt["scaler"] is not None and ckpt["scaler"]["scale"] > 0
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    more = _tiny(tmp_path, "train.amp=fp16", "train.epochs=2")
+    resumed = train(more, tmp_path / "run", resume=True, progress=False)
+    again = torch.load(resumed.checkpoint_path("last"), weights_only=False)
+    assert again["step"] == 4 and again["scaler"]["scale"] > 0
+    bf16 = train(_tiny(tmp_path, "train.amp=bf16"), tmp_path / "bf16", progress=False)
+    assert torch.load(bf16.checkpoint_path("last"), weights_only=False)["scaler"] is None

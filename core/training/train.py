@@ -36,6 +36,7 @@ from tumorscope.core.models.checkpoints import (  # noqa: F401  (re-exported for
 )
 from tumorscope.core.models.checks import check_model_and_loss
 from tumorscope.core.models.losses import DeepSupervisionLoss, make_loss
+from tumorscope.core.prediction.postprocess import DEFAULT_THRESHOLDS, probabilities_to_labels
 from tumorscope.core.prediction.sliding_window import sliding_window_logits
 from tumorscope.core.scoring.metrics import dice
 from tumorscope.core.store import Run
@@ -206,7 +207,9 @@ def init_distributed(device_name: str) -> DistInfo:
 @torch.no_grad()
 def validate(model: nn.Module, cases: list[CachedCase], cfg: Config, device: torch.device,
              amp: torch.dtype | None) -> dict[str, float]:
-    """Mean Dice per region over ``cases`` on the training grid (sliding window)."""
+    """Mean Dice per region over ``cases`` on the training grid (sliding window), of the
+    label maps prediction would make at the default thresholds (never the configured
+    ``postprocess``: changing it must not change which checkpoint is best)."""
     model.eval()
     scores: dict[str, list[float]] = {r: [] for r in REGIONS}
     for case in cases[: cfg.train.val_cases or len(cases)]:
@@ -215,7 +218,8 @@ def validate(model: nn.Module, cases: list[CachedCase], cfg: Config, device: tor
                                        overlap=cfg.train.overlap,
                                        batch_windows=cfg.train.sw_batch_size, device=device,
                                        autocast_dtype=amp)
-        pred = (logits > 0).cpu().numpy()
+        prob = torch.sigmoid(logits.float()).cpu().numpy()
+        pred = labels_to_regions(probabilities_to_labels(prob, thresholds=DEFAULT_THRESHOLDS))
         truth = labels_to_regions(np.asarray(case.label))
         for r, name in enumerate(REGIONS):
             scores[name].append(dice(pred[r], truth[r]))
@@ -246,8 +250,27 @@ def check_before_training(cfg: Config) -> Config:
 
 
 RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.threads", "data.num_workers",
-                     "data.root", "data.cache_dir")
-"""Keys a resumed run may change: where it runs and reads from, and how long it trains."""
+                     "data.root", "data.cache_dir", "postprocess")
+"""Keys (or whole sections) a resumed run may change: where it runs and reads from, how
+long it trains, and the post-processing of its predictions, which training never reads."""
+
+
+def _resumable(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in RESUMABLE_CHANGES)
+
+
+def _keep_fit(config: dict[str, Any], run: Run) -> dict[str, Any]:
+    """``config`` with the post-processing the run's config.yaml records as fitted, when
+    ``config`` sets none of its own: a resumed run keeps its fit (which applies only to the
+    checkpoint its record names, so a changed best.pt is never post-processed by it)."""
+    try:
+        old = (run.config() or {}).get("postprocess")
+    except TumorscopeError:  # a damaged config.yaml is replaced as a whole
+        return config
+    if isinstance(old, dict) and isinstance(old.get("fitted"), dict) and \
+            config.get("postprocess") == Config().to_dict()["postprocess"]:
+        return {**config, "postprocess": old}
+    return config
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -271,7 +294,7 @@ def check_resumable(recorded: dict[str, Any], cfg: Config, *, step: int,
         pass
     before, now = _flat(recorded), _flat(cfg.to_dict())
     changed = [k for k in sorted(set(before) | set(now))
-               if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES]
+               if before.get(k) != now.get(k) and not _resumable(k)]
     if changed:
         k = changed[0]
         raise ConfigError(f"cannot resume with another config: {k} is {show(before.get(k))} "
@@ -292,6 +315,9 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     ema: torch.optim.swa_utils.AveragedModel | None
+    scaler: torch.amp.GradScaler | None = None
+    """Loss scaling for fp16 autocast (its small range underflows gradients); bf16 and fp32
+    need none."""
     step: int = 0
     best: float = -1.0
 
@@ -308,6 +334,7 @@ class TrainState:
             "config": cfg.to_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "step": self.step,
             "best": self.best,
             "metrics": metrics or {},
@@ -321,6 +348,8 @@ class TrainState:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.ema is not None and ckpt.get("ema_full") is not None:
             self.ema.load_state_dict(ckpt["ema_full"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
         self.step, self.best = int(ckpt["step"]), float(ckpt["best"])
         _set_rng_state(ckpt["rng"][min(rank, len(ckpt["rng"]) - 1)])
 
@@ -371,7 +400,8 @@ def _prepare_cases(cfg: Config, run: Run, *, resume: bool, progress: bool, dinfo
     return train_cases, val_cases, test_cases, cached
 
 
-def _build_state(cfg: Config, device: torch.device) -> tuple[TrainState, nn.Module]:
+def _build_state(cfg: Config, device: torch.device,
+                 amp: torch.dtype | None = None) -> tuple[TrainState, nn.Module]:
     model = build_model(cfg.model).to(device)
     if device.type == "cuda" and cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
@@ -386,7 +416,8 @@ def _build_state(cfg: Config, device: torch.device) -> tuple[TrainState, nn.Modu
     ema = (torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.train.ema))
         if cfg.train.ema else None)
-    return TrainState(model, optimizer, scheduler, ema), loss_fn
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
+    return TrainState(model, optimizer, scheduler, ema, scaler), loss_fn
 
 
 def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
@@ -431,7 +462,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
     if dinfo.main:
         say(f"cases: {len(train_cases)} train, {len(val_cases)} validation (choose the "
             f"checkpoint), {len(test_cases)} test (set aside)")
-    state, loss_fn = _build_state(cfg, device)
+    state, loss_fn = _build_state(cfg, device, amp)
     if dinfo.main:
         say(f"model: UNet {list(state.model.config.features)}, "
               f"{count_parameters(state.model):,} parameters, device {device}, autocast "
@@ -444,7 +475,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
     if dinfo.main:
         # config.yaml says what the run is now (a resume may extend train.epochs).
         run.path.mkdir(parents=True, exist_ok=True)
-        run.write_config(cfg.to_dict())
+        run.write_config(_keep_fit(cfg.to_dict(), run) if ckpt is not None else cfg.to_dict())
         if ckpt is None:
             run.write_split({"train": [c.case_id for c in train_cases],
                              "val": [c.case_id for c in val_cases],
@@ -536,10 +567,20 @@ def _train_step(state: TrainState, net: nn.Module, loss_fn: nn.Module, image: to
             f"lower optim.lr (now {cfg.optim.lr:g}) or set optim.grad_clip, and resume from "
             "the last checkpoint or start a new --out")
     state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if cfg.optim.grad_clip:
-        nn.utils.clip_grad_norm_(state.model.parameters(), cfg.optim.grad_clip)
-    state.optimizer.step()
+    if state.scaler is None:
+        loss.backward()
+        if cfg.optim.grad_clip:
+            nn.utils.clip_grad_norm_(state.model.parameters(), cfg.optim.grad_clip)
+        state.optimizer.step()
+    else:
+        # fp16: gradients of the scaled loss, unscaled before clipping; a step whose
+        # gradients overflowed is skipped and the scale lowered (torch.amp.GradScaler).
+        state.scaler.scale(loss).backward()
+        if cfg.optim.grad_clip:
+            state.scaler.unscale_(state.optimizer)
+            nn.utils.clip_grad_norm_(state.model.parameters(), cfg.optim.grad_clip)
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
     state.scheduler.step()
     if state.ema is not None:
         state.ema.update_parameters(state.model)
