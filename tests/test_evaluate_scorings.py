@@ -33,6 +33,7 @@ TINY = [
 ]
 PLANTED_HALF = 2  # a 5x5x5 (125 mm3) lesion ...
 FAR_MM = 9.0  # ... farther from every predicted voxel than the matching dilations reach
+MERGE_CLEAR_VOX = 14  # ground truth cleared around it, so no truth lesion merges with it
 
 
 def cli(*args: str | Path, cache: Path) -> subprocess.CompletedProcess:
@@ -68,6 +69,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         centre = np.unravel_index(np.argmax(np.where(inner, distance, 0)), pred.shape)
         assert distance[centre] >= FAR_MM
         truth = pred.astype(np.uint8)
+        # No other truth lesion near it either: BraTS 2023 merges truth lesions whose
+        # 3-iteration dilations touch (up to about 2 x 3 x sqrt(2) voxels apart).
+        grid = np.indices(pred.shape)
+        near = sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True)) <= MERGE_CLEAR_VOX ** 2
+        truth[near] = 0
         truth[tuple(slice(c - PLANTED_HALF, c + PLANTED_HALF + 1) for c in centre)] = 2
         nib.save(nib.Nifti1Image(truth, BRATS_AFFINE), labels / case_id / f"{case_id}_seg.nii.gz")
         out[case_id] = Path(",".join(str(int(c)) for c in centre))  # the planted centre
