@@ -553,8 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "post-processing.")
     p.add_argument("--data", type=Path, default=Path("demo_data"), help="cohort folder")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
-    p.add_argument("--cases", type=_int_in(2, 99999), default=20,
-                   help="cohort size, 2 to 99999 (default 20)")
+    p.add_argument("--cases", type=_int_in(2, 99999), default=30,
+                   help="cohort size, 2 to 99999 (default 30)")
     p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0,
                    help="cohort seed >= 0 (default 0)")
     p.add_argument("--config", default="tiny-cpu", help="preset or YAML (default tiny-cpu)")
