@@ -336,6 +336,23 @@ def _synthetic_ids(cohort: Path) -> Any:
     return lambda case_id: SYNTHETIC_ID_RE.match(case_id) is not None
 
 
+def check_input_folder(root: str | Path) -> Path:
+    """``root`` as a Path once it is a folder that can be listed, else a one-line error
+    naming it (:class:`LayoutError` when missing or a file, :class:`UnreadableFileError`
+    when it cannot be listed)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise LayoutError("not a folder" if root.exists() else "folder does not exist",
+                          path=root)
+    try:
+        with os.scandir(root) as entries:
+            next(entries, None)
+    except OSError as exc:
+        raise UnreadableFileError(f"folder cannot be listed: {os_error_words(exc)}",
+                                  path=root) from exc
+    return root
+
+
 def discover(root: str | Path) -> list[Case]:
     """Find every case below ``root`` in any of the three BraTS layouts, sorted by id.
 
@@ -363,16 +380,7 @@ def discover(root: str | Path) -> list[Case]:
     ...
     tumorscope.core.errors.LayoutError: .../nowhere: folder does not exist
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise LayoutError("not a folder" if root.exists() else "folder does not exist",
-                          path=root)
-    try:
-        with os.scandir(root) as entries:
-            next(entries, None)
-    except OSError as exc:
-        raise UnreadableFileError(f"folder cannot be listed: {os_error_words(exc)}",
-                                  path=root) from exc
+    root = check_input_folder(root)
     cases: list[Case] = []
     seen_dirs: set[str] = set()
     unlisted: list[tuple[Path, OSError]] = []

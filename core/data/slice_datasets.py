@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from tumorscope.core.data import brats_slices, figshare, lgg
-from tumorscope.core.data.cases import COHORT_FILE
+from tumorscope.core.data.cases import COHORT_FILE, check_input_folder
 from tumorscope.core.data.nifti import NIFTI_SUFFIXES
 from tumorscope.core.data.slice2d import (
     DATASETS_2D,
@@ -37,9 +37,7 @@ from tumorscope.core.errors import (
     LabelError,
     LayoutError,
     TumorscopeError,
-    UnreadableFileError,
 )
-from tumorscope.core.oserrors import os_error_words
 
 log = logging.getLogger(__name__)
 
@@ -256,16 +254,7 @@ def discover_slices(root: str | Path) -> SliceDataset:
     ...
     tumorscope.core.errors.LayoutError: ...: no 2-D slice dataset found: expected figshare ...
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise LayoutError("not a folder" if root.exists() else "folder does not exist",
-                          path=root)
-    try:
-        with os.scandir(root) as entries:
-            next(entries, None)
-    except OSError as exc:
-        raise UnreadableFileError(f"folder cannot be listed: {os_error_words(exc)}",
-                                  path=root) from exc
+    root = check_input_folder(root)
     by_kind: dict[str, list[Path]] = {}
     others: dict[str, list[Path]] = {}
     folders: set[Path] = set()
