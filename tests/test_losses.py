@@ -19,6 +19,7 @@ from tumorscope.core.models.losses import (
     DeepSupervisionLoss,
     DiceBCELoss,
     DiceLoss,
+    FocalDiceLoss,
     FocalLoss,
     JaccardLoss,
     WeightedBCELoss,
@@ -213,6 +214,7 @@ def test_make_loss_builds_each_name_with_options() -> None:
         "jaccard": JaccardLoss,
         "focal": FocalLoss,
         "dice_bce": DiceBCELoss,
+        "focal_dice": FocalDiceLoss,
     }
     assert set(expected) == set(LOSS_NAMES)
     for name, cls in expected.items():

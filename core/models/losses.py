@@ -1,10 +1,13 @@
-"""Segmentation losses on region logits: Dice, BCE, weighted BCE, Jaccard, focal, Dice+BCE.
+"""Losses on region logits (Dice, BCE, weighted BCE, Jaccard, focal, sums) and their builder.
 
 Every loss takes ``logits : (N, C, *spatial)`` (any float dtype; computed in float32) and
 ``target : (N, C, *spatial)`` with values in {0, 1} (float, bool or integer), and returns a
 scalar. Each is a plain function; :class:`Loss` is the one module form, binding a function's
 options (``DiceLoss`` and the others only name their function); :func:`make_loss` picks one
-by name, :class:`DeepSupervisionLoss` applies one to every head of a deep-supervised UNet.
+by name, :class:`WeightedSumLoss` adds named ones (``loss.terms``),
+:class:`DeepSupervisionLoss` applies one to every head of a deep-supervised UNet and
+:class:`MultiTaskLoss` adds the cross-entropy of a classification head. :func:`build_loss`
+composes all of it from a config's ``loss`` section for the model it trains.
 
 Smoothing of the overlap losses (Dice, Jaccard), as in MONAI::
 
@@ -22,22 +25,32 @@ from __future__ import annotations
 import inspect
 import math
 import typing
-from collections.abc import Mapping, Sequence
-from typing import Literal, get_args
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tumorscope.core.config import LossConfig
 from tumorscope.core.errors import ConfigError, GeometryError, check_choice
+from tumorscope.core.models.unet import ModelOutput, UNetConfig, split_output
 
-LossName = Literal["dice", "bce", "weighted_bce", "jaccard", "focal", "dice_bce"]
+LossName = Literal["dice", "bce", "weighted_bce", "jaccard", "focal", "dice_bce", "focal_dice"]
 LOSS_NAMES: tuple[str, ...] = get_args(LossName)
 DEFAULT_LOSS: LossName = "dice_bce"
 TargetDownsampling = Literal["maxpool", "nearest"]
 
 DEFAULT_SMOOTH = 1e-5
 """Default ``smooth_nr`` and ``smooth_dr`` (MONAI's and nnU-Net's value)."""
+
+DATASET = "dataset"
+"""``pos_weight: dataset``: computed once over the training masks (:func:`dataset_pos_weight`)
+by the training loop, then put in with :func:`resolve_pos_weight`."""
+IGNORE_CLASS = -1
+"""Class label of a sample whose class is unknown: left out of the cross-entropy."""
 
 
 def _prepare(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,20 +185,132 @@ def foreground_pos_weight(
 
 
 def weighted_bce_loss(
-    logits: torch.Tensor, target: torch.Tensor, *, max_pos_weight: float | None = None
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    max_pos_weight: float | None = None,
+    pos_weight: float | tuple[float, ...] | Literal["dataset"] | None = None,
 ) -> torch.Tensor:
-    """BCE with ``pos_weight`` from the batch: background/foreground ratio per channel.
+    """BCE with a weight on each channel's foreground term.
 
-    Balances each channel's foreground against its background (see
-    :func:`foreground_pos_weight`).
+    ``pos_weight``: ``None`` (default) takes the background/foreground ratio per channel of
+    each batch (:func:`foreground_pos_weight`, capped at ``max_pos_weight``); a number is a
+    fixed weight for every channel, a tuple one fixed weight per channel. ``"dataset"`` is
+    refused here: the training loop replaces it by :func:`dataset_pos_weight` first.
 
     >>> logits = torch.tensor([[[0.0, 0.0, 0.0]]])
     >>> target = torch.tensor([[[1.0, 0.0, 0.0]]])  # pos_weight 2
     >>> round(weighted_bce_loss(logits, target).item(), 4)  # (2 ln 2 + ln 2 + ln 2) / 3
     0.9242
+    >>> round(weighted_bce_loss(logits, target, pos_weight=2.0).item(), 4)  # fixed, the same
+    0.9242
     """
-    pos_weight = foreground_pos_weight(target, max_pos_weight=max_pos_weight)
-    return bce_loss(logits, target, pos_weight=pos_weight)
+    if pos_weight is None:
+        weight = foreground_pos_weight(target, max_pos_weight=max_pos_weight)
+    else:
+        weight = _fixed_pos_weight(pos_weight, channels=logits.shape[1])
+    return bce_loss(logits, target, pos_weight=weight)
+
+
+def _fixed_pos_weight(pos_weight: object, *, channels: int) -> torch.Tensor:
+    if pos_weight == DATASET:
+        raise ConfigError(_UNRESOLVED_DATASET)
+    values = [pos_weight] if isinstance(pos_weight, int | float) else list(pos_weight)  # type: ignore[call-overload]
+    if len(values) == 1:
+        values = values * channels
+    if len(values) != channels:
+        raise GeometryError(f"pos_weight has {len(values)} values, one per channel, but the "
+                            f"logits have {channels} channels")
+    return torch.tensor(values, dtype=torch.float32)
+
+
+_UNRESOLVED_DATASET = (
+    "pos_weight is 'dataset' but was not computed: compute it over the training masks "
+    "(dataset_pos_weight) and put the numbers in (resolve_pos_weight, or "
+    "build_loss(..., pos_weight=...)) before building the loss")
+
+
+def dataset_pos_weight(
+    masks: Iterable[Any], *, channels: int, max_pos_weight: float | None = None
+) -> tuple[float, ...]:
+    """Fixed per-channel ``pos_weight`` from training masks: ``(1 - f) / f`` with ``f`` a
+    channel's foreground fraction averaged over the masks (each mask counts once, whatever
+    its size).
+
+    ``masks``: arrays or tensors ``(channels, *spatial)`` with values in {0, 1}. A channel
+    never (or always) foreground gets 1; ``max_pos_weight`` caps the ratio.
+
+    >>> dataset_pos_weight([[[1, 0, 0, 0]], [[1, 1, 0, 0]]], channels=1)  # f = (1/4 + 1/2) / 2
+    (1.6666666666666667,)
+    """
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise ConfigError(f"channels must be a positive integer, got {channels!r}")
+    _check_cap(max_pos_weight)
+    total, count = np.zeros(channels), 0
+    for index, mask in enumerate(masks):
+        m = np.asarray(mask)
+        if m.ndim < 2 or m.shape[0] != channels:
+            raise GeometryError(f"mask {index} must be (channels={channels}, *spatial), got "
+                                f"shape {m.shape}")
+        total += (m.reshape(channels, -1) > 0.5).mean(axis=1)
+        count += 1
+    if count == 0:
+        raise ConfigError("pos_weight 'dataset' needs at least one training mask, got none")
+    fraction = total / count
+    inside = (fraction > 0) & (fraction < 1)
+    ratio = np.where(inside, (1 - fraction) / np.where(inside, fraction, 1.0), 1.0)
+    if max_pos_weight is not None:
+        ratio = np.minimum(ratio, max_pos_weight)
+    return tuple(float(r) for r in ratio)
+
+
+def resolve_pos_weight(options: Mapping[str, Any], values: Sequence[float]) -> dict[str, Any]:
+    """``options`` with ``pos_weight: dataset`` replaced by ``values`` (one per channel).
+
+    Works on one loss's options and, one level down, on the per-term options of
+    ``loss.terms`` (``{weighted_bce: {pos_weight: dataset}}``); other options are kept.
+
+    >>> resolve_pos_weight({"pos_weight": "dataset", "max_pos_weight": 50.0}, [3.0, 9.0])
+    {'pos_weight': (3.0, 9.0), 'max_pos_weight': 50.0}
+    """
+    numbers = tuple(float(v) for v in values)
+    if not numbers or not all(math.isfinite(v) and v > 0 for v in numbers):
+        raise ConfigError(f"pos_weight values must be finite numbers > 0, got {list(values)}")
+
+    def resolved(opts: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: numbers if k == "pos_weight" and v == DATASET else v for k, v in opts.items()}
+
+    return {k: resolved(v) if isinstance(v, Mapping) else v
+            for k, v in resolved(options).items()}
+
+
+@dataclass(frozen=True)
+class DatasetPosWeight:
+    """A loss config asks for ``pos_weight: dataset``: compute it with this cap."""
+
+    max_pos_weight: float | None = None
+
+
+def dataset_pos_weight_request(loss_cfg: LossConfig) -> DatasetPosWeight | None:
+    """What :func:`dataset_pos_weight` must be called with for ``loss_cfg`` (its options or,
+    with ``terms``, a term's options say ``pos_weight: dataset``); ``None`` when nothing is
+    asked.
+
+    >>> dataset_pos_weight_request(LossConfig(name="weighted_bce",
+    ...                                       options={"pos_weight": "dataset"}))
+    DatasetPosWeight(max_pos_weight=None)
+    """
+    groups = loss_cfg.options.values() if loss_cfg.terms else [loss_cfg.options]
+    for options in groups:
+        if isinstance(options, Mapping) and options.get("pos_weight") == DATASET:
+            cap = options.get("max_pos_weight")
+            return DatasetPosWeight(None if cap is None else float(cap))
+    return None
+
+
+def _check_cap(cap: object) -> None:
+    if cap is not None and cap < 1:  # type: ignore[operator]
+        raise ConfigError(f"max_pos_weight must be >= 1 or None, got {cap}")
 
 
 def focal_loss(
@@ -248,6 +373,38 @@ def dice_bce_loss(
         batch_dice=batch_dice,
     )
     return dice_weight * dice + bce_weight * bce_loss(logits, target)
+
+
+def focal_dice_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    focal_weight: float = 1.0,
+    dice_weight: float = 1.0,
+    gamma: float = 2.0,
+    alpha: float | None = None,
+    smooth_nr: float = DEFAULT_SMOOTH,
+    smooth_dr: float = DEFAULT_SMOOTH,
+    squared_denominator: bool = False,
+    batch_dice: bool = False,
+) -> torch.Tensor:
+    """``focal_weight * focal_loss + dice_weight * dice_loss`` (options as theirs).
+
+    >>> logits = torch.tensor([[[0.0, 1.0986123]]])
+    >>> target = torch.tensor([[[1.0, 0.0]]])
+    >>> round(focal_dice_loss(logits, target, smooth_nr=0, smooth_dr=0).item(), 4)  # .4765 + .5556
+    1.0321
+    """
+    _check_non_negative(focal_weight=focal_weight, dice_weight=dice_weight)
+    dice = dice_loss(
+        logits,
+        target,
+        smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr,
+        squared_denominator=squared_denominator,
+        batch_dice=batch_dice,
+    )
+    return focal_weight * focal_loss(logits, target, gamma=gamma, alpha=alpha) + dice_weight * dice
 
 
 class Loss(nn.Module):
@@ -319,14 +476,20 @@ class BCELoss(Loss):
 
 
 class WeightedBCELoss(Loss):
-    """Module form of :func:`weighted_bce_loss`; ``pos_weight`` is recomputed every batch."""
+    """Module form of :func:`weighted_bce_loss`: ``pos_weight`` from every batch (default) or
+    fixed (a number, one per channel; ``"dataset"`` once resolved to numbers)."""
 
     function = staticmethod(weighted_bce_loss)
 
     def check(self, options: Mapping[str, object]) -> None:
-        cap = options["max_pos_weight"]
-        if cap is not None and cap < 1:  # type: ignore[operator]
-            raise ConfigError(f"max_pos_weight must be >= 1 or None, got {cap}")
+        _check_cap(options["max_pos_weight"])
+        weight = options["pos_weight"]
+        if weight is None or weight == DATASET:
+            return
+        values = [weight] if isinstance(weight, int | float) else weight
+        if not values or not all(v > 0 for v in values):  # type: ignore[union-attr, operator]
+            raise ConfigError(f"pos_weight must be > 0 (one number, or one per channel), "
+                              f"got {weight!r}")
 
 
 class FocalLoss(Loss):
@@ -339,6 +502,13 @@ class FocalLoss(Loss):
         alpha = options["alpha"]
         if alpha is not None and not 0.0 <= alpha <= 1.0:  # type: ignore[operator]
             raise ConfigError(f"alpha must be in [0, 1] or None, got {alpha}")
+
+
+class FocalDiceLoss(FocalLoss):
+    """Module form of :func:`focal_dice_loss`."""
+
+    function = staticmethod(focal_dice_loss)
+    non_negative = ("focal_weight", "dice_weight", "gamma", "smooth_nr", "smooth_dr")
 
 
 class DiceBCELoss(Loss):
@@ -355,6 +525,7 @@ LOSSES: dict[str, type[Loss]] = {
     "jaccard": JaccardLoss,
     "focal": FocalLoss,
     "dice_bce": DiceBCELoss,
+    "focal_dice": FocalDiceLoss,
 }
 
 
@@ -374,29 +545,49 @@ def _option_value(label: str, value: object, hint: object) -> object:
     """``value`` checked against the option's annotation (float, bool, float | None).
 
     Booleans are not numbers, numbers not booleans, NaN and infinity are refused; numeric
-    text (YAML reads ``1e-5`` as text) becomes a float.
+    text (YAML reads ``1e-5`` as text) becomes a float. A ``tuple[float, ...]`` in the
+    annotation takes a list of numbers (one per channel), a ``Literal`` its words.
     """
     args = typing.get_args(hint) or (hint,)
+    words = [w for a in args if typing.get_origin(a) is Literal for w in typing.get_args(a)]
+    several = any(typing.get_origin(a) is tuple for a in args)
     if value is None and type(None) in args:
         return None
+    if isinstance(value, str) and value in words:
+        return value
     if bool in args:
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{label} must be true or false, got {value!r}")
     if float in args:
-        number: float | None = None
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):
-            try:
-                number = float(value)
-            except ValueError:
-                number = None
-        if number is None or not math.isfinite(number):
-            none = " or null" if type(None) in args else ""
-            raise ConfigError(f"{label} must be a finite number{none}, got {value!r}")
-        return number
+        if several and isinstance(value, list | tuple):
+            numbers = [_finite_number(v) for v in value]
+            if numbers and None not in numbers:
+                return tuple(numbers)
+        elif (number := _finite_number(value)) is not None:
+            return number
+        allowed = "a finite number"
+        if several:
+            allowed += ", a list of them (one per channel)"
+        if words:
+            allowed += ", " + " or ".join(repr(w) for w in words)
+        if type(None) in args:
+            allowed += " or null"
+        raise ConfigError(f"{label} must be {allowed}, got {value!r}")
     return value
+
+
+def _finite_number(value: object) -> float | None:
+    """``value`` as a finite float (numbers and numeric text, not booleans), else None."""
+    number: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    return number if number is not None and math.isfinite(number) else None
 
 
 def _checked_options(name: str, cls: type[Loss], options: Mapping[str, object], *,
@@ -417,20 +608,26 @@ def _checked_options(name: str, cls: type[Loss], options: Mapping[str, object], 
 def make_loss(name: LossName = DEFAULT_LOSS, **options: object) -> nn.Module:
     """The loss called ``name``, built with ``options`` (keyword options of its class).
 
+    ``pos_weight: "dataset"`` is refused: resolve it first (:func:`resolve_pos_weight`).
+
     >>> make_loss("focal", gamma=1.0)
     FocalLoss(gamma=1.0, alpha=None)
     >>> make_loss("tversky")
     Traceback (most recent call last):
     ...
-    tumorscope.core.errors.ConfigError: loss must be one of ['dice', 'bce', 'weighted_bce', 'jaccard', 'focal', 'dice_bce'], got 'tversky'
+    tumorscope.core.errors.ConfigError: loss must be one of ['dice', 'bce', 'weighted_bce', 'jaccard', 'focal', 'dice_bce', 'focal_dice'], got 'tversky'
     """  # noqa: E501
     cls = _loss_class(name, key="loss")
-    return cls(**_checked_options(name, cls, options, prefix=""))
+    checked = _checked_options(name, cls, options, prefix="")
+    if checked.get("pos_weight") == DATASET:
+        raise ConfigError(_UNRESOLVED_DATASET)
+    return cls(**checked)
 
 
 def check_loss_options(name: object, options: object, *, key: str = "loss") -> dict[str, object]:
     """Check a config's loss ``name`` and ``options`` without training anything; return the
     options with numbers as floats. Errors name ``<key>.name`` or ``<key>.options.<option>``.
+    ``pos_weight: dataset`` passes (the training loop computes it; see :data:`DATASET`).
 
     >>> check_loss_options("focal", {"gamma": "1e-1"})
     {'gamma': 0.1}
@@ -440,16 +637,94 @@ def check_loss_options(name: object, options: object, *, key: str = "loss") -> d
     tumorscope.core.errors.ConfigError: loss.options.gamma must be >= 0, got -1.0
     """
     cls = _loss_class(name, key=f"{key}.name")
+    return _checked_loss_options(str(name), cls, options, label=f"{key}.options")
+
+
+def _checked_loss_options(name: str, cls: type[Loss], options: object, *,
+                          label: str) -> dict[str, object]:
     if not isinstance(options, Mapping):
-        raise ConfigError(f"{key}.options must be a mapping of option: value, got {options!r}")
-    prefix = f"{key}.options."
-    checked = _checked_options(str(name), cls, options, prefix=prefix)
+        raise ConfigError(f"{label} must be a mapping of option: value, got {options!r}")
+    prefix = f"{label}."
+    checked = _checked_options(name, cls, options, prefix=prefix)
     try:
         cls(**checked)  # the range checks of the class itself
     except ConfigError as exc:
         # Every range message of the loss classes starts with the option's name.
         raise ConfigError(prefix + exc.fault) from None
     return checked
+
+
+def check_loss_terms(
+    terms: object, options: object, *, key: str = "loss"
+) -> tuple[dict[str, float], dict[str, dict[str, object]]]:
+    """Check ``loss.terms`` (loss name: weight) and the per-term ``loss.options`` (term:
+    {option: value}); return both normalised. Errors name ``<key>.terms.<name>`` or
+    ``<key>.options.<term>.<option>``.
+
+    >>> check_loss_terms({"dice": 1, "focal": "0.5"}, {"focal": {"gamma": 1}})
+    ({'dice': 1.0, 'focal': 0.5}, {'dice': {}, 'focal': {'gamma': 1.0}})
+    >>> check_loss_terms({"dice": 1, "tversky": 1}, {})
+    Traceback (most recent call last):
+    ...
+    tumorscope.core.errors.ConfigError: loss.terms.tversky is not a loss; terms are named by losses: ['dice', 'bce', 'weighted_bce', 'jaccard', 'focal', 'dice_bce', 'focal_dice']
+    """  # noqa: E501
+    if not isinstance(terms, Mapping) or not terms:
+        raise ConfigError(f"{key}.terms must be a mapping of loss name: weight, e.g. "
+                          f"{{dice: 1, focal: 0.5}}, got {terms!r}")
+    weights: dict[str, float] = {}
+    for name, weight in terms.items():
+        if name not in LOSS_NAMES:
+            raise ConfigError(f"{key}.terms.{name} is not a loss; terms are named by losses: "
+                              f"{list(LOSS_NAMES)}")
+        number = _finite_number(weight)
+        if number is None or number < 0:
+            raise ConfigError(f"{key}.terms.{name} must be a finite number >= 0 (the term's "
+                              f"weight), got {weight!r}")
+        weights[str(name)] = number
+    if not any(weights.values()):
+        raise ConfigError(f"{key}.terms must give at least one term a weight > 0, got "
+                          f"{dict(terms)!r}")
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"{key}.options must be a mapping of term: {{option: value}} when "
+                          f"{key}.terms is given, got {options!r}")
+    unknown = sorted(str(k) for k in set(options) - set(weights))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {[f'{key}.options.{k}' for k in unknown]}; with "
+                          f"{key}.terms, {key}.options maps each term {list(weights)} to its "
+                          f"options, e.g. {{focal: {{gamma: 2}}}}")
+    checked = {name: _checked_loss_options(name, LOSSES[name], options.get(name) or {},
+                                           label=f"{key}.options.{name}")
+               for name in weights}
+    return weights, checked
+
+
+class WeightedSumLoss(nn.Module):
+    """``sum(weight * loss(logits, target))`` over named losses: ``loss.terms``.
+
+    ``terms`` maps loss names to weights (>= 0); ``options`` maps a term to its options.
+
+    >>> loss = WeightedSumLoss({"dice": 1.0, "focal": 0.5}, {"focal": {"gamma": 1.0}})
+    >>> loss.weights, loss.terms["focal"].gamma
+    ({'dice': 1.0, 'focal': 0.5}, 1.0)
+    """
+
+    def __init__(self, terms: Mapping[str, float],
+                 options: Mapping[str, Mapping[str, object]] | None = None) -> None:
+        super().__init__()
+        weights, checked = check_loss_terms(terms, options or {})
+        self.weights = weights
+        self.terms = nn.ModuleDict({name: make_loss(name, **checked[name])  # type: ignore[arg-type]
+                                    for name in weights})
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = logits.new_zeros((), dtype=torch.float32)
+        for name, loss in self.terms.items():
+            if self.weights[name]:
+                total = total + self.weights[name] * loss(logits, target)
+        return total
+
+    def extra_repr(self) -> str:
+        return f"weights={self.weights}"
 
 
 def downsample_target(
@@ -545,3 +820,110 @@ class DeepSupervisionLoss(nn.Module):
             t = downsample_target(target, out.shape[2:], mode=self.target_downsampling)
             total = total + w * self.loss(out, t)
         return total
+
+
+def class_cross_entropy(class_logits: torch.Tensor, class_target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of ``(N, classes)`` logits against ``(N,)`` integer labels, over
+    the samples whose label is known (:data:`IGNORE_CLASS` ones are left out; none known: 0).
+
+    >>> logits = torch.tensor([[0.0, 0.0], [2.0, 0.0]])
+    >>> round(class_cross_entropy(logits, torch.tensor([0, -1])).item(), 4)  # ln 2
+    0.6931
+    """
+    target = class_target.reshape(-1).long()
+    if class_logits.ndim != 2 or target.shape[0] != class_logits.shape[0]:
+        raise GeometryError(f"class logits must be (N, classes) with one label per sample, got "
+                            f"logits {tuple(class_logits.shape)} and labels "
+                            f"{tuple(class_target.shape)}")
+    known = (target != IGNORE_CLASS).sum()
+    total = F.cross_entropy(class_logits.float(), target.to(class_logits.device),
+                            ignore_index=IGNORE_CLASS, reduction="sum")
+    return total / known.clamp(min=1)
+
+
+class MultiTaskLoss(nn.Module):
+    """Segmentation loss plus ``class_weight`` times the cross-entropy of the class logits.
+
+    ``forward(output, target, class_target=None)`` takes a model's output as it comes (see
+    :class:`~tumorscope.core.models.unet.UNet`: a tensor, a deep-supervision list, or
+    ``(segmentation, class_logits)``). The segmentation goes through ``segmentation_loss``,
+    wrapped in :class:`DeepSupervisionLoss` unless it is one (a tensor passes straight
+    through it, a list is weighted head by head). With class logits, ``class_target``
+    ``(N,)`` integer labels are required (:data:`IGNORE_CLASS` for an unknown one); without,
+    ``class_target`` is not used.
+
+    >>> loss = MultiTaskLoss(DiceLoss(), class_weight=0.5)
+    >>> seg, labels = torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4)
+    >>> loss((seg, torch.zeros(2, 2)), labels, torch.tensor([0, 1])).shape
+    torch.Size([])
+    """
+
+    def __init__(self, segmentation_loss: nn.Module, class_weight: float = 1.0) -> None:
+        super().__init__()
+        if isinstance(class_weight, bool) or _finite_number(class_weight) is None \
+                or class_weight < 0:
+            raise ConfigError(f"class_weight must be a finite number >= 0, got {class_weight!r}")
+        if not isinstance(segmentation_loss, DeepSupervisionLoss):
+            segmentation_loss = DeepSupervisionLoss(segmentation_loss)
+        self.segmentation = segmentation_loss
+        self.class_weight = float(class_weight)
+
+    def forward(self, output: ModelOutput, target: torch.Tensor,
+                class_target: torch.Tensor | None = None) -> torch.Tensor:
+        segmentation, class_logits = split_output(output)
+        loss = self.segmentation(segmentation, target)
+        if class_logits is None or self.class_weight == 0:
+            return loss
+        if class_target is None:
+            raise ConfigError("the model has a classification head (model.classes > 0) but "
+                              "the batch carries no class labels (class_target)")
+        return loss + self.class_weight * class_cross_entropy(class_logits, class_target)
+
+    def extra_repr(self) -> str:
+        return f"class_weight={self.class_weight}"
+
+
+def build_loss(
+    loss_cfg: LossConfig,
+    model_config: UNetConfig | Mapping[str, Any] | None = None,
+    *,
+    pos_weight: Sequence[float] | None = None,
+) -> MultiTaskLoss:
+    """The training loss of a config's ``loss`` section for the model of ``model_config``:
+    the one builder the training loop calls; its forward is
+    ``(output, target, class_target=None)`` (:class:`MultiTaskLoss`).
+
+    ``loss.terms`` (when non-empty) gives a :class:`WeightedSumLoss`, else ``loss.name`` with
+    ``loss.options`` (:func:`make_loss`). Deep supervision is handled whatever the model:
+    UNet heads weighted ``1, 1/2, 1/4, ...``; UNet++ top-row outputs weighted equally (Zhou
+    et al. average them). With ``model.classes > 0`` the cross-entropy is added with weight
+    ``loss.class_weight``. ``pos_weight`` (from :func:`dataset_pos_weight`) replaces
+    ``pos_weight: dataset`` in the options.
+
+    >>> build_loss(LossConfig(terms={"dice": 1.0, "focal": 0.5}), {"deep_supervision": True})
+    MultiTaskLoss(
+      class_weight=1.0
+      (segmentation): DeepSupervisionLoss(
+        (loss): WeightedSumLoss(
+          weights={'dice': 1.0, 'focal': 0.5}
+          (terms): ModuleDict(
+            (dice): DiceLoss(smooth_nr=1e-05, smooth_dr=1e-05, squared_denominator=False, batch_dice=False)
+            (focal): FocalLoss(gamma=2.0, alpha=None)
+          )
+        )
+      )
+    )
+    """  # noqa: E501
+    options: Mapping[str, Any] = loss_cfg.options
+    if pos_weight is not None:
+        options = resolve_pos_weight(options, pos_weight)
+    if loss_cfg.terms:
+        base: nn.Module = WeightedSumLoss(loss_cfg.terms, options)
+    else:
+        base = make_loss(loss_cfg.name, **options)  # type: ignore[arg-type]
+    if model_config is None or isinstance(model_config, Mapping):
+        model_config = UNetConfig.from_dict(model_config or {}, key="model")
+    weights = None
+    if model_config.architecture == "unetpp" and model_config.deep_supervision:
+        weights = [1.0] * model_config.num_outputs
+    return MultiTaskLoss(DeepSupervisionLoss(base, weights), class_weight=loss_cfg.class_weight)
