@@ -37,7 +37,7 @@ import yaml
 
 from tumorscope.core.errors import ConfigError, check_choice, yaml_problem
 
-PRESETS: tuple[str, ...] = ("tiny-cpu", "default")
+PRESETS: tuple[str, ...] = ("tiny-cpu", "default", "tiny-2d", "figshare-2d", "lgg-2d")
 
 SPACING_MM_RANGE: tuple[float, float] = (0.25, 10.0)
 """Allowed target spacing in mm: finer grids explode memory, coarser ones lose the tumour."""
@@ -260,6 +260,8 @@ class DataConfig:
     spacing_mm: float | None = _rule(None, ge=SPACING_MM_RANGE[0], le=SPACING_MM_RANGE[1],
                                      unit="mm")
     patch_size_vox: tuple[int, int, int] = _rule((128, 128, 128), ge=1, le=MAX_PATCH_VOX)
+    # 2-D slice datasets: every slice is resized to this square size (figshare's are 512)
+    slice_size_px: int = _rule(256, ge=16, le=MAX_PATCH_VOX, unit="pixels")
     batch_size: int = _rule(2, ge=1)
     # share of patches centred on tumour (nnU-Net: 1/3)
     foreground_fraction: float = _probability(1 / 3)
@@ -269,10 +271,15 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    """A loss of :mod:`tumorscope.core.models.losses` by name, with its keyword options."""
+    """A loss of :mod:`tumorscope.core.models.losses` by name, with its keyword options; or,
+    with ``terms`` (``{dice: 1, focal: 0.5}``), a weighted sum of losses, ``name`` unused and
+    ``options`` then mapping each term to its own options (``{focal: {gamma: 2}}``)."""
 
     name: str = _rule("dice_bce", nonempty=True)  # the loss module checks the name
     options: dict[str, Any] = field(default_factory=dict, metadata={"rule": Rule()})
+    # loss name: weight; the loss module checks them (names, weights >= 0)
+    terms: dict[str, float] = field(default_factory=dict, metadata={"rule": Rule()})
+    class_weight: float = _rule(1.0, ge=0)  # of the cross-entropy when model.classes > 0
 
 
 @dataclass

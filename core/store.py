@@ -48,6 +48,7 @@ from tumorscope.core.data.nifti import (
     is_temp_file,
     stale_temp_files,
 )
+from tumorscope.core.data.slice2d import SliceRef
 from tumorscope.core.errors import LayoutError, yaml_problem
 from tumorscope.core.fingerprint import content_unchanged
 
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 
 MARKERS = ("config.yaml", "predictions", "metrics.csv", "log.csv")
 LOCK_TIMEOUT_S = 120.0
+TRACK_2D = "2d"
+"""``metadata["track"]`` of a 2-D slice's record in cases.json."""
 
 _FRACTION = (0.0, 1.0)
 _DISTANCE = (0.0, math.inf)
@@ -69,6 +72,9 @@ METRIC_RANGES: dict[str, tuple[float, float]] = {
     "brats2025_rq": _FRACTION, "brats2025_sq_dice": _FRACTION,
     "brats2025_sq_hd95_mm": _DISTANCE, "brats2025_tp": _DISTANCE, "brats2025_fn": _DISTANCE,
     "brats2025_fp": _DISTANCE,
+    # 2-D slices: areas, HD95 in pixels where the file records no pixel size, type confidence
+    "area_truth_mm2": _DISTANCE, "area_pred_mm2": _DISTANCE, "hd95_px": _DISTANCE,
+    "confidence": _FRACTION,
 }
 """What each metric can be; metrics.csv holding anything else is refused by line."""
 
@@ -127,6 +133,18 @@ class CaseRecord:
             if modality in self.images and self.images[modality].is_file():
                 return self.images[modality]
         return None
+
+    @property
+    def is_slice(self) -> bool:
+        """A 2-D slice's record (``metadata["track"] == "2d"``), not a 3-D case's."""
+        return self.metadata.get("track") == TRACK_2D
+
+    def slice_ref(self) -> SliceRef:
+        """The :class:`SliceRef` a 2-D record was predicted from (to read its truth again)."""
+        image = self.images["image"]
+        mask = self.label if self.label is not None and self.label != image else None
+        return SliceRef(self.case_id, self.layout, image, mask_path=mask,  # type: ignore[arg-type]
+                        patient_id=self.metadata.get("patient_id"))
 
     @property
     def checkpoint_sha256(self) -> str | None:

@@ -309,7 +309,7 @@ MORE_TRAIN_FAULTS = [
     ("data.patch_size_vox=[16, 16]", "data.patch_size_vox must be a list of 3 integers, "
                                      "each >= 1 and <= 1024, got [16, 16]"),
     ("loss.name=tversky", "loss.name must be one of ['dice', 'bce', 'weighted_bce', "
-                          "'jaccard', 'focal', 'dice_bce'], got 'tversky'"),
+                          "'jaccard', 'focal', 'dice_bce', 'focal_dice'], got 'tversky'"),
     ("loss.options={smooth_nr: .nan}", "loss.options.smooth_nr must be a finite number"),
     ("train.steps_per_epoch=0", "train.steps_per_epoch must be an integer >= 1, got 0"),
     ("train.val_every_epochs=0", "train.val_every_epochs must be an integer >= 1, got 0"),
@@ -404,7 +404,8 @@ CONFIG_FILE_FAULTS = [
     ("duplicate.yaml", "data:\n  batch_size: 2\n  batch_size: 3\n",
      "duplicate.yaml: key 'data.batch_size' is given twice, at lines 2 and 3: keep one"),
     ("empty.yaml", "",
-     "empty.yaml: the config file is empty (start from a preset: tiny-cpu, default)"),
+     "empty.yaml: the config file is empty (start from a preset: tiny-cpu, default, "
+     "tiny-2d, figshare-2d, lgg-2d)"),
 ]
 """A config file that is no config: before, a traceback (a list, a number), a fault blamed on
 the ``--data`` flag (``data: 5``), or silently accepted (a key given twice: the last won; an

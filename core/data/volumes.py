@@ -55,15 +55,13 @@ CLIP_PERCENTILES = (0.5, 99.5)
 
 
 def _border(channel: np.ndarray) -> np.ndarray:
-    return np.concatenate([
-        channel[0].ravel(), channel[-1].ravel(),
-        channel[:, 0].ravel(), channel[:, -1].ravel(),
-        channel[:, :, 0].ravel(), channel[:, :, -1].ravel(),
-    ])
+    """The values on the faces of a 3-D channel (the edges of a 2-D slice)."""
+    return np.concatenate([np.take(channel, i, axis=axis).ravel()
+                           for axis in range(channel.ndim) for i in (0, -1)])
 
 
 def background_level(channel: np.ndarray) -> tuple[float, float]:
-    """Background value of one (X, Y, Z) channel and the tolerance around it.
+    """Background value of one (X, Y, Z) channel or (H, W) slice and the tolerance around it.
 
     Skull-stripped scans (every BraTS release) have one exact background value on the
     border, 0 or a constant offset: it is returned with tolerance 0, so the brain mask of a
@@ -92,10 +90,10 @@ def background_level(channel: np.ndarray) -> tuple[float, float]:
 def brain_mask(image: np.ndarray) -> np.ndarray:
     """Voxels that differ from their channel's background in any channel.
 
-    ``image`` is (C, X, Y, Z); returns a (X, Y, Z) bool mask. The background of each
-    channel comes from :func:`background_level`: 0 for skull-stripped BraTS images (so the
-    mask is their non-zero voxels), a constant offset where a scanner or converter added
-    one, the border's level for an unstripped scan.
+    ``image`` is (C, X, Y, Z) or a (C, H, W) slice; returns the mask without the channel
+    axis. The background of each channel comes from :func:`background_level`: 0 for
+    skull-stripped BraTS images (so the mask is their non-zero voxels), a constant offset
+    where a scanner or converter added one, the border's level for an unstripped scan.
 
     >>> img = np.zeros((2, 5, 5, 5)); img[:, 1:3, 1:3, 1:3] = 7; img[1] += 100
     >>> int(brain_mask(img).sum())

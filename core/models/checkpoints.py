@@ -181,6 +181,15 @@ def load_model(path: str | Path) -> LoadedModel:
                               path=path) from None
     model = model_from_checkpoint(ckpt, path=path)
     config = getattr(model, "config", None)
+    if getattr(config, "spatial_dims", 3) == 2:
+        # A 2-D model's channels follow its dataset (figshare 1, LGG 3, BraTS slices 4):
+        # only its outputs must be the regions it recorded.
+        outputs = getattr(config, "out_channels", 0)
+        regions = list(ckpt.get("regions") or (["tumour"] if outputs == 1 else REGIONS))
+        if outputs != len(regions):
+            raise CheckpointError(f"2-D network gives {outputs} output channel(s) but records "
+                                  f"the regions {regions}", path=path)
+        return LoadedModel(path.resolve(), sha256_file(path), model, cfg, ckpt)
     channels = getattr(config, "in_channels", INPUT_CHANNELS)
     if channels != INPUT_CHANNELS:
         raise CheckpointError(f"network takes {channels} input channel(s); Tumorscope cases "

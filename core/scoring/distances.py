@@ -16,7 +16,7 @@ from typing import Literal, get_args
 import numpy as np
 from scipy.spatial import cKDTree
 
-from tumorscope.core.errors import GeometryError, check_choice
+from tumorscope.core.errors import ConfigError, GeometryError, check_choice
 from tumorscope.core.scoring.masks import (
     bounding_box,
     check_pair,
@@ -311,3 +311,39 @@ def robust_hausdorff_mm(
     percentile = check_percentile(percentile)
     pred, truth = check_pair(pred, truth)
     return surfel_hd(pred.astype(bool), truth.astype(bool), spacing, percentile)
+
+
+def hd95_slice_mm(pred: np.ndarray, truth: np.ndarray, *,
+                  spacing_mm: Sequence[float] = (1.0, 1.0), percentile: float = 95.0) -> float:
+    """The ``monai`` HD95 of two 2-D masks ``(H, W)``: outlines are each mask XOR its
+    4-connected erosion (pixels outside the image are background), distances in mm with
+    ``spacing_mm`` (row, column), the larger directed percentile. Empty masks as in 3-D:
+    both empty 0.0, exactly one empty the image diagonal.
+
+    >>> truth = np.zeros((20, 20), bool); truth[5:15, 5:15] = True
+    >>> pred = np.zeros_like(truth); pred[5:15, 5:17] = True  # two columns more
+    >>> hd95_slice_mm(pred, truth, spacing_mm=(1.0, 0.5))
+    1.0
+    """
+    from scipy.ndimage import binary_erosion
+
+    pred, truth = np.asarray(pred), np.asarray(truth)
+    if pred.ndim != 2 or pred.shape != truth.shape:
+        raise GeometryError(f"prediction and truth masks must be 2-D (H, W) arrays of one "
+                            f"shape, got {pred.shape} and {truth.shape}")
+    spacing = tuple(float(s) for s in spacing_mm)
+    if len(spacing) != 2 or not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise ConfigError(f"spacing_mm must be 2 positive numbers (mm per row, column), got "
+                          f"{spacing_mm!r}")
+    percentile = check_percentile(percentile)
+    p, t = pred.astype(bool), truth.astype(bool)
+    if not p.any() and not t.any():
+        return 0.0
+    if not p.any() or not t.any():
+        return float(math.hypot(p.shape[0] * spacing[0], p.shape[1] * spacing[1]))
+    cross = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
+    scale = np.asarray(spacing)
+    points = [np.argwhere(m & ~binary_erosion(m, cross, border_value=0)) * scale for m in (p, t)]
+    to_truth, _ = cKDTree(points[1]).query(points[0], k=1)
+    to_pred, _ = cKDTree(points[0]).query(points[1], k=1)
+    return float(max(np.percentile(to_truth, percentile), np.percentile(to_pred, percentile)))

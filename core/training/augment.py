@@ -1,4 +1,4 @@
-"""Training augmentations on batched tensors: what real scans differ by, drawn per sample."""
+"""Training augmentations on batched 2-D or 3-D tensors: what real scans differ by, per sample."""
 
 from __future__ import annotations
 
@@ -15,11 +15,19 @@ BIAS_GRID = 3
 """Control points of the bias field per axis across a patch: one smooth bump or slope."""
 REMAP_POINTS = 6
 """Control points of the random intensity curve, evenly spread over a channel's range."""
+_LINEAR = {2: "bilinear", 3: "trilinear"}
+
+
+def _spatial_axes(x: torch.Tensor) -> tuple[int, ...]:
+    return tuple(range(2, x.ndim))
 
 
 def _rotation_matrices(angles: torch.Tensor) -> torch.Tensor:
-    """(B, 3) angles in radians about i, j, k -> (B, 3, 3) rotation matrices."""
+    """(B, 3) angles in radians about i, j, k -> (B, 3, 3) rotation matrices; (B, 1) in-plane
+    angles -> (B, 2, 2)."""
     c, s = torch.cos(angles), torch.sin(angles)
+    if angles.shape[1] == 1:
+        return torch.stack([c[:, 0], -s[:, 0], s[:, 0], c[:, 0]], 1).view(-1, 2, 2)
     one, zero = torch.ones_like(c[:, 0]), torch.zeros_like(c[:, 0])
     rx = torch.stack([one, zero, zero, zero, c[:, 0], -s[:, 0], zero, s[:, 0], c[:, 0]], 1)
     ry = torch.stack([c[:, 1], zero, s[:, 1], zero, one, zero, -s[:, 1], zero, c[:, 1]], 1)
@@ -47,9 +55,10 @@ class _Draw:
 
 def _spatial(image: torch.Tensor, target: torch.Tensor, cfg: AugmentConfig, draw: _Draw
              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotation about every axis, isotropic or per-axis scaling and an elastic field, as one
-    ``grid_sample`` of image (bilinear) and target (bilinear, then > 0.5) through one map."""
-    b = image.shape[0]
+    """Rotation about every axis (in the plane in 2-D), isotropic or per-axis scaling and an
+    elastic field, as one ``grid_sample`` of image (bilinear) and target (bilinear, then
+    > 0.5) through one map."""
+    b, dims = image.shape[0], image.ndim - 2
     rotate = draw.chosen(cfg.rotate_scale, b)
     elastic = draw.chosen(cfg.elastic, b) & (cfg.elastic_vox > 0)
     moved = rotate | elastic
@@ -57,27 +66,26 @@ def _spatial(image: torch.Tensor, target: torch.Tensor, cfg: AugmentConfig, draw
         return image, target
     n = int(moved.sum())
     max_rad = math.radians(cfg.max_rotation_deg)
-    angles = draw.uniform(-max_rad, max_rad, n, 3)
+    angles = draw.uniform(-max_rad, max_rad, n, 3 if dims == 3 else 1)
     lo, hi = cfg.scale_range
-    scale = draw.uniform(lo, hi, n, 1).expand(n, 3).clone()
+    scale = draw.uniform(lo, hi, n, 1).expand(n, dims).clone()
     per_axis = draw.chosen(cfg.anisotropic_scale, n)
-    scale[per_axis] = draw.uniform(lo, hi, n, 3)[per_axis]
+    scale[per_axis] = draw.uniform(lo, hi, n, dims)[per_axis]
     keep = ~rotate[moved]  # elastic only: no rotation, no scaling
     angles[keep] = 0.0
     scale[keep] = 1.0
-    theta = torch.zeros(n, 3, 4, device=image.device)
-    theta[:, :, :3] = _rotation_matrices(angles) / scale[:, None, :]
+    theta = torch.zeros(n, dims, dims + 1, device=image.device)
+    theta[:, :, :dims] = _rotation_matrices(angles) / scale[:, None, :]
     size = list(image[moved].shape)
     grid = F.affine_grid(theta, size, align_corners=False)
     spatial = size[2:]
     coarse = [max(2, math.ceil(s / ELASTIC_GRID_VOX) + 1) for s in spatial]
-    field = draw.normal(n, 3, *coarse) * cfg.elastic_vox
-    field *= elastic[moved].float().view(n, 1, 1, 1, 1)
-    field = F.interpolate(field, size=spatial, mode="trilinear", align_corners=True)
-    # voxels -> normalised coordinates; grid's last axis is (x, y, z) = (dim 4, 3, 2)
-    per_vox = torch.tensor([2.0 / spatial[2], 2.0 / spatial[1], 2.0 / spatial[0]],
-                           device=image.device)
-    grid = grid + field.permute(0, 2, 3, 4, 1) * per_vox
+    field = draw.normal(n, dims, *coarse) * cfg.elastic_vox
+    field *= elastic[moved].float().view(n, *[1] * (dims + 1))
+    field = F.interpolate(field, size=spatial, mode=_LINEAR[dims], align_corners=True)
+    # voxels -> normalised coordinates; grid's last axis runs over the spatial dims reversed
+    per_vox = torch.tensor([2.0 / s for s in reversed(spatial)], device=image.device)
+    grid = grid + field.permute(0, *range(2, dims + 2), 1) * per_vox
     image[moved] = F.grid_sample(image[moved], grid, mode="bilinear", padding_mode="zeros",
                                  align_corners=False)
     warped = F.grid_sample(target[moved].float(), grid, mode="bilinear", padding_mode="zeros",
@@ -87,8 +95,10 @@ def _spatial(image: torch.Tensor, target: torch.Tensor, cfg: AugmentConfig, draw
 
 
 def _gaussian_blur(x: torch.Tensor, sigma_vox: torch.Tensor) -> torch.Tensor:
-    """``x`` (N, C, X, Y, Z) blurred by a Gaussian of ``sigma_vox`` (N, 3) per sample and
+    """``x`` (N, C, *spatial) blurred by a Gaussian of ``sigma_vox`` (N, dims) per sample and
     axis (separable, edges replicated)."""
+    dims = x.ndim - 2
+    conv = F.conv3d if dims == 3 else F.conv2d
     out = []
     for sample, sigmas in zip(x, sigma_vox, strict=True):
         y = sample[None]
@@ -100,11 +110,11 @@ def _gaussian_blur(x: torch.Tensor, sigma_vox: torch.Tensor) -> torch.Tensor:
             t = torch.arange(-radius, radius + 1, dtype=y.dtype, device=y.device)
             kernel = torch.exp(-0.5 * (t / sigma) ** 2)
             kernel = (kernel / kernel.sum()).view([1, 1] + [len(t) if d == axis else 1
-                                                            for d in range(3)])
-            pad = [0] * 6
-            pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
-            y = F.conv3d(F.pad(y, pad, mode="replicate"), kernel.expand(c, 1, *kernel.shape[2:]),
-                         groups=c)
+                                                            for d in range(dims)])
+            pad = [0] * (2 * dims)
+            pad[2 * (dims - 1 - axis)] = pad[2 * (dims - 1 - axis) + 1] = radius
+            y = conv(F.pad(y, pad, mode="replicate"), kernel.expand(c, 1, *kernel.shape[2:]),
+                     groups=c)
         out.append(y[0])
     return torch.stack(out)
 
@@ -117,8 +127,8 @@ def _remap(x: torch.Tensor, inside: torch.Tensor, strength: float, draw: _Draw
     random control points between the channel's lowest and highest brain value."""
     n, c = x.shape[:2]
     big = torch.finfo(x.dtype).max
-    lo = torch.where(inside, x, big).amin(dim=(2, 3, 4), keepdim=True)
-    hi = torch.where(inside, x, -big).amax(dim=(2, 3, 4), keepdim=True)
+    lo = torch.where(inside, x, big).amin(dim=_spatial_axes(x), keepdim=True)
+    hi = torch.where(inside, x, -big).amax(dim=_spatial_axes(x), keepdim=True)
     span = (hi - lo).clamp_min(1e-6)
     ref = torch.linspace(0.0, 1.0, REMAP_POINTS, device=x.device)
     free = draw.uniform(0.0, 1.0, n, c, REMAP_POINTS - 2).sort(dim=2).values
@@ -133,7 +143,7 @@ def _remap(x: torch.Tensor, inside: torch.Tensor, strength: float, draw: _Draw
 
 def _low_resolution(x: torch.Tensor, factors: torch.Tensor, axes: torch.Tensor
                     ) -> torch.Tensor:
-    """Thick slices: each channel of ``x`` (N, C, X, Y, Z) averaged over ``factors`` (N, C)
+    """Thick slices: each channel of ``x`` (N, C, *spatial) averaged over ``factors`` (N, C)
     voxels along its ``axes`` (N, C) and interpolated back, as a 2-D acquisition resampled
     onto a fine grid; a factor of 1 or less leaves its channel as it is. Each sequence of a
     session is acquired on its own, so each channel has its own slice axis."""
@@ -144,7 +154,8 @@ def _low_resolution(x: torch.Tensor, factors: torch.Tensor, axes: torch.Tensor
         low = list(size)
         low[axis] = max(2, round(size[axis] / float(factors[s, c])))
         y = F.interpolate(x[s, c][None, None], size=low, mode="area")
-        out[s, c] = F.interpolate(y, size=size, mode="trilinear", align_corners=False)[0, 0]
+        out[s, c] = F.interpolate(y, size=size, mode=_LINEAR[len(size)],
+                                  align_corners=False)[0, 0]
     return out
 
 
@@ -152,8 +163,8 @@ def augment_batch(
     image: torch.Tensor, target: torch.Tensor, cfg: AugmentConfig, *,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment ``image`` (B, C, X, Y, Z, z-scored, 0 outside the brain) and its region
-    ``target`` (B, K, X, Y, Z) together.
+    """Augment ``image`` (B, C, X, Y, Z, z-scored, 0 outside the brain; or a 2-D slice batch
+    (B, C, H, W)) and its region ``target`` (B, K, *spatial) together.
 
     Spatial transforms (flips; rotation about every axis with isotropic or per-axis scaling
     and an elastic field, through one ``grid_sample``) move image and target alike. Then,
@@ -173,9 +184,16 @@ def augment_batch(
     ((2, 4, 16, 16, 16), (2, 3, 16, 16, 16))
     """
     b, c = image.shape[:2]
+    dims = image.ndim - 2
+    if dims not in (2, 3) or target.shape[0] != b or target.shape[2:] != image.shape[2:]:
+        raise ValueError(f"augment_batch needs image (B, C, *spatial) with 2 or 3 spatial "
+                         f"axes and a target of the same B and spatial size, got "
+                         f"{tuple(image.shape)} and {tuple(target.shape)}")
     draw = _Draw(generator, image.device)
+    axes_all = _spatial_axes(image)
+    ones = [1] * dims
 
-    for axis in range(3):
+    for axis in range(dims):
         flip = draw.chosen(cfg.flip, b)
         if flip.any():
             image[flip] = image[flip].flip(axis + 2)
@@ -187,14 +205,14 @@ def augment_batch(
 
     def per_channel_floor(x: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
         big = torch.finfo(x.dtype).max
-        return torch.where(inside, x, big).amin(dim=(2, 3, 4), keepdim=True).clamp_max(0.0)
+        return torch.where(inside, x, big).amin(dim=axes_all, keepdim=True).clamp_max(0.0)
 
     on = draw.chosen(cfg.bias_field, b)
     if on.any():
         n = int(on.sum())
-        strength = draw.uniform(0.0, cfg.bias_field_strength, n, c, 1, 1, 1)
-        coarse = draw.normal(n, c, BIAS_GRID, BIAS_GRID, BIAS_GRID)
-        log_field = F.interpolate(coarse, size=list(image.shape[2:]), mode="trilinear",
+        strength = draw.uniform(0.0, cfg.bias_field_strength, n, c, *ones)
+        coarse = draw.normal(n, c, *[BIAS_GRID] * dims)
+        log_field = F.interpolate(coarse, size=list(image.shape[2:]), mode=_LINEAR[dims],
                                   align_corners=True) * strength
         sub = image[on]
         # A coil's field multiplies the signal, whose zero sits near the darkest tissue.
@@ -204,8 +222,8 @@ def augment_batch(
     on = draw.chosen(cfg.intensity, b)
     if on.any():
         n = int(on.sum())
-        factor = draw.uniform(*cfg.intensity_scale, n, c, 1, 1, 1)
-        shift = draw.uniform(-cfg.intensity_shift, cfg.intensity_shift, n, c, 1, 1, 1)
+        factor = draw.uniform(*cfg.intensity_scale, n, c, *ones)
+        shift = draw.uniform(-cfg.intensity_shift, cfg.intensity_shift, n, c, *ones)
         image[on] = image[on] * factor + shift
 
     on = draw.chosen(cfg.remap, b)
@@ -215,34 +233,34 @@ def augment_batch(
     on = draw.chosen(cfg.gamma, b)
     if on.any():
         sub = image[on]
-        gamma = draw.uniform(*cfg.gamma_range, int(on.sum()), c, 1, 1, 1)
+        gamma = draw.uniform(*cfg.gamma_range, int(on.sum()), c, *ones)
         inside = brain[on]
         lo = per_channel_floor(sub, inside)
-        hi = torch.where(inside, sub, -torch.finfo(sub.dtype).max).amax(dim=(2, 3, 4),
+        hi = torch.where(inside, sub, -torch.finfo(sub.dtype).max).amax(dim=axes_all,
                                                                           keepdim=True)
         span = (hi - lo).clamp_min(1e-6)
         image[on] = ((sub - lo) / span).clamp(0, 1).pow(gamma) * span + lo
 
     blur = draw.chosen(cfg.blur, b)
     sharpen = draw.chosen(cfg.sharpen, b) & ~blur
-    sigma = draw.uniform(*cfg.blur_sigma_vox, b, 3)
-    amount = draw.uniform(*cfg.sharpen_amount, b, 1, 1, 1, 1)
+    sigma = draw.uniform(*cfg.blur_sigma_vox, b, dims)
+    amount = draw.uniform(*cfg.sharpen_amount, b, 1, *ones)
     if blur.any():
         image[blur] = _gaussian_blur(image[blur], sigma[blur])
     if sharpen.any():
         sub = image[sharpen]
-        smooth = _gaussian_blur(sub, torch.ones(int(sharpen.sum()), 3, device=image.device))
+        smooth = _gaussian_blur(sub, torch.ones(int(sharpen.sum()), dims, device=image.device))
         image[sharpen] = sub + amount[sharpen] * (sub - smooth)
 
     thick = draw.uniform(0.0, 1.0, b, c) < cfg.low_resolution  # per channel
     factors = draw.uniform(*cfg.low_resolution_factor, b, c) * thick
-    axes = (draw.uniform(0.0, 3.0, b, c).floor().clamp_max(2)).long()
+    axes = (draw.uniform(0.0, float(dims), b, c).floor().clamp_max(dims - 1)).long()
     if thick.any():
         image = _low_resolution(image, factors, axes)
 
     on = draw.chosen(cfg.noise, b)
     if on.any():
         n = int(on.sum())
-        sigma_noise = draw.uniform(0.0, cfg.noise_sigma, n, 1, 1, 1, 1)
+        sigma_noise = draw.uniform(0.0, cfg.noise_sigma, n, 1, *ones)
         image[on] = image[on] + sigma_noise * draw.normal(n, *image.shape[1:])
     return image * brain, target

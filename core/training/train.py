@@ -1,5 +1,9 @@
-"""Training a UNet on cached cases: patch sampling, the step loop, validation, checkpoints,
-resume, EMA and DistributedDataParallel (``torchrun``)."""
+"""Training a UNet on cached cases or 2-D slices: patch sampling, the step loop, validation,
+checkpoints, resume, EMA and DistributedDataParallel (``torchrun``).
+
+One loop serves both tracks: the data (3-D cases cut into patches, or whole 2-D slices with
+their tumour type, :mod:`tumorscope.core.training.slices`) decides the batches and the
+validation scores; model, loss, optimiser, checkpoints and resume are the same code."""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from tumorscope.core.data.cases import MODALITIES, Case, discover
 from tumorscope.core.data.labels import REGIONS, labels_to_regions
 from tumorscope.core.data.nifti import atomic_write_json
 from tumorscope.core.data.preprocess import CachedCase, default_cache_dir, preprocess_case
+from tumorscope.core.data.slice_datasets import slice_dataset_kind
 from tumorscope.core.errors import ConfigError, LayoutError, TumorscopeError
 from tumorscope.core.models import build_model, count_parameters
 from tumorscope.core.models.checkpoints import (  # noqa: F401  (re-exported for older scripts)
@@ -35,11 +40,16 @@ from tumorscope.core.models.checkpoints import (  # noqa: F401  (re-exported for
     save_checkpoint,
 )
 from tumorscope.core.models.checks import check_model_and_loss
-from tumorscope.core.models.losses import DeepSupervisionLoss, make_loss
+from tumorscope.core.models.losses import (
+    build_loss,
+    dataset_pos_weight,
+    dataset_pos_weight_request,
+)
 from tumorscope.core.prediction.postprocess import DEFAULT_THRESHOLDS, probabilities_to_labels
 from tumorscope.core.prediction.sliding_window import sliding_window_logits
 from tumorscope.core.scoring.metrics import dice
 from tumorscope.core.store import Run
+from tumorscope.core.training import slices as slices2d
 from tumorscope.core.training.augment import augment_batch
 
 log = logging.getLogger(__name__)
@@ -236,13 +246,25 @@ def check_before_training(cfg: Config) -> Config:
     machine has. Returns ``cfg``."""
     validate_config(cfg)
     check_model_and_loss(cfg)
-    channels = {"model.in_channels": (len(MODALITIES), "one per modality: "
-                                                       + ", ".join(MODALITIES)),
-                "model.out_channels": (len(REGIONS), "one per region: " + ", ".join(REGIONS))}
-    for key, (wanted, why) in channels.items():
-        value = cfg.model.get(key.split(".")[1], wanted)
-        if value != wanted:
-            raise ConfigError(f"{key} must be {wanted} ({why}), got {show(value)}")
+    kind = slice_dataset_kind(cfg.data.root) if Path(cfg.data.root).is_dir() else None
+    dims = cfg.model.get("spatial_dims", 3)
+    if kind is not None and dims != 2:
+        raise ConfigError(f"data.root holds 2-D {kind} slices, so model.spatial_dims must be 2, "
+                          f"got {show(dims)} (the figshare-2d and lgg-2d presets set it)")
+    if kind is None and dims != 3:
+        raise ConfigError(f"data.root holds 3-D cases (or none yet), so model.spatial_dims "
+                          f"must be 3, got {show(dims)}")
+    if kind is not None:
+        expected = slices2d.expected_outputs(kind)
+        expected.setdefault("classes", (0, f"{kind} slices carry no tumour type"))
+    else:
+        expected = {"in_channels": (len(MODALITIES), "one per modality: " + ", ".join(MODALITIES)),
+                    "out_channels": (len(REGIONS), "one per region: " + ", ".join(REGIONS)),
+                    "classes": (0, "a 3-D case carries no tumour type to learn")}
+    for key, (wanted, why) in expected.items():
+        value = cfg.model.get(key, wanted if key != "classes" else 0)
+        if value != wanted and not (key == "classes" and value == 0):
+            raise ConfigError(f"model.{key} must be {wanted} ({why}), got {show(value)}")
     problem = device_problem(cfg.train.device)
     if problem is not None:
         raise ConfigError(f"train.device is {cfg.train.device!r} but {problem}")
@@ -320,6 +342,7 @@ class TrainState:
     need none."""
     step: int = 0
     best: float = -1.0
+    regions: tuple[str, ...] = REGIONS  # what the output channels are (2-D: tumour, ...)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -339,7 +362,7 @@ class TrainState:
             "best": self.best,
             "metrics": metrics or {},
             "rng": [_rng_state()],
-            "regions": list(REGIONS),
+            "regions": list(self.regions),
         }
 
     def restore(self, ckpt: dict[str, Any], rank: int) -> None:
@@ -365,6 +388,90 @@ def _setup_device(cfg: Config, dinfo: DistInfo) -> tuple[torch.device, torch.dty
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     return device, autocast_dtype(cfg.train.amp, device)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What the loop needs of a track's data: batches by step (``sampler[step]`` is
+    ``(image, target)`` or ``(image, target, class_index)``), validation scores of a model
+    (``dice_<region>``, and for a type head accuracy and F1), and the split to record."""
+
+    sampler: Any
+    validate: Callable[[nn.Module, torch.device, torch.dtype | None], dict[str, float]]
+    split: dict[str, list[str]]
+    regions: tuple[str, ...]
+    described: str
+    masks: Callable[[], Iterator[np.ndarray]]
+    """The training targets, (K, *spatial) per case or slice, for a dataset-wide BCE weight."""
+
+
+def selection_score(metrics: dict[str, float]) -> float:
+    """What chooses ``best.pt``: the mean Dice over regions, averaged with the macro F1 of
+    the tumour type where a type head is trained (both tasks count alike).
+
+    >>> round(selection_score({"dice_WT": 0.8, "dice_TC": 0.6, "dice_ET": 0.7}), 4)
+    0.7
+    >>> round(selection_score({"dice_tumour": 0.8, "accuracy": 0.9, "macro_f1": 0.6}), 4)
+    0.7
+    """
+    dices = [v for k, v in metrics.items() if k.startswith("dice_")]
+    score = float(np.mean(dices)) if dices else -1.0
+    if "macro_f1" in metrics and not math.isnan(metrics["macro_f1"]):
+        score = (score + metrics["macro_f1"]) / 2
+    return score
+
+
+def _slice_data(cfg: Config, run: Run, *, resume: bool, progress: bool, dinfo: DistInfo
+                ) -> TrainingData:
+    """The 2-D track: whole slices, a patient-wise split, Dice and type scores."""
+    from tumorscope.core.models.unet import split_output
+    from tumorscope.core.prediction.slice_inference import predict_slices
+
+    data = slices2d.load_slice_data(cfg, recorded=run.split() if resume else None,
+                                    progress=progress and dinfo.main)
+    val = data.parts["val"][: cfg.train.val_cases or len(data.parts["val"])]
+
+    def validate_slices(model: nn.Module, device: torch.device,
+                        amp: torch.dtype | None) -> dict[str, float]:
+        predictions = predict_slices(model, val, device=device, amp=amp,
+                                              batch_size=max(cfg.data.batch_size, 8),
+                                              split_output=split_output)
+        return slices2d.slice_scores(val, predictions)
+
+    counts = {p: len(v) for p, v in data.parts.items()}
+    patients = {p: len({s.patient_id for s in v}) for p, v in data.parts.items()}
+    described = (f"slices: {counts['train']} train, {counts['val']} validation (choose the "
+                 f"checkpoint), {counts.get('test', 0)} test (set aside); patients "
+                 f"{patients['train']}/{patients['val']}/{patients.get('test', 0)}, split by "
+                 f"patient ({data.split_source})")
+    return TrainingData(
+        sampler=slices2d.SliceSampler(data.parts["train"], cfg.data.batch_size,
+                                      cfg.train.seed, dinfo.rank),
+        validate=validate_slices, split=data.ids(), regions=data.regions, described=described,
+        masks=lambda: (s.target for s in data.parts["train"]))
+
+
+def _case_data(cfg: Config, run: Run, *, resume: bool, progress: bool, dinfo: DistInfo
+               ) -> TrainingData:
+    """The 3-D track: cached cases, patches, sliding-window validation."""
+    train_cases, val_cases, test_cases, cached = _prepare_cases(
+        cfg, run, resume=resume, progress=progress, dinfo=dinfo)
+    train_cached = [cached[c.case_id] for c in train_cases]
+    if cfg.data.skip_empty:
+        train_cached = [c for c in train_cached if c.label is not None and np.any(c.label)]
+    val_cached = [cached[c.case_id] for c in val_cases]
+    return TrainingData(
+        sampler=PatchSampler(train_cached, cfg.data.patch_size_vox, cfg.data.batch_size,
+                             cfg.data.foreground_fraction, cfg.train.seed, dinfo.rank),
+        validate=lambda model, device, amp: validate(model, val_cached, cfg, device, amp),
+        split={"train": [c.case_id for c in train_cases],
+               "val": [c.case_id for c in val_cases],
+               "test": [c.case_id for c in test_cases]},
+        regions=REGIONS,
+        masks=lambda: (labels_to_regions(np.asarray(c.label)) for c in train_cached
+                       if c.label is not None),
+        described=(f"cases: {len(train_cases)} train, {len(val_cases)} validation (choose the "
+                   f"checkpoint), {len(test_cases)} test (set aside)"))
 
 
 def _prepare_cases(cfg: Config, run: Run, *, resume: bool, progress: bool, dinfo: DistInfo
@@ -400,14 +507,13 @@ def _prepare_cases(cfg: Config, run: Run, *, resume: bool, progress: bool, dinfo
     return train_cases, val_cases, test_cases, cached
 
 
-def _build_state(cfg: Config, device: torch.device,
-                 amp: torch.dtype | None = None) -> tuple[TrainState, nn.Module]:
+def _build_state(cfg: Config, device: torch.device, amp: torch.dtype | None = None, *,
+                 pos_weight: tuple[float, ...] | None = None) -> tuple[TrainState, nn.Module]:
     model = build_model(cfg.model).to(device)
     if device.type == "cuda" and cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last_3d)
-    loss_fn: nn.Module = make_loss(cfg.loss.name, **cfg.loss.options)
-    if model.config.deep_supervision:
-        loss_fn = DeepSupervisionLoss(loss_fn)
+        model = model.to(memory_format=torch.channels_last_3d
+                         if model.config.spatial_dims == 3 else torch.channels_last)
+    loss_fn: nn.Module = build_loss(cfg.loss, model.config, pos_weight=pos_weight)
     optimizer = make_optimizer(cfg, model.parameters())
     total_steps = cfg.train.epochs * cfg.train.steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -452,21 +558,28 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
                         path=last)
     dinfo = init_distributed(cfg.train.device)
     device, amp = _setup_device(cfg, dinfo)
-    train_cases, val_cases, test_cases, cached = _prepare_cases(
-        cfg, run, resume=resume, progress=progress, dinfo=dinfo)
-    train_cached = [cached[c.case_id] for c in train_cases]
-    if cfg.data.skip_empty:
-        train_cached = [c for c in train_cached if c.label is not None and np.any(c.label)]
-    val_cached = [cached[c.case_id] for c in val_cases]
-
+    two_d = Path(cfg.data.root).is_dir() and slice_dataset_kind(cfg.data.root) is not None
+    data = (_slice_data if two_d else _case_data)(cfg, run, resume=resume, progress=progress,
+                                                  dinfo=dinfo)
     if dinfo.main:
-        say(f"cases: {len(train_cases)} train, {len(val_cases)} validation (choose the "
-            f"checkpoint), {len(test_cases)} test (set aside)")
-    state, loss_fn = _build_state(cfg, device, amp)
+        say(data.described)
+    pos_weight = None
+    request = dataset_pos_weight_request(cfg.loss)
+    if request is not None:  # once over the training masks, not per batch
+        pos_weight = dataset_pos_weight(data.masks(), channels=len(data.regions),
+                                        max_pos_weight=request.max_pos_weight)
+        if dinfo.main:
+            say(f"weighted BCE: positive weight {', '.join(f'{w:.2f}' for w in pos_weight)} "
+                f"per region ({', '.join(data.regions)}), from the training masks")
+    state, loss_fn = _build_state(cfg, device, amp, pos_weight=pos_weight)
+    state.regions = data.regions
     if dinfo.main:
-        say(f"model: UNet {list(state.model.config.features)}, "
-              f"{count_parameters(state.model):,} parameters, device {device}, autocast "
-              f"{amp}, world size {dinfo.world_size}")
+        mc = state.model.config
+        shape = (f"{mc.encoder} encoder" if mc.encoder != "own" else f"{list(mc.features)}")
+        head = f", type head {mc.classes} classes" if mc.classes else ""
+        say(f"model: {'UNet++' if mc.architecture == 'unetpp' else 'UNet'} {shape} "
+            f"({mc.spatial_dims}-D{head}), {count_parameters(state.model):,} parameters, "
+            f"device {device}, autocast {amp}, world size {dinfo.world_size}")
     if ckpt is not None:
         state.restore(ckpt, dinfo.rank)
         if dinfo.main:
@@ -477,9 +590,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
         run.path.mkdir(parents=True, exist_ok=True)
         run.write_config(_keep_fit(cfg.to_dict(), run) if ckpt is not None else cfg.to_dict())
         if ckpt is None:
-            run.write_split({"train": [c.case_id for c in train_cases],
-                             "val": [c.case_id for c in val_cases],
-                             "test": [c.case_id for c in test_cases]})
+            run.write_split(data.split)
 
     net: nn.Module = state.model
     if dinfo.world_size > 1:
@@ -489,10 +600,8 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
         net = torch.compile(net)
 
     total_steps = cfg.train.epochs * cfg.train.steps_per_epoch
-    sampler = PatchSampler(train_cached, cfg.data.patch_size_vox, cfg.data.batch_size,
-                           cfg.data.foreground_fraction, cfg.train.seed, dinfo.rank)
     loader = torch.utils.data.DataLoader(
-        sampler, batch_size=None, sampler=range(state.step, total_steps),
+        data.sampler, batch_size=None, sampler=range(state.step, total_steps),
         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
         persistent_workers=False)
 
@@ -515,15 +624,15 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
                disable=not (progress and dinfo.main))
     epoch_loss, epoch_vox, t0 = 0.0, 0, time.perf_counter()
     try:
-        for image, target in loader:
-            loss_value, voxels = _train_step(state, net, loss_fn, image, target, cfg, device,
-                                             amp, dinfo)
+        for batch in loader:
+            loss_value, voxels = _train_step(state, net, loss_fn, batch, cfg, device, amp,
+                                             dinfo)
             epoch_loss += loss_value
             epoch_vox += voxels
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}")
             if state.step % cfg.train.steps_per_epoch == 0:
-                row = _end_epoch(state, cfg, val_cached, device, amp, dinfo, checkpoint,
+                row = _end_epoch(state, cfg, data.validate, device, amp, dinfo, checkpoint,
                                  loss=epoch_loss, voxels=epoch_vox,
                                  seconds=time.perf_counter() - t0)
                 checkpoint("last")  # before the log row: a logged epoch can always resume
@@ -546,20 +655,23 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
     return run
 
 
-def _train_step(state: TrainState, net: nn.Module, loss_fn: nn.Module, image: torch.Tensor,
-                target: torch.Tensor, cfg: Config, device: torch.device,
+def _train_step(state: TrainState, net: nn.Module, loss_fn: nn.Module,
+                batch: tuple[torch.Tensor, ...], cfg: Config, device: torch.device,
                 amp: torch.dtype | None, dinfo: DistInfo) -> tuple[float, int]:
-    """One optimiser step on one batch; returns (loss, voxels seen across ranks)."""
-    image = image.to(device, non_blocking=True)
-    target = target.to(device, non_blocking=True)
+    """One optimiser step on one batch ``(image, target[, class_index])``; returns (loss,
+    voxels or pixels seen across ranks)."""
+    image = batch[0].to(device, non_blocking=True)
+    target = batch[1].to(device, non_blocking=True)
+    classes = batch[2].to(device, non_blocking=True) if len(batch) > 2 else None
     # Augmentation randomness from the step alone: a resumed run draws the same batches.
     generator = torch.Generator()
     generator.manual_seed(cfg.train.seed * 1_000_003 + dinfo.rank * 7919 + state.step)
     image, target = augment_batch(image, target, cfg.augment, generator=generator)
     if device.type == "cuda" and cfg.train.channels_last:
-        image = image.contiguous(memory_format=torch.channels_last_3d)
+        image = image.contiguous(memory_format=torch.channels_last_3d if image.ndim == 5
+                                 else torch.channels_last)
     with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-        loss = loss_fn(net(image), target)
+        loss = loss_fn(net(image), target, classes)
     if not torch.isfinite(loss.detach()):
         # Stop before the step: best.pt and last.pt keep the last finite weights.
         raise TumorscopeError(
@@ -588,7 +700,9 @@ def _train_step(state: TrainState, net: nn.Module, loss_fn: nn.Module, image: to
     return float(loss.detach()), image[:, 0].numel() * dinfo.world_size
 
 
-def _end_epoch(state: TrainState, cfg: Config, val_cached: list[CachedCase],
+def _end_epoch(state: TrainState, cfg: Config,
+               validate_fn: Callable[[nn.Module, torch.device, torch.dtype | None],
+                                     dict[str, float]],
                device: torch.device, amp: torch.dtype | None, dinfo: DistInfo,
                checkpoint: Any, *, loss: float, voxels: int, seconds: float
                ) -> dict[str, Any]:
@@ -601,13 +715,15 @@ def _end_epoch(state: TrainState, cfg: Config, val_cached: list[CachedCase],
         "voxels_per_s": voxels / max(seconds, 1e-9),
     }
     if epoch % cfg.train.val_every_epochs == 0 or epoch == cfg.train.epochs:
-        metrics = validate(state.eval_model, val_cached, cfg, device, amp) \
-            if dinfo.main else {}
+        metrics = validate_fn(state.eval_model, device, amp) if dinfo.main else {}
         row.update(metrics)
-        mean = float(np.mean(list(metrics.values()))) if metrics else -1.0
-        row["dice_mean"] = mean if metrics else None
-        if dinfo.main and mean > state.best:
-            state.best = mean
+        dices = [v for k, v in metrics.items() if k.startswith("dice_")]
+        row["dice_mean"] = float(np.mean(dices)) if dices else None
+        score = selection_score(metrics) if metrics else -1.0
+        if "macro_f1" in metrics:
+            row["selection"] = score
+        if dinfo.main and score > state.best:
+            state.best = score
             checkpoint("best", metrics)
     return row
 

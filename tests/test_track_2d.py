@@ -1,0 +1,128 @@
+"""The 2-D chain through the command line: train a type-and-outline model on real synthetic
+figshare .mat files, resume it, predict the held-out slices, score them, notice a stale score."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tumorscope.app.cli import main
+from tumorscope.core.data.synthetic_2d import make_figshare_demo
+from tumorscope.core.models.checkpoints import load_checkpoint
+from tumorscope.core.scoring.classification import classification_scores
+from tumorscope.core.store import Run
+
+TINY_2D = ["data.slice_size_px=64", "data.batch_size=4", "model.features=[4, 8, 16, 32]",
+           "train.steps_per_epoch=3", "train.val_every_epochs=1", "train.threads=1"]
+
+
+@pytest.fixture(scope="module")
+def figshare(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fig2d") / "data"
+    make_figshare_demo(out, n_patients=10, seed=1, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(figshare: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "run2d"
+    args = ["train", "-q", "--config", "tiny-2d", "--data", str(figshare), "--out", str(out)]
+    for o in [*TINY_2D, "train.epochs=2"]:
+        args += ["--set", o]
+    assert main(args) == 0
+    return out
+
+
+def test_training_writes_a_patient_wise_split_log_curves_and_a_typed_checkpoint(
+        trained: Path, figshare: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = Run(trained)
+    split = run.split()
+    from tumorscope.core.data.slice_datasets import discover_slices, patients_of
+
+    patient_of = patients_of(discover_slices(figshare))
+    sides = {part: {patient_of[s] for s in ids} for part, ids in split.items()}
+    assert sides["train"] and sides["val"] and sides["test"]
+    # no patient on two sides: the slice-wise split is the known figshare leak
+    assert not (sides["train"] & sides["val"] or sides["train"] & sides["test"]
+                or sides["val"] & sides["test"])
+    assert sum(len(v) for v in split.values()) == len(patient_of)
+    log = run.log_rows()
+    assert [r["epoch"] for r in log] == [1, 2]
+    assert {"dice_tumour", "accuracy", "macro_f1", "f1_glioma", "selection"} <= set(log[-1])
+    assert (trained / "curves.png").stat().st_size > 5000
+    ckpt = load_checkpoint(run.checkpoint_path("best"))
+    assert ckpt["regions"] == ["tumour"] and ckpt["model_config"]["spatial_dims"] == 2
+    assert ckpt["model_config"]["classes"] == 3
+
+
+def test_resume_continues_the_same_2d_run(trained: Path, figshare: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained, copy)
+    before = Run(copy).split()
+    args = ["train", "-q", "--resume", "--out", str(copy), "--set", "train.epochs=3"]
+    assert main(args) == 0
+    run = Run(copy)
+    assert [r["epoch"] for r in run.log_rows()] == [1, 2, 3]
+    assert run.split() == before
+    assert load_checkpoint(run.checkpoint_path("last"))["step"] == 9
+
+
+def test_predict_and_evaluate_the_held_out_slices(trained: Path, figshare: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    run = Run(trained)
+    test_ids = run.split()["test"]
+    code = main(["predict", "-q", "--checkpoint", str(run.checkpoint_path("best")),
+                 "--input", str(figshare), "--out", str(trained), "--split", "test"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"predicted {len(test_ids)}" in out and "tumour type: n=" in out
+    records = run.case_records()
+    assert set(records) == set(test_ids)
+    rows = run.current_metrics_rows()
+    assert {str(r["case_id"]) for r in rows} == set(test_ids)
+    for r in rows:
+        rec = records[str(r["case_id"])]
+        assert r["region"] == "tumour" and 0 <= r["dice"] <= 1
+        assert r["predicted_type"] == rec.prediction["predicted_type"]
+        assert r["true_type"] == rec.metadata["tumour_type"]
+        assert 1 / 3 <= r["confidence"] <= 1
+        # the mask is written on the slice's own grid, one slice deep
+        mask = nib.load(str(run.prediction_path(str(r["case_id"])))).get_fdata()
+        assert mask.shape == (512, 512, 1) and set(np.unique(mask)) <= {0.0, 1.0}
+    names = ("meningioma", "glioma", "pituitary")
+    index = {n: i for i, n in enumerate(names)}
+    scores = classification_scores([index[r["true_type"]] for r in rows],
+                                   [index[r["predicted_type"]] for r in rows],
+                                   class_names=names)
+    assert f"accuracy {scores.accuracy:.3f}" in out
+
+    # unchanged: evaluate reuses every row; a changed prediction makes its rows stale
+    assert main(["evaluate", str(trained)]) == 0
+    assert f"unchanged {len(test_ids)}" in capsys.readouterr().out
+    victim = run.prediction_path(test_ids[0])
+    img = nib.load(str(victim))
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.uint8), img.affine), str(victim))
+    assert test_ids[0] not in {str(r["case_id"]) for r in run.current_metrics_rows()}
+    # predicting again replaces the changed file (its fingerprint no longer matches)
+    assert main(["predict", "-q", "--checkpoint", str(run.checkpoint_path("best")),
+                 "--input", str(figshare), "--out", str(trained), "--split", "test"]) == 0
+    out = capsys.readouterr().out
+    assert "predicted 1 (prediction file changed" in out
+    assert test_ids[0] in {str(r["case_id"]) for r in run.current_metrics_rows()}
+
+
+def test_a_3d_config_on_2d_slices_is_one_line(figshare: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "-q", "--config", "tiny-cpu", "--data", str(figshare),
+                 "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code != 0 and "model.spatial_dims must be 2" in err and "Traceback" not in err
+    code = main(["train", "-q", "--config", "tiny-2d", "--data", str(figshare),
+                 "--out", str(tmp_path / "y"), "--set", "model.in_channels=4"])
+    err = capsys.readouterr().err
+    assert code != 0 and "model.in_channels must be 1" in err
