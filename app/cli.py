@@ -17,7 +17,7 @@ from tumorscope.core.errors import ConfigError, TumorscopeError
 
 if TYPE_CHECKING:  # heavy modules load inside the subcommands
     from tumorscope.core.prediction.predict import PredictReport
-    from tumorscope.core.store import Run
+    from tumorscope.core.store import CaseRecord, Run
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -213,8 +213,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         source = own
     cfg = load_config(source, overrides=overrides)
     run = train(cfg, out, resume=args.resume, progress=not args.quiet, say=_say)
+    _write_curves(run)
     print(f"run written to {run.path}")
     return 0
+
+
+def _write_curves(run: Run) -> None:
+    from tumorscope.render.curves import write_run_curves
+
+    path = write_run_curves(run)
+    if path is not None:
+        print(f"training curves: {path}")
 
 
 def _fmt(value: object, spec: str) -> str:
@@ -314,6 +323,72 @@ def _evaluate_and_print(run: Run, labels: Path | None = None, *, quiet: bool,
     return len(report.skipped)
 
 
+def _is_slice_folder(path: Path) -> bool:
+    from tumorscope.core.data.slice_datasets import slice_dataset_kind
+
+    return Path(path).is_dir() and slice_dataset_kind(path) is not None
+
+
+def _is_slice_run(run: Run) -> bool:
+    from tumorscope.core.scoring.evaluate_slices import is_slice_record
+
+    return any(is_slice_record(r) for r in run.case_records().values())
+
+
+def _print_slice_table(rows: list[dict]) -> None:
+    """A 2-D run's table: per region Dice / IoU / HD95, then the tumour-type scores."""
+    from tumorscope.core.scoring.evaluate_slices import summarise_slices
+
+    if not rows:
+        print("no current score to show")
+        return
+    s = summarise_slices(rows)
+    print(f"slices (2-D), HD95 in {s.hd95_unit} (MONAI definition, 4-connected outlines)")
+    print(f"{'region':<8}{'slices':>7}{'mean Dice':>11}{'mean IoU':>10}"
+          f"{'median HD95':>13}")
+    for region, e in s.regions.items():
+        print(f"{region:<8}{e['n']:>7}{e['dice']:>11.3f}{e['jaccard']:>10.3f}"
+              f"{e['hd95_median']:>13.2f}")
+    print(f"patients: {len(s.patients)}, mean of per-patient mean Dice "
+          f"{sum(s.patients.values()) / max(len(s.patients), 1):.3f}")
+    if s.types is not None:
+        t = s.types
+        print(f"tumour type: n={t.n}, accuracy {t.accuracy:.3f}, macro F1 {t.macro_f1:.3f}")
+        width = max(len(n) for n in t.class_names) + 2
+        head = "true / predicted"
+        print(f"{head:<{width + 6}}" + "".join(f"{n:>{width}}" for n in t.class_names)
+              + f"{'F1':>7}")
+        for name, row in zip(t.class_names, t.confusion, strict=True):
+            print(f"{name:<{width + 6}}" + "".join(f"{v:>{width}}" for v in row)
+                  + f"{_fmt(t.per_class[name]['f1'], '.3f'):>7}")
+
+
+def _evaluate_slices_and_print(run: Run) -> int:
+    """Score a 2-D run and print its table; the number of slices not scored."""
+    from tumorscope.core.scoring.evaluate_slices import evaluate_slice_run
+
+    report = evaluate_slice_run(run)
+    for case_id, why in report.failed.items():
+        print(f"not scored {case_id}: {why}", file=sys.stderr)
+    print(f"scored {len(report.scored)}, unchanged {len(report.reused)}"
+          + (f", not scored {len(report.failed)}" if report.failed else ""))
+    _print_slice_table(run.current_metrics_rows())
+    return len(report.failed)
+
+
+def _predict_slices(args: argparse.Namespace, slice_ids: list[str] | None) -> int:
+    from tumorscope.core.prediction.predict_slices import predict_slice_run
+
+    report = predict_slice_run(args.checkpoint, args.input, args.out, slice_ids=slice_ids,
+                               device=args.device, force=args.force, progress=not args.quiet)
+    for line in report.failed:
+        print(f"skipped {line}", file=sys.stderr)
+    print(report.summary())
+    print(f"{len(report.run.case_ids())} prediction(s) in {report.run.predictions_dir}")
+    not_scored = _evaluate_slices_and_print(report.run)
+    return 1 if report.failed or not_scored else 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from tumorscope.core.prediction.predict import predict_run
 
@@ -328,6 +403,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                               f"{args.split} cases (a test set is made by training with "
                               "--set data.test_fraction=0.2)", path=args.out)
         case_ids = split[args.split]
+    if _is_slice_folder(args.input):
+        return _predict_slices(args, case_ids)
     report = predict_run(args.checkpoint, args.input, args.out, cache_dir=args.cache,
                          overlap=args.overlap, mirror=args.mirror,
                          save_probabilities=args.save_probabilities, device=args.device,
@@ -343,21 +420,87 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if report.failed or not_scored else 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def _one_run(path: Path) -> Run:
+    """The run at ``path``; a folder of several runs, or of none, is a one-line error."""
     from tumorscope.core.errors import LayoutError
     from tumorscope.core.store import open_runs
 
-    runs = open_runs(args.run)
+    runs = open_runs(path)
     if len(runs) > 1:
         raise LayoutError(f"holds {len(runs)} runs ({', '.join(r.name for r in runs)}); "
-                          "name one run folder", path=args.run)
-    (run,) = runs
+                          "name one run folder", path=path)
+    return runs[0]
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    run = _one_run(args.run)
+    if _is_slice_run(run):
+        not_scored = _evaluate_slices_and_print(run)
+        print(f"metrics written to {run.metrics_path}")
+        return 1 if not_scored else 0
     not_scored = _evaluate_and_print(run, args.labels, quiet=args.quiet,
                                      scorings=args.scoring, challenge=args.challenge,
                                      hd95=args.hd95)
     print(f"metrics written to {run.metrics_path}, {run.lesions_path.name} and "
           f"{run.summary_path.name}")
     return 1 if not_scored else 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from tumorscope.core.data.nifti import atomic_write_text
+    from tumorscope.core.oserrors import check_output_folder
+    from tumorscope.core.scoring.compare import compare_runs, pairs_csv, report_lines
+
+    if args.csv_out is not None:  # a file, so main's folder check does not apply to it
+        if args.csv_out.is_dir():
+            raise TumorscopeError("is a folder; --out names the CSV file to write",
+                                  path=args.csv_out)
+        check_output_folder(args.csv_out.parent)
+    comparison = compare_runs(_one_run(args.run_a), _one_run(args.run_b), metric=args.metric,
+                              scorings=args.scoring, hd95=args.hd95,
+                              n_resamples=args.resamples, seed=args.seed)
+    for line in report_lines(comparison):
+        print(line)
+    if args.csv_out is not None:
+        atomic_write_text(args.csv_out, pairs_csv(comparison))
+        print(f"paired table ({len(comparison.pairs)} pair(s)) written to {args.csv_out}")
+    return 0
+
+
+def _demo_2d(args: argparse.Namespace) -> int:
+    """The 2-D chain on the synthetic figshare folder: data, training (type and outline in
+    one model), the held-out test slices predicted and scored."""
+    from tumorscope.core.config import load_config
+    from tumorscope.core.data.synthetic_2d import make_figshare_demo
+    from tumorscope.core.store import Run
+    from tumorscope.core.training.train import train
+
+    data = args.data or Path("demo_data_2d")
+    out = args.out or Path("runs/demo_2d")
+    config = args.config or "tiny-2d"
+    n_patients = 40 if args.cases is None else args.cases
+    make_figshare_demo(data, n_patients=n_patients, seed=args.seed, progress=not args.quiet)
+    cfg = load_config(config, overrides=[f"data.root={data}", *(args.set or [])])
+    run = Run(Path(out))
+    train(cfg, run.path, resume=run.checkpoint_path("last").is_file(), progress=not args.quiet,
+          say=_say)
+    _write_curves(run)
+    split = run.split()
+    scored = split.get("test") or split["val"]
+    args.checkpoint, args.input, args.out, args.device, args.force = (
+        run.checkpoint_path("best"), data, run.path, "auto", False)
+    failed = _predict_slices(args, scored)
+    patients = {str(r["patient_id"]) for r in run.current_metrics_rows()}
+    if split.get("test"):
+        print(f"test slices never seen in training or selection: n={len(scored)} of "
+              f"{len(patients)} patient(s), split by patient (synthetic figshare-format "
+              f"folder {data}, the same generator as the training slices)")
+    else:
+        print(f"validation slices: {len(scored)}; they chose best.pt, so this is a "
+              "validation figure, not a held-out test score")
+    print(f"run: {run.path}  — browse it with: streamlit run streamlit_app.py -- "
+          f"--results {run.path}")
+    return failed
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -367,6 +510,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tumorscope.core.prediction.predict import predict_run
     from tumorscope.core.store import Run
     from tumorscope.core.training.train import check_before_training, train
+
+    if args.track == "2d":
+        return _demo_2d(args)
+    args.data = args.data or Path("demo_data")
+    args.out = args.out or Path("runs/demo")
+    args.config = args.config or "tiny-cpu"
+    args.cases = 30 if args.cases is None else args.cases
 
     # The demo sets a fifth of its cohort aside as a test split (unless --set says else), so
     # the figure it prints comes from cases that neither trained nor chose the checkpoint.
@@ -378,6 +528,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # one just reloads), so running the command again never retrains from scratch.
     train(cfg, run.path, resume=run.checkpoint_path("last").is_file(), progress=not args.quiet,
           say=_say)
+    _write_curves(run)
     split = run.split()
     from tumorscope.core.data.cases import discover
 
@@ -479,6 +630,101 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 1 if skipped else 0
 
 
+EXPORT_FORMATS = ("png", "glb", "vtp", "stl", "obj", "ply", "html", "seg.nrrd", "itksnap",
+                  "slicer")
+
+
+def _export_case(run: Run, case_id: str, fmt: str, out: Path,
+                 cases: dict[str, CaseRecord]) -> list[Path]:
+    """One case of ``run`` in ``fmt`` into ``out``: label maps through core's label files,
+    surfaces through render's exporters (as the app's download buttons)."""
+    from tumorscope.core.data.label_files import LABEL_FILE_FORMATS, write_case_label_files
+    from tumorscope.render import export
+    from tumorscope.render.runs import case_meshes
+    from tumorscope.render.style import LABEL_COLOURS
+
+    record = cases.get(case_id) or run.case_record(case_id)
+    if fmt in LABEL_FILE_FORMATS:
+        return write_case_label_files(
+            run.prediction_path(case_id), out, case_id, format=fmt,
+            colours={v: c.rgb for v, c in LABEL_COLOURS.items()},
+            convention=record.label_convention)
+    meshes = case_meshes(run, case_id, cases=cases, dice={})
+    scene = fmt in ("glb", "html")  # one file holding every surface, the brain for context
+    named = export.named_meshes(meshes.truth, meshes.prediction,
+                                brain=meshes.brain if scene else None)
+    if scene:
+        return [export.export_meshes(named, out / f"{case_id}.{fmt}", title=case_id)]
+    return [export.export_mesh(mesh, out / case_id / f"{name}.{fmt}", name=name)
+            for name, mesh in named.items()]
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tumorscope.core.store import open_runs
+
+    runs = open_runs(args.run)
+    written: list[Path] = []
+    failed: list[str] = []
+    for run in runs:
+        default = run.path / "exports" / args.format
+        out = (args.out if len(runs) == 1 else args.out / run.name) if args.out else default
+        present = run.case_ids()
+        wanted = args.case or present
+        failed += [f"{c}: no prediction for this case in {run.path}" for c in wanted
+                   if c not in present]
+        ids = [c for c in wanted if c in present]
+        if args.format == "png":
+            from tumorscope.render.runs import render_run
+
+            done, bad = render_run(run, out, case_ids=ids, cameras=["oblique"],
+                                   progress=False) if ids else ([], [])
+            written += done
+            failed += bad
+            continue
+        cases = run.case_records()
+        for case_id in ids:
+            try:
+                written += _export_case(run, case_id, args.format, out, cases)
+            except TumorscopeError as exc:
+                failed.append(f"{case_id}: {exc}")
+    for line in failed:
+        print(f"skipped {line}", file=sys.stderr)
+    where = args.out or (runs[0].path / "exports" / args.format if len(runs) == 1
+                         else "each run's exports/")
+    print(f"{len(written)} {args.format} file(s) in {where}, {len(failed)} case(s) skipped")
+    return 1 if failed else 0
+
+
+def cmd_export_model(args: argparse.Namespace) -> int:
+    from tumorscope.core.models.checkpoints import load_model
+    from tumorscope.core.models.export import export_model
+    from tumorscope.core.oserrors import check_output_folder
+    from tumorscope.core.prediction.predict import checkpoint_postprocess
+
+    check_output_folder(args.out_file.parent)  # a file, so main's folder check does not apply
+    loaded = load_model(args.checkpoint)
+    post, source = checkpoint_postprocess(loaded)  # what predict applies to this checkpoint
+    done = export_model(loaded, args.out_file, format=args.format,
+                        postprocess=post.to_dict(), postprocess_source=source)
+    print(f"wrote {done.path} ({done.format}) and {done.spec_path.name} (inputs, "
+          "preprocessing, outputs, thresholds)")
+    print(done.check.describe())
+    return 0 if done.check.ok else 1
+
+
+def cmd_import_predictions(args: argparse.Namespace) -> int:
+    from tumorscope.core.prediction.foreign import import_predictions
+
+    report = import_predictions(args.folder, args.cases, args.out, convention=args.convention,
+                                progress=not args.quiet)
+    for line in report.failed:
+        print(f"skipped {line}", file=sys.stderr)
+    print(report.summary())
+    print(f"{len(report.run.case_ids())} prediction(s) in {report.run.predictions_dir}; "
+          f"score them with: tumorscope evaluate {report.run.path}")
+    return 1 if report.failed else 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the house's error format: one line, ``tumorscope CMD: error: ...``,
     exit 2 (``--help`` still shows the usage)."""
@@ -551,13 +797,20 @@ def build_parser() -> argparse.ArgumentParser:
                                    "fit post-processing on the validation cases, predict "
                                    "the test cases, evaluate, print Dice before and after "
                                    "post-processing.")
-    p.add_argument("--data", type=Path, default=Path("demo_data"), help="cohort folder")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
-    p.add_argument("--cases", type=_int_in(2, 99999), default=30,
-                   help="cohort size, 2 to 99999 (default 30)")
+    p.add_argument("--track", choices=("3d", "2d"), default="3d",
+                   help="3d (default): BraTS-like volumes; 2d: figshare-format slices, tumour "
+                        "type and outline in one model")
+    p.add_argument("--data", type=Path, default=None,
+                   help="cohort folder (default demo_data; demo_data_2d with --track 2d)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="run folder (default runs/demo; runs/demo_2d with --track 2d)")
+    p.add_argument("--cases", type=_int_in(2, 99999), default=None,
+                   help="cohort size, 2 to 99999 (default 30; with --track 2d the number of "
+                        "patients, default 40)")
     p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0,
                    help="cohort seed >= 0 (default 0)")
-    p.add_argument("--config", default="tiny-cpu", help="preset or YAML (default tiny-cpu)")
+    p.add_argument("--config", default=None,
+                   help="preset or YAML (default tiny-cpu; tiny-2d with --track 2d)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override one config key (repeatable)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -668,6 +921,85 @@ def build_parser() -> argparse.ArgumentParser:
                         "metrics.csv; default monai)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="is run B better than run A? paired, per patient",
+                       description="Pair the current scores of two runs per case and region "
+                                   "over the cases both scored against the same ground "
+                                   "truth; print per region n, mean A, mean B, the mean "
+                                   "difference B - A with a bootstrap 95%% interval and a "
+                                   "Wilcoxon signed-rank p-value; list the cases scored in "
+                                   "one run only and the stale rows left out. Pairs with an "
+                                   "infinite or undefined value stay in the table, marked, "
+                                   "and out of the statistics.")
+    p.add_argument("run_a", type=Path, metavar="RUN_A", help="run folder of model A")
+    p.add_argument("run_b", type=Path, metavar="RUN_B", help="run folder of model B")
+    p.add_argument("--metric", choices=("dice", "hd95", "jaccard", "sensitivity",
+                                        "specificity", "rq"), default="dice",
+                   help="score to compare (default dice; rq is brats2025's; jaccard, "
+                        "sensitivity and specificity are legacy's)")
+    p.add_argument("--scoring", nargs="+", choices=("legacy", "brats2023", "brats2025"),
+                   default=["legacy"], metavar="SCORING",
+                   help="legacy (default), brats2023, brats2025: one summary per scoring")
+    p.add_argument("--hd95", choices=("monai", "pooled", "surfel"), default=None,
+                   help="legacy's HD95 definition (default monai; the lesion-wise scorings "
+                        "measure HD95 their own way, named in the output)")
+    p.add_argument("--resamples", type=_int_in(100, 10_000_000), default=10_000,
+                   help="bootstrap resamples, 100 to 10000000 (default 10000)")
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0,
+                   help="bootstrap seed >= 0 (default 0): the same seed, the same interval")
+    p.add_argument("--out", dest="csv_out", type=Path, default=None, metavar="FILE.csv",
+                   help="write the paired table (one row per case, region and scoring) here")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("export", help="a run's results as files other tools open",
+                       description="Write each case of RUN (default every case) in one "
+                                   "format: png (the 3-D comparison scene), glb or html (every "
+                                   "surface in one file), vtp, stl, obj or ply (one file per "
+                                   "surface), seg.nrrd (3D Slicer segmentation, segments "
+                                   "named and coloured), itksnap (the label map and an "
+                                   "ITK-SNAP label description file), slicer (the label map "
+                                   "and a Slicer colour table). A bad case is named and the "
+                                   "others exported; exits 1 when any failed.")
+    p.add_argument("run", type=Path, help="run folder (or a folder of runs)")
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS,
+                   help="file format: " + ", ".join(EXPORT_FORMATS))
+    p.add_argument("--case", action="append", help="only this case (repeatable)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default RUN/exports/<format>)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("export-model", help="a checkpoint as TorchScript or ONNX, checked",
+                       description="Export the checkpoint's network (one window of z-scored "
+                                   "T1, T1ce, T2, FLAIR in, WT/TC/ET logits out) and write "
+                                   "PATH.json beside it: channel order, spacing, "
+                                   "normalisation, patch size, sigmoid outputs, thresholds. "
+                                   "Then run the file (torch.jit.load, or onnxruntime on the "
+                                   "CPU) and the checkpoint on one input and print the "
+                                   "largest logit difference; exits 1 above 1e-3.")
+    p.add_argument("checkpoint", type=Path, help="a checkpoints/*.pt file")
+    p.add_argument("--format", required=True, choices=("torchscript", "onnx"),
+                   help="torchscript (.pt) or onnx (.onnx)")
+    p.add_argument("--out", dest="out_file", type=Path, required=True, metavar="PATH",
+                   help="file to write, e.g. model.onnx")
+    p.set_defaults(func=cmd_export_model)
+
+    p = sub.add_parser("import-predictions",
+                       help="bring another tool's predictions into a run, to score and browse",
+                       description="Read FOLDER's NIfTI predictions (<case>.nii.gz), map "
+                                   "their labels to Tumorscope's (--convention brats: 1 "
+                                   "NCR, 2 ED, 4 ET, or 3 ET in BraTS 2023 files; nnunet: 1 "
+                                   "ED, 2 NCR, 3 ET), check each against its case's grid in "
+                                   "DATA_ROOT and write it into the run --out, recorded as "
+                                   "imported (folder, convention, SHA-256). tumorscope "
+                                   "evaluate then scores it. Exits 1 when any file failed.")
+    p.add_argument("folder", type=Path, help="folder of the other tool's NIfTI predictions")
+    p.add_argument("--cases", type=Path, required=True, metavar="DATA_ROOT",
+                   help="dataset folder of the cases (images and ground truth)")
+    p.add_argument("--out", type=Path, required=True, help="run folder to write into")
+    p.add_argument("--convention", required=True, choices=("brats", "nnunet"),
+                   help="label numbering of the files: brats or nnunet")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_import_predictions)
     return parser
 
 

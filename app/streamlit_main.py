@@ -12,16 +12,19 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from tumorscope.app import results, state, tables
-from tumorscope.app.pages import overview, patient, slices
+from tumorscope.app import results, slice_run, state, tables
+from tumorscope.app.pages import cohort2d, compare, failures, overview, patient, slices, slices2d
 from tumorscope.app.state import Context
 from tumorscope.core.errors import TumorscopeError
 
 log = logging.getLogger(__name__)
 
-PAGE_TITLES = {"overview": "Cohort overview", "patient": "Patient 3D", "slices": "Slice viewer"}
+PAGE_TITLES = {"overview": "Cohort overview", "patient": "Patient 3D", "slices": "Slice viewer",
+               "gallery": "Slice gallery", "failures": "Failure explorer",
+               "compare": "Compare runs"}
 PAGE_ICONS = {"overview": ":material/table_chart:", "patient": ":material/view_in_ar:",
-              "slices": ":material/layers:"}
+              "slices": ":material/layers:", "gallery": ":material/grid_view:",
+              "failures": ":material/troubleshoot:", "compare": ":material/compare_arrows:"}
 
 
 def _sidebar(ctx: Context) -> None:
@@ -48,7 +51,7 @@ def _sidebar(ctx: Context) -> None:
         if st.session_state.get("case_id") not in ids:
             st.session_state["case_id"] = ids[0]
         cases = tables.run_cases(ctx.run)
-        st.selectbox("Patient", ids, key="case_id",
+        st.selectbox("Slice" if slice_run.is_2d_run(ctx.run) else "Patient", ids, key="case_id",
                      format_func=lambda c: c if c in cases and cases[c].label is not None
                      else f"{c} (no ground truth)")
         ctx.case_id = st.session_state["case_id"]
@@ -95,7 +98,13 @@ def main() -> None:
     except TumorscopeError as exc:  # e.g. a damaged cases.json: say so on the page
         ctx.problem = f"Cannot read this run: {exc}"
     renderers = {"overview": (overview.render, False), "patient": (patient.render, True),
-                 "slices": (slices.render, True)}
+                 "slices": (slices.render, True), "failures": (failures.render, False),
+                 "compare": (compare.render, False)}
+    if ctx.problem is None and ctx.run is not None and slice_run.is_2d_run(ctx.run):
+        # A 2-D run: the same frame and pages; its own cohort page, and a slice gallery in
+        # place of the 3-D patient and slice views.
+        renderers = {"overview": (cohort2d.render, False), "gallery": (slices2d.render, False),
+                     "failures": (failures.render, False), "compare": (compare.render, False)}
     ctx.pages = {
         name: st.Page(guarded(fn, ctx, needs_case=needs), title=PAGE_TITLES[name],
                       icon=PAGE_ICONS[name], url_path=name, default=name == "overview")

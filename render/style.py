@@ -153,6 +153,39 @@ thousands of false-positive specks, which would bury the scene and slow the page
 OVERLAY_OPACITY: float = 0.45
 """Default opacity (0-1) of label colours filled over a 2-D MRI slice."""
 
+# 2-D slice track (figshare, LGG, BraTS slices): truth and prediction are both outlines over
+# the image, so they are told apart twice: by hue (green against magenta, opposite on the
+# colour wheel and apart for red-green colour blindness too) and by line (solid against
+# dashed). Neither hue is on the probability heat map's red-yellow ramp.
+TRUTH_OUTLINE_COLOUR: Colour = Colour((0, 230, 64))
+"""Ground-truth outline on a 2-D slice: solid green."""
+PREDICTION_OUTLINE_COLOUR: Colour = Colour((255, 0, 220))
+"""Predicted outline on a 2-D slice: dashed magenta."""
+OUTLINE_WIDTH_PX: int = 2
+"""Width of both outlines on screen; the large view doubles it."""
+PREDICTION_DASH_PX: tuple[int, int] = (8, 5)
+"""Dash and gap of the predicted outline along its length, in screen pixels."""
+PROBABILITY_CMAP: str = "autumn"
+"""Matplotlib colormap of the probability heat overlay: red (low) to yellow (1), saturated
+throughout, so it reads as heat on bright tissue where a black-to-white map would vanish."""
+HEAT_OPACITY: float = 0.6
+"""Opacity of the heat overlay where the probability is 1 (it fades towards 0)."""
+HEAT_FLOOR: float = 0.02
+"""Probabilities below this are not drawn: the heat map shows where the model looks."""
+TUMOUR_TYPE_COLOURS: dict[str, Colour] = {
+    "meningioma": Colour((0, 114, 178)),
+    "glioma": Colour((213, 94, 0)),
+    "pituitary": Colour((0, 158, 115)),
+}
+"""Tumour types in the 2-D cohort charts (Okabe-Ito: told apart with any colour vision)."""
+CONFUSION_COLOURSCALE: str = "Blues"
+"""Plotly colour scale of the confusion-matrix heatmap (counts, white = none)."""
+TYPE_SCORE_COLOURS: dict[str, Colour] = {
+    "accuracy": Colour((123, 50, 148)),
+    "macro_f1": Colour((230, 97, 1)),
+}
+"""Training curves of the tumour-type scores (the colours of render.curves' PNG)."""
+
 
 NESTED_OPACITY: dict[str, float] = {"WT": 0.3, "TC": 0.5, "ET": 1.0}
 """Opacity of a region drawn together with a region nested inside it (ET in TC in WT); the

@@ -251,6 +251,87 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_results(tmp_path_factory.getbasetemp() / "app_results")
 
 
+@pytest.fixture(scope="session")
+def run_2d_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # The same 2-D run as test_app_2d.py's, built once per session for both modules.
+    from test_app_2d import build_2d_run
+
+    return build_2d_run(tmp_path_factory.getbasetemp() / "app_2d")
+
+
+def gallery_images(page: Any, at_least: int) -> Any:
+    """The gallery's pictures (thumbnails, then the large view), once all are painted."""
+    images = page.locator("[data-testid='stImage'] img")
+    page.wait_for_function(
+        "n => { const imgs = [...document.querySelectorAll('[data-testid=\"stImage\"] img')];"
+        " return imgs.length >= n && imgs.every(i => i.complete && i.naturalWidth > 0); }",
+        arg=at_least, timeout=PAGE_READY_MS)
+    return images
+
+
+@pytest.mark.browser
+def test_2d_gallery_shows_truth_and_prediction_outlines(run_2d_dir: Path,
+                                                        tmp_path: Path) -> None:
+    """A person opens a 2-D run's gallery: each thumbnail shows the true outline (solid green)
+    and the predicted one (dashed magenta), told apart by colour."""
+    from playwright.sync_api import sync_playwright
+
+    from tumorscope.core.store import Run
+    from tumorscope.render import style
+    from tumorscope.render.slices2d import colour_share
+
+    out = Path(os.environ.get("TUMORSCOPE_SCREENSHOTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    n_slices = len(Run(run_2d_dir).case_ids())
+    with streamlit_server(run_2d_dir, tmp_path / "streamlit.log") as url, \
+            sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.goto(url)
+            wait_until_drawn(page, "Cohort overview", plots=4)
+            cohort = out / "app-2d-cohort.png"
+            check_content(shoot(page, cohort), page.inner_text("body"),
+                          ["Cohort overview", "Segmentation", "Tumour type"])
+            nav = page.locator("[data-testid='stSidebarNav']").inner_text()
+            assert "Slice gallery" in nav and "Failure explorer" in nav
+            assert "Patient 3D" not in nav  # a 2-D run has no 3-D views
+            page.get_by_role("button", name="Slice gallery").first.click()
+            page.wait_for_url("**/gallery", timeout=PAGE_READY_MS)
+            wait_until_drawn(page, "Slice gallery", plots=0)
+            images = gallery_images(page, n_slices + 1)
+            page.mouse.move(5, 5)  # no image toolbar shown over the legend
+            shot = out / "app-2d-gallery.png"
+            check_content(shoot(page, shot), page.inner_text("body"),
+                          ["Slice gallery", "ground truth (solid)", "prediction (dashed)"])
+            # The worst slice is predicted empty: the next ones hold both outlines.
+            for i in (1, 2):
+                thumb = np.asarray(Image.open(io.BytesIO(images.nth(i).screenshot()))
+                                   .convert("RGB"))
+                truth = colour_share(thumb, style.TRUTH_OUTLINE_COLOUR)
+                pred = colour_share(thumb, style.PREDICTION_OUTLINE_COLOUR)
+                assert truth > 1e-3, f"thumbnail {i}: no green truth outline ({truth:.5f})"
+                assert pred > 1e-3, f"thumbnail {i}: no magenta predicted outline ({pred:.5f})"
+                # The two colours are far apart: neither outline is counted as the other.
+                assert colour_share(np.full((1, 1, 3), style.TRUTH_OUTLINE_COLOUR.rgb,
+                                            np.uint8), style.PREDICTION_OUTLINE_COLOUR) == 0
+            large = out / "app-2d-slice.png"
+            images.nth(n_slices).scroll_into_view_if_needed()
+            images.nth(n_slices).screenshot(path=str(large))
+            big = np.asarray(Image.open(large).convert("RGB"))
+            assert colour_share(big, style.TRUTH_OUTLINE_COLOUR) > 1e-3
+            page.locator("[data-testid='stSidebarNav']").get_by_text("Failure explorer").click()
+            page.wait_for_url("**/failures", timeout=PAGE_READY_MS)
+            wait_until_drawn(page, "Failure explorer", plots=0)
+            gallery_images(page, 1)
+            failures = out / "app-2d-failures.png"
+            check_content(shoot(page, failures), page.inner_text("body"),
+                          ["Failure explorer", "false positive away from the tumour"])
+        finally:
+            browser.close()
+    assert all(p.stat().st_size > 10_000 for p in (cohort, shot, large, failures))
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Screenshots of the app for the README.")
     parser.add_argument("--results", type=Path, default=Path("runs"))
