@@ -192,6 +192,33 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from tumorscope.core.models.ensemble import write_ensemble
+    from tumorscope.core.oserrors import check_output_folder
+
+    check_output_folder(args.ensemble_out.parent)
+    paths = [Path(r) / "checkpoints" / "best.pt" if Path(r).is_dir() else Path(r)
+             for r in args.members]
+    payload = write_ensemble(paths, args.ensemble_out)
+    for m in payload["members"]:
+        dice = {k: v for k, v in m["metrics"].items() if k.startswith("dice_")}
+        shown = ", ".join(f"{k.removeprefix('dice_')} {v:.3f}" for k, v in dice.items())
+        print(f"member {m['path']} (sha256 {m['sha256'][:12]}; validation Dice {shown})")
+    print(f"ensemble of {len(paths)} written to {args.ensemble_out}; predict with it: "
+          f"tumorscope predict --checkpoint {args.ensemble_out} --input DATA --out RUN")
+    return 0
+
+
+def _fold(text: str) -> tuple[int, int]:
+    """``--fold 2/5`` -> (2, 5)."""
+    k, sep, n = text.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and 2 <= int(n) <= 100
+            and 1 <= int(k) <= int(n)):
+        raise argparse.ArgumentTypeError(f"expected K/N with 1 <= K <= N and 2 <= N <= 100 "
+                                         f"(e.g. 2/5), got {text!r}")
+    return int(k), int(n)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tumorscope.core.config import load_config
     from tumorscope.core.store import Run
@@ -200,6 +227,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = list(args.set or [])
     if args.data:
         overrides.append(f"data.root={args.data}")
+    if args.fold:
+        overrides += [f"data.fold={args.fold[0]}", f"data.folds={args.fold[1]}"]
     if args.device:
         overrides.append(f"train.device={args.device}")
     source = args.config or "tiny-cpu"
@@ -359,8 +388,10 @@ def _print_slice_table(rows: list[dict]) -> None:
         print(f"{head:<{width + 6}}" + "".join(f"{n:>{width}}" for n in t.class_names)
               + f"{'F1':>7}")
         for name, row in zip(t.class_names, t.confusion, strict=True):
+            auc = t.per_class[name]["roc_auc"]
             print(f"{name:<{width + 6}}" + "".join(f"{v:>{width}}" for v in row)
-                  + f"{_fmt(t.per_class[name]['f1'], '.3f'):>7}")
+                  + f"{_fmt(t.per_class[name]['f1'], '.3f'):>7}"
+                  + (f"  ROC-AUC {auc:.3f}" if auc == auc else ""))
 
 
 def _evaluate_slices_and_print(run: Run) -> int:
@@ -831,8 +862,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override one config key, e.g. --set optim.lr=1e-3 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from checkpoints/last.pt")
+    p.add_argument("--fold", type=_fold, default=None, metavar="K/N",
+                   help="k-fold cross-validation: fold K of N validates (the test split, if "
+                        "any, is the same for every fold); train each fold into its own --out")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("ensemble", help="pack several checkpoints (k-fold) into one that "
+                                        "averages their probabilities",
+                       description="Write one checkpoint holding every member (a run folder "
+                                   "means its checkpoints/best.pt); predict with it as with "
+                                   "any checkpoint: each window's probabilities are the "
+                                   "members' mean.")
+    p.add_argument("members", nargs="+", help="run folders or checkpoint files (2 or more)")
+    p.add_argument("--out", dest="ensemble_out", type=Path, required=True,
+                   help="the ensemble checkpoint file to write (e.g. runs/cv/ensemble.pt)")
+    p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("predict", help="segment every case of a folder with a checkpoint",
                        description="Sliding-window inference over each brain crop, mapped "

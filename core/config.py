@@ -256,6 +256,12 @@ class DataConfig:
     # cases set aside before training, for one honest score at the end (the demo: 0.2)
     test_fraction: float = _rule(0.0, ge=0, lt=1)
     split_seed: int = _rule(0, ge=0, le=MAX_SEED)
+    # k-fold cross-validation: the non-test cases (patients, in 2-D) in ``folds`` parts,
+    # part ``fold`` (1-based) validates; null: one split by val_fraction
+    folds: int | None = _rule(None, ge=2, le=100)
+    # a user's split (CSV of split + patient/case/slice, or a split.json); wins over the rest
+    split_file: str | None = _rule(None, nonempty=True)
+    fold: int | None = _rule(None, ge=1, le=100)
     # resample to isotropic spacing; None keeps the source's
     spacing_mm: float | None = _rule(None, ge=SPACING_MM_RANGE[0], le=SPACING_MM_RANGE[1],
                                      unit="mm")

@@ -74,7 +74,8 @@ METRIC_RANGES: dict[str, tuple[float, float]] = {
     "brats2025_fp": _DISTANCE,
     # 2-D slices: areas, HD95 in pixels where the file records no pixel size, type confidence
     "area_truth_mm2": _DISTANCE, "area_pred_mm2": _DISTANCE, "hd95_px": _DISTANCE,
-    "confidence": _FRACTION,
+    "confidence": _FRACTION, "p_meningioma": _FRACTION, "p_glioma": _FRACTION,
+    "p_pituitary": _FRACTION,
 }
 """What each metric can be; metrics.csv holding anything else is refused by line."""
 

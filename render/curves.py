@@ -32,7 +32,7 @@ def _series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float], l
 def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | Path, *,
                 title: str = "") -> Path | None:
     """Draw log.csv ``rows`` into ``path`` (PNG, written atomically): training loss per
-    epoch on the left; validation Dice per region (and accuracy / macro F1 of the tumour
+    epoch and validation loss on the left; validation Dice per region (and accuracy / macro F1 of the tumour
     type where logged) on the right, on a 0-1 axis. ``None`` when there is no row."""
     if not rows:
         return None
@@ -44,8 +44,12 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | Path, *,
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
     epochs, loss = _series(rows, "loss")
     left.plot(epochs, loss, color=LOSS_COLOUR.hex, marker=".", label="training loss")
+    e, v = _series(rows, "val_loss")
+    if v:
+        left.plot(e, v, color=LOSS_COLOUR.hex, marker="o", ms=3, ls="--",
+                  label="validation loss")
     left.set_xlabel("epoch")
-    left.set_ylabel("loss (training batches)")
+    left.set_ylabel("loss")
     left.grid(alpha=0.3)
     left.legend(loc="upper right", fontsize=8)
     keys = [k for k in rows[-1] if str(k).startswith("dice_") and k != "dice_mean"]

@@ -126,3 +126,48 @@ def test_a_3d_config_on_2d_slices_is_one_line(figshare: Path, tmp_path: Path,
                  "--out", str(tmp_path / "y"), "--set", "model.in_channels=4"])
     err = capsys.readouterr().err
     assert code != 0 and "model.in_channels must be 1" in err
+
+
+def test_unetpp_with_attention_gates_and_focal_dice_trains_and_predicts_in_2d(
+        figshare: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "pp"
+    args = ["train", "-q", "--config", "tiny-2d", "--data", str(figshare), "--out", str(out)]
+    for o in [*TINY_2D, "train.epochs=2", "model.architecture=unetpp",
+              "model.attention_gates=true", "model.deep_supervision=true",
+              "loss.name=focal_dice"]:
+        args += ["--set", o]
+    assert main(args) == 0
+    run = Run(out)
+    log = run.log_rows()
+    assert log[-1]["loss"] < log[0]["loss"] * 1.5 and all(np.isfinite(r["loss"]) for r in log)
+    ckpt = load_checkpoint(run.checkpoint_path("best"))
+    assert ckpt["model_config"]["architecture"] == "unetpp"
+    assert ckpt["model_config"]["attention_gates"] is True
+    first = run.split()["test"][:2]
+    from tumorscope.core.prediction.predict_slices import predict_slice_run
+
+    report = predict_slice_run(run.checkpoint_path("best"), figshare, out, slice_ids=first,
+                               progress=False)
+    assert sorted(report.predicted) == sorted(first) and not report.failed
+
+
+def test_dataset_wide_bce_weight_is_computed_once_from_the_training_masks(
+        figshare: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tumorscope.core.config import load_config
+    from tumorscope.core.models.losses import dataset_pos_weight
+    from tumorscope.core.training.slices import load_slice_data
+
+    out = tmp_path / "wbce"
+    overrides = [*TINY_2D, "train.epochs=1", "loss.name=weighted_bce",
+                 "loss.options={pos_weight: dataset}"]
+    args = ["train", "--config", "tiny-2d", "--data", str(figshare), "--out", str(out),
+            "-q"]
+    for o in overrides:
+        args += ["--set", o]
+    assert main(args) == 0
+    said = capsys.readouterr().out
+    cfg = load_config("tiny-2d", overrides=[f"data.root={figshare}", *overrides])
+    train_masks = [s.target for s in load_slice_data(cfg).parts["train"]]
+    (expected,) = dataset_pos_weight(train_masks, channels=1)
+    assert f"positive weight {expected:.2f} per region (tumour)" in said
+    assert expected > 5  # tumours are a small share of a slice: the weight is not 1

@@ -210,3 +210,21 @@ def test_three_way_split_is_deterministic_disjoint_and_recorded() -> None:
     assert len(two[2]) == 0 and len(two[1]) == 4
     small = split_cases(cases[:3], val_fraction=0.2, test_fraction=0.2, seed=0)
     assert [len(p) for p in small] == [1, 1, 1]
+
+
+def test_3d_unetpp_with_attention_gates_trains_and_predicts(data: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]
+                                                            ) -> None:
+    cfg = _cfg(data, tmp_path / "cache", "train.epochs=2", "model.architecture=unetpp",
+               "model.attention_gates=true", "model.deep_supervision=true")
+    run = train(cfg, tmp_path / "run", progress=False)
+    log = run.log_rows()
+    assert len(log) == 2 and all(np.isfinite(r["loss"]) for r in log)
+    assert "val_loss" in log[-1] and np.isfinite(log[-1]["val_loss"])
+    ckpt = load_checkpoint(run.checkpoint_path("best"))
+    assert ckpt["model_config"]["architecture"] == "unetpp"
+    assert ckpt["model_config"]["attention_gates"] is True
+    code = main(["predict", "--checkpoint", str(run.checkpoint_path("best")), "--input",
+                 str(data), "--out", str(tmp_path / "pred"), "--cache",
+                 str(tmp_path / "cache"), "-q"])
+    assert code == 0 and "4 prediction(s)" in capsys.readouterr().out

@@ -194,10 +194,14 @@ def read_split_csv(path: str | Path, patient_of: Mapping[str, str]) -> PatientSp
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         words = os_error_words(exc) if isinstance(exc, OSError) else str(exc)
         raise ConfigError(f"split file cannot be read: {words}", path=path) from exc
-    key = next((c for c in ("patient", "patient_id", "slice", "slice_id") if c in columns), None)
+    key = next((c for c in ("patient", "patient_id", "case", "case_id", "slice", "slice_id")
+                if c in columns), None)
     if "split" not in columns or key is None:
-        raise ConfigError(f"columns {columns}: expected 'split' and 'patient' (or 'slice')",
-                          path=path)
+        raise ConfigError(f"columns {columns}: expected 'split' and 'patient' (or 'case', "
+                          "'slice')", path=path)
+    if key.startswith("case"):  # a 3-D case is its own patient
+        key = "patient"
+        rows = [{**r, "patient": r.get("case") or r.get("case_id", "")} for r in rows]
     groups = _by_patient(patient_of)
     part_of_patient: dict[str, str] = {}
     parts: list[str] = []
@@ -228,3 +232,61 @@ def read_split_csv(path: str | Path, patient_of: Mapping[str, str]) -> PatientSp
                           f"{', ...' if len(left) > 3 else ''}): expected every patient on a row",
                           path=path)
     return _build(patient_of, part_of_patient, parts, str(path))
+
+
+def fold_parts(ids: list[str], *, folds: int, fold: int, seed: int
+               ) -> tuple[list[str], list[str]]:
+    """``(train, val)`` of fold ``fold`` (1-based) of ``folds``: ``ids`` shuffled by ``seed``
+    and dealt into ``folds`` parts of near-equal size; the same ``ids`` and seed give the
+    same parts for every fold, so the folds' validation sets are disjoint and cover all.
+
+    >>> [fold_parts(list("abcde"), folds=2, fold=k, seed=0)[1] for k in (1, 2)]
+    [['b', 'c', 'd'], ['a', 'e']]
+    """
+    if not 1 <= fold <= folds or folds > len(ids):
+        raise ConfigError(f"data.fold must be in 1..data.folds ({folds}) and data.folds at "
+                          f"most the {len(ids)} case(s) to split, got fold {fold}")
+    order = np.random.default_rng([seed, 1]).permutation(len(ids))
+    val = sorted(ids[i] for r, i in enumerate(order) if r % folds == fold - 1)
+    return sorted(set(ids) - set(val)), val
+
+
+def read_split_file(path: str | Path, patient_of: Mapping[str, str]) -> PatientSplit:
+    """A user's split: a CSV (:func:`read_split_csv`) or a JSON object of part -> ids (a
+    run's ``split.json``: case or slice ids), which must name ``train`` and ``val`` and
+    keep every patient on one side. Raises :class:`ConfigError` naming the file."""
+    import json
+
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        split = read_split_csv(path, patient_of)
+    else:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            words = os_error_words(exc) if isinstance(exc, OSError) else str(exc)
+            raise ConfigError(f"split file cannot be read: {words}", path=path) from exc
+        if not isinstance(data, dict) or not all(
+                isinstance(v, list) and all(isinstance(i, str) for i in v)
+                for v in data.values()):
+            raise ConfigError("expected a JSON object of part -> list of ids", path=path)
+        unknown = sorted({i for v in data.values() for i in v} - set(patient_of))
+        if unknown:
+            raise ConfigError(f"id(s) not in the dataset: {', '.join(unknown[:5])}", path=path)
+        part_of_patient: dict[str, str] = {}
+        for part, ids in data.items():
+            for i in ids:
+                patient = patient_of[i]
+                if part_of_patient.setdefault(patient, part) != part:
+                    raise ConfigError(f"patient {patient!r} is on two sides "
+                                      f"({part_of_patient[patient]} and {part})", path=path)
+        listed = {i for v in data.values() for i in v}
+        for i, patient in patient_of.items():
+            if i not in listed and patient not in part_of_patient:
+                raise ConfigError(f"leaves out {i!r}: every case must be in one part",
+                                  path=path)
+        split = _build(patient_of, part_of_patient, list(data), str(path))
+    if not split.slices.get("train") or not split.slices.get("val"):
+        raise ConfigError(f"parts {sorted(split.slices)}: a split file needs non-empty "
+                          "'train' and 'val'", path=path)
+    return split

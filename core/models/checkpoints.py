@@ -21,6 +21,7 @@ from tumorscope.core.data.nifti import atomic_path
 from tumorscope.core.errors import ConfigError, TumorscopeError
 from tumorscope.core.fingerprint import sha256_file
 from tumorscope.core.models import build_model
+from tumorscope.core.models.ensemble import ENSEMBLE_KEY, EnsembleModel
 
 INPUT_CHANNELS = 4
 """T1, T1ce, T2, FLAIR: what every Tumorscope case gives a network."""
@@ -139,7 +140,9 @@ def model_from_checkpoint(ckpt: dict[str, Any], *, ema: bool = True,
     weights do not fit the recorded architecture, and when the architecture is invalid.
     """
     try:
-        model = build_model(ckpt["model_config"])
+        members = (ckpt["model_config"] or {}).get(ENSEMBLE_KEY)
+        model = (EnsembleModel([build_model(c) for c in members]) if members is not None
+                 else build_model(ckpt["model_config"]))
     except ConfigError as exc:
         raise CheckpointError(f"recorded model config is invalid ({exc.fault})",
                               path=path) from None

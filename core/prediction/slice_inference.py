@@ -16,11 +16,14 @@ from tumorscope.core.data.slice_preprocess import PreparedSlice
 @dataclass(frozen=True)
 class SlicePrediction:
     """What a 2-D model says of one prepared slice: region probabilities (K, S, S) and, with
-    a type head, class probabilities (K_classes,)."""
+    a type head, class probabilities (K_classes,); the raw logits they came from (for a
+    validation loss)."""
 
     slice_id: str
     probabilities: np.ndarray
     class_probabilities: np.ndarray | None
+    logits: np.ndarray | None = None
+    class_logits: np.ndarray | None = None
 
 
 @torch.no_grad()
@@ -36,11 +39,14 @@ def predict_slices(model: nn.Module, slices: list[PreparedSlice], *, device: tor
         image = torch.from_numpy(np.stack([s.image for s in batch])).to(device)
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             seg, cls = split_output(model(image))
-        prob = torch.sigmoid(seg.float()).cpu().numpy()
-        cprob = torch.softmax(cls.float(), dim=1).cpu().numpy() if cls is not None else None
+        logits = seg.float().cpu()
+        prob = torch.sigmoid(logits).numpy()
+        cl = cls.float().cpu() if cls is not None else None
+        cprob = torch.softmax(cl, dim=1).numpy() if cl is not None else None
         for i, s in enumerate(batch):
-            out.append(SlicePrediction(s.slice_id, prob[i],
-                                       None if cprob is None else cprob[i]))
+            out.append(SlicePrediction(
+                s.slice_id, prob[i], None if cprob is None else cprob[i],
+                logits=logits[i].numpy(), class_logits=None if cl is None else cl[i].numpy()))
     model.train(was_training)
     return out
 

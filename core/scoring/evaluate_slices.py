@@ -28,7 +28,7 @@ from tumorscope.core.store import CaseRecord, Run, format_stat, parse_stat
 
 log = logging.getLogger(__name__)
 
-SLICE_SCORING_VERSION = 1
+SLICE_SCORING_VERSION = 2  # 2: type probabilities per row (ROC-AUC)
 
 
 def is_slice_record(record: CaseRecord) -> bool:
@@ -64,6 +64,8 @@ def slice_rows(record: CaseRecord, prediction: np.ndarray) -> list[dict[str, Any
             "true_type": truth.tumour_name or "",
             "predicted_type": pred_typed.get("predicted_type", ""),
             "confidence": pred_typed.get("confidence"),
+            **{f"p_{n}": (pred_typed.get("type_probabilities") or {}).get(n)
+               for n in CLASS_NAMES if pred_typed.get("type_probabilities")},
             "synthetic": bool(record.metadata.get("synthetic", False)),
         }
         if spacing:
@@ -168,8 +170,11 @@ def summarise_slices(rows: list[dict[str, Any]]) -> SliceSummary:
     typed = [r for r in first if r.get("predicted_type") not in (None, "")]
     if typed:
         index = {n: i for i, n in enumerate(CLASS_NAMES)}
+        probs = None
+        if all(r.get(f"p_{n}") not in (None, "") for r in typed for n in CLASS_NAMES):
+            probs = np.array([[float(r[f"p_{n}"]) for n in CLASS_NAMES] for r in typed])
         types = classification_scores(
             [index.get(str(r.get("true_type")), -1) for r in typed],
-            [index[str(r["predicted_type"])] for r in typed], class_names=CLASS_NAMES)
+            [index[str(r["predicted_type"])] for r in typed], probs, class_names=CLASS_NAMES)
     return SliceSummary(regions, {p: float(np.mean(v)) for p, v in per_patient.items()},
                         types, unit)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from tumorscope.core.config import Config
-from tumorscope.core.data.patient_splits import split_patients
+from tumorscope.core.data.patient_splits import fold_parts, read_split_file, split_patients
 from tumorscope.core.data.slice_datasets import SliceDataset, discover_slices, read_slice
 from tumorscope.core.data.slice_preprocess import CLASS_NAMES, PreparedSlice, prepare_slice
 from tumorscope.core.errors import ConfigError, LayoutError, TumorscopeError
@@ -106,12 +108,26 @@ def load_slice_data(cfg: Config, *, recorded: Mapping[str, list[str]] | None = N
                               f"now: {', '.join(gone[:5])}", path=cfg.data.root)
         parts = {p: [prepared[i] for i in ids] for p, ids in recorded.items()}
         source = "split.json"
+    elif cfg.data.split_file:
+        given = read_split_file(cfg.data.split_file,
+                                {i: s.patient_id for i, s in prepared.items()})
+        parts = {p: [prepared[i] for i in ids] for p, ids in given.slices.items()}
+        source = f"split file {cfg.data.split_file}"
     else:
         split = split_patients({i: s.patient_id for i, s in prepared.items()},
                                fractions=_fractions(cfg), seed=cfg.data.split_seed,
                                strata=types if ds.dataset in TYPED_DATASETS else None)
         parts = {p: [prepared[i] for i in ids] for p, ids in split.slices.items()}
         source = split.source
+        if cfg.data.folds is not None:  # k-fold over the non-test patients
+            pool = parts["train"] + parts["val"]
+            patients = sorted({s.patient_id for s in pool})
+            _, val_patients = fold_parts(patients, folds=cfg.data.folds,
+                                         fold=cfg.data.fold or 1, seed=cfg.data.split_seed)
+            chosen = set(val_patients)
+            parts["train"] = [s for s in pool if s.patient_id not in chosen]
+            parts["val"] = [s for s in pool if s.patient_id in chosen]
+            source += f", fold {cfg.data.fold} of {cfg.data.folds}"
         if not parts["train"] or not parts["val"]:
             raise LayoutError(f"{len(split.patients['train'])} training and "
                               f"{len(split.patients['val'])} validation patient(s): each part "
@@ -142,6 +158,19 @@ class SliceSampler:
         return (torch.from_numpy(np.stack([s.image for s in chosen])),
                 torch.from_numpy(np.stack([s.target for s in chosen]).astype(np.float32)),
                 torch.tensor([s.class_index for s in chosen], dtype=torch.long))
+
+
+@torch.no_grad()
+def validation_loss(slices: list[PreparedSlice], predictions: list[SlicePrediction],
+                    loss_fn: nn.Module) -> float:
+    """The training loss over the validation slices, from the logits they were scored with."""
+    logits = torch.from_numpy(np.stack([p.logits for p in predictions]))
+    target = torch.from_numpy(np.stack([s.target for s in slices]).astype(np.float32))
+    output: Any = logits
+    if predictions[0].class_logits is not None:
+        output = (logits, torch.from_numpy(np.stack([p.class_logits for p in predictions])))
+    classes = torch.tensor([s.class_index for s in slices], dtype=torch.long)
+    return float(loss_fn(output, target, classes))
 
 
 def slice_scores(slices: list[PreparedSlice], predictions: list[SlicePrediction], *,

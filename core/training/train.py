@@ -7,6 +7,7 @@ validation scores; model, loss, optimiser, checkpoints and resume are the same c
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -27,6 +28,7 @@ from tumorscope.core.config import validate as validate_config
 from tumorscope.core.data.cases import MODALITIES, Case, discover
 from tumorscope.core.data.labels import REGIONS, labels_to_regions
 from tumorscope.core.data.nifti import atomic_write_json
+from tumorscope.core.data.patient_splits import fold_parts, read_split_file
 from tumorscope.core.data.preprocess import CachedCase, default_cache_dir, preprocess_case
 from tumorscope.core.data.slice_datasets import slice_dataset_kind
 from tumorscope.core.errors import ConfigError, LayoutError, TumorscopeError
@@ -58,14 +60,17 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------- data
 
 def split_cases(cases: list[Case], *, val_fraction: float, seed: int,
-                test_fraction: float = 0.0, root: str | Path | None = None
+                test_fraction: float = 0.0, root: str | Path | None = None,
+                folds: int | None = None, fold: int | None = None
                 ) -> tuple[list[Case], list[Case], list[Case]]:
     """Deterministic train / validation / test split of the cases that have a label map.
 
     Validation chooses the checkpoint; test cases are set aside untouched, for one score at
     the end. At least one case trains and one validates; the test set gets
     ``round(n * test_fraction)`` cases (at least one when ``test_fraction`` > 0 and three or
-    more cases are there).
+    more cases are there). With ``folds`` (k-fold cross-validation) the test set is the same
+    for every fold and the other cases are dealt into ``folds`` parts, ``fold`` validating
+    (:func:`fold_parts`).
     """
     labelled = [c for c in cases if c.label is not None]
     if len(labelled) < 2:
@@ -82,6 +87,11 @@ def split_cases(cases: list[Case], *, val_fraction: float, seed: int,
     def pick(index: np.ndarray) -> list[Case]:
         return sorted((labelled[i] for i in index), key=lambda c: c.case_id)
 
+    if folds is not None:
+        rest = pick(order[n_test:])
+        by_id = {c.case_id: c for c in rest}
+        train_ids, val_ids = fold_parts(list(by_id), folds=folds, fold=fold or 1, seed=seed)
+        return [by_id[i] for i in train_ids], [by_id[i] for i in val_ids], pick(order[:n_test])
     return (pick(order[n_test + n_val:]), pick(order[n_test:n_test + n_val]),
             pick(order[:n_test]))
 
@@ -216,12 +226,14 @@ def init_distributed(device_name: str) -> DistInfo:
 
 @torch.no_grad()
 def validate(model: nn.Module, cases: list[CachedCase], cfg: Config, device: torch.device,
-             amp: torch.dtype | None) -> dict[str, float]:
+             amp: torch.dtype | None, loss_fn: nn.Module | None = None) -> dict[str, float]:
     """Mean Dice per region over ``cases`` on the training grid (sliding window), of the
     label maps prediction would make at the default thresholds (never the configured
-    ``postprocess``: changing it must not change which checkpoint is best)."""
+    ``postprocess``: changing it must not change which checkpoint is best); with
+    ``loss_fn``, the training loss over each whole case too (``val_loss``)."""
     model.eval()
     scores: dict[str, list[float]] = {r: [] for r in REGIONS}
+    losses: list[float] = []
     for case in cases[: cfg.train.val_cases or len(cases)]:
         image = torch.from_numpy(np.array(case.image, dtype=np.float32))
         logits = sliding_window_logits(model, image, roi_size_vox=cfg.data.patch_size_vox,
@@ -233,8 +245,14 @@ def validate(model: nn.Module, cases: list[CachedCase], cfg: Config, device: tor
         truth = labels_to_regions(np.asarray(case.label))
         for r, name in enumerate(REGIONS):
             scores[name].append(dice(pred[r], truth[r]))
+        if loss_fn is not None:
+            target = torch.from_numpy(truth.astype(np.float32))[None]
+            losses.append(float(loss_fn(logits.float().cpu()[None], target)))
     model.train()
-    return {f"dice_{k}": float(np.mean(v)) for k, v in scores.items()}
+    out = {f"dice_{k}": float(np.mean(v)) for k, v in scores.items()}
+    if losses:
+        out["val_loss"] = float(np.mean(losses))
+    return out
 
 
 # ---------------------------------------------------------------- the loop
@@ -246,6 +264,10 @@ def check_before_training(cfg: Config) -> Config:
     machine has. Returns ``cfg``."""
     validate_config(cfg)
     check_model_and_loss(cfg)
+    if (cfg.data.folds is None) != (cfg.data.fold is None) or (
+            cfg.data.folds is not None and cfg.data.fold > cfg.data.folds):
+        raise ConfigError(f"data.fold and data.folds go together, fold in 1..folds: got fold "
+                          f"{show(cfg.data.fold)} of folds {show(cfg.data.folds)}")
     kind = slice_dataset_kind(cfg.data.root) if Path(cfg.data.root).is_dir() else None
     dims = cfg.model.get("spatial_dims", 3)
     if kind is not None and dims != 2:
@@ -397,7 +419,8 @@ class TrainingData:
     (``dice_<region>``, and for a type head accuracy and F1), and the split to record."""
 
     sampler: Any
-    validate: Callable[[nn.Module, torch.device, torch.dtype | None], dict[str, float]]
+    validate: Callable[[nn.Module, torch.device, torch.dtype | None, nn.Module],
+                       dict[str, float]]
     split: dict[str, list[str]]
     regions: tuple[str, ...]
     described: str
@@ -431,12 +454,13 @@ def _slice_data(cfg: Config, run: Run, *, resume: bool, progress: bool, dinfo: D
                                     progress=progress and dinfo.main)
     val = data.parts["val"][: cfg.train.val_cases or len(data.parts["val"])]
 
-    def validate_slices(model: nn.Module, device: torch.device,
-                        amp: torch.dtype | None) -> dict[str, float]:
+    def validate_slices(model: nn.Module, device: torch.device, amp: torch.dtype | None,
+                        loss_fn: nn.Module) -> dict[str, float]:
         predictions = predict_slices(model, val, device=device, amp=amp,
-                                              batch_size=max(cfg.data.batch_size, 8),
-                                              split_output=split_output)
-        return slices2d.slice_scores(val, predictions)
+                                     batch_size=max(cfg.data.batch_size, 8),
+                                     split_output=split_output)
+        return {**slices2d.slice_scores(val, predictions),
+                "val_loss": slices2d.validation_loss(val, predictions, loss_fn)}
 
     counts = {p: len(v) for p, v in data.parts.items()}
     patients = {p: len({s.patient_id for s in v}) for p, v in data.parts.items()}
@@ -463,7 +487,8 @@ def _case_data(cfg: Config, run: Run, *, resume: bool, progress: bool, dinfo: Di
     return TrainingData(
         sampler=PatchSampler(train_cached, cfg.data.patch_size_vox, cfg.data.batch_size,
                              cfg.data.foreground_fraction, cfg.train.seed, dinfo.rank),
-        validate=lambda model, device, amp: validate(model, val_cached, cfg, device, amp),
+        validate=lambda model, device, amp, loss_fn: validate(model, val_cached, cfg, device,
+                                                              amp, loss_fn),
         split={"train": [c.case_id for c in train_cases],
                "val": [c.case_id for c in val_cases],
                "test": [c.case_id for c in test_cases]},
@@ -501,9 +526,16 @@ def _prepare_cases(cfg: Config, run: Run, *, resume: bool, progress: bool, dinfo
                               f"now: {', '.join(gone[:5])}", path=cfg.data.root)
         return ([by_id[i] for i in recorded["train"]], [by_id[i] for i in recorded["val"]],
                 [by_id[i] for i in recorded.get("test", []) if i in by_id], cached)
+    if cfg.data.split_file:
+        by_id = {c.case_id: c for c in good}
+        given = read_split_file(cfg.data.split_file, {i: i for i in by_id})
+        return ([by_id[i] for i in given.slices["train"]],
+                [by_id[i] for i in given.slices["val"]],
+                [by_id[i] for i in given.slices.get("test", ())], cached)
     train_cases, val_cases, test_cases = split_cases(
         good, val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction,
-        seed=cfg.data.split_seed, root=cfg.data.root)
+        seed=cfg.data.split_seed, root=cfg.data.root, folds=cfg.data.folds,
+        fold=cfg.data.fold)
     return train_cases, val_cases, test_cases, cached
 
 
@@ -632,7 +664,9 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}")
             if state.step % cfg.train.steps_per_epoch == 0:
-                row = _end_epoch(state, cfg, data.validate, device, amp, dinfo, checkpoint,
+                row = _end_epoch(state, cfg, functools.partial(data.validate,
+                                                               loss_fn=loss_fn),
+                                 device, amp, dinfo, checkpoint,
                                  loss=epoch_loss, voxels=epoch_vox,
                                  seconds=time.perf_counter() - t0)
                 checkpoint("last")  # before the log row: a logged epoch can always resume
