@@ -171,3 +171,84 @@ def test_dataset_wide_bce_weight_is_computed_once_from_the_training_masks(
     (expected,) = dataset_pos_weight(train_masks, channels=1)
     assert f"positive weight {expected:.2f} per region (tumour)" in said
     assert expected > 5  # tumours are a small share of a slice: the weight is not 1
+
+
+def _lgg_from_figshare(figshare: Path, root: Path, n_patients: int = 6) -> Path:
+    """An LGG-layout folder (3-channel .tif slices, *_mask.tif, data.csv) written with
+    Pillow from the synthetic figshare slices: real files in the LGG form."""
+    import csv
+
+    from PIL import Image
+
+    from tumorscope.core.data.slice_datasets import discover_slices, read_slice
+
+    refs = discover_slices(figshare).slices
+    by_patient: dict[str, list] = {}
+    for ref in refs:
+        s = read_slice(ref)
+        by_patient.setdefault(s.patient_id, []).append(s)
+    rows = []
+    for n, (_, slices) in enumerate(sorted(by_patient.items())[:n_patients]):
+        case = f"TCGA_TS_{1000 + n}_20000101"
+        folder = root / case
+        folder.mkdir(parents=True)
+        for k, s in enumerate(slices, start=1):
+            img = s.image[0][::2, ::2]
+            scaled = np.clip(255 * (img - img.min()) / max(np.ptp(img), 1), 0, 255)
+            rgb = np.stack([scaled, np.sqrt(scaled / 255) * 255, scaled], -1).astype(np.uint8)
+            Image.fromarray(rgb).save(folder / f"{case}_{k}.tif")
+            mask = (s.mask[::2, ::2] > 0).astype(np.uint8) * 255
+            Image.fromarray(mask).save(folder / f"{case}_{k}_mask.tif")
+        rows.append([case.rsplit("_", 1)[0], 1, 0])
+    with open(root / "data.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["Patient", "RNASeqCluster", "death01"])
+        writer.writerows(rows)
+    return root
+
+
+def test_lgg_preset_trains_unetpp_without_a_type_head_and_scores(
+        figshare: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lgg = _lgg_from_figshare(figshare, tmp_path / "kaggle_3m")
+    out = tmp_path / "lgg_run"
+    args = ["train", "-q", "--config", "lgg-2d", "--data", str(lgg), "--out", str(out)]
+    for o in ["data.slice_size_px=64", "data.batch_size=4", "model.features=[4, 8, 16, 32]",
+              "train.steps_per_epoch=3", "train.epochs=1", "train.val_every_epochs=1",
+              "train.threads=1", "train.amp=off", "data.val_fraction=0.2",
+              "data.test_fraction=0.2"]:
+        args += ["--set", o]
+    assert main(args) == 0
+    said = capsys.readouterr().out
+    assert "UNet++ [4, 8, 16, 32] (2-D)" in said and "type head" not in said
+    assert "epoch 1/1: loss" in said and "val loss" in said
+    run = Run(out)
+    ckpt = load_checkpoint(run.checkpoint_path("best"))
+    assert ckpt["model_config"]["in_channels"] == 3 and ckpt["model_config"]["classes"] == 0
+    code = main(["predict", "-q", "--checkpoint", str(run.checkpoint_path("best")),
+                 "--input", str(lgg), "--out", str(out), "--split", "test"])
+    said = capsys.readouterr().out
+    assert code == 0 and "tumour type" not in said
+    rows = run.current_metrics_rows()
+    assert rows and all(r["predicted_type"] in ("", None) for r in rows)
+    assert {str(r["case_id"]) for r in rows} == set(run.split()["test"])
+
+
+def test_ddp_two_gloo_processes_train_the_2d_model_in_step(figshare: Path,
+                                                           tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp2d"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "tumorscope.app.cli", "train", "-q", "--config", "tiny-2d", "--data",
+           str(figshare), "--out", str(out)]
+    for o in [*TINY_2D, "train.epochs=2", "train.val_every_epochs=2", "train.device=cpu"]:
+        cmd += ["--set", o]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    check = json.loads((out / "ddp_check.json").read_text())
+    assert check["world_size"] == 2 and check["max_abs_weight_diff"] == 0.0
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["step"] == 6

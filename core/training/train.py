@@ -672,6 +672,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
                 checkpoint("last")  # before the log row: a logged epoch can always resume
                 if dinfo.main:
                     run.append_log(row)
+                    say(_epoch_line(row, cfg.train.epochs))
                 epoch_loss, epoch_vox, t0 = 0.0, 0, time.perf_counter()
     except KeyboardInterrupt:
         checkpoint("last")
@@ -687,6 +688,24 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
     if dinfo.world_size > 1:
         _record_ddp_sync(state.model, run, dinfo)
     return run
+
+
+def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+    """``epoch 5/25: loss 0.926 | val loss 0.81, Dice tumour 0.570, type accuracy 0.648``.
+
+    >>> _epoch_line({"epoch": 2, "loss": 1.5, "dice_WT": 0.5, "dice_mean": 0.5}, 4)
+    'epoch 2/4: loss 1.500 | val Dice WT 0.500'
+    """
+    text = f"epoch {row['epoch']}/{epochs}: loss {row['loss']:.3f}"
+    val = []
+    if row.get("val_loss") is not None:
+        val.append(f"loss {row['val_loss']:.3f}")
+    val += [f"Dice {k.removeprefix('dice_')} {v:.3f}" for k, v in row.items()
+            if k.startswith("dice_") and k != "dice_mean" and v is not None]
+    for key, name in (("accuracy", "type accuracy"), ("macro_f1", "macro F1")):
+        if row.get(key) is not None:
+            val.append(f"{name} {row[key]:.3f}")
+    return text + (" | val " + ", ".join(val) if val else "")
 
 
 def _train_step(state: TrainState, net: nn.Module, loss_fn: nn.Module,
