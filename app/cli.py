@@ -259,6 +259,23 @@ def _fmt(value: object, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+_TABLE_COLUMNS: dict[str, tuple[tuple[str, str, str, str, int], ...]] = {
+    # scoring -> (header, metric column, statistic, format, width); the first counts cases
+    "legacy": (("mean Dice", "dice", "mean", ".3f", 11),
+               ("median HD95 mm", "{hd95}", "median", ".2f", 16)),
+    "brats2023": (("mean Dice", "brats2023_dice", "mean", ".3f", 11),
+                  ("mean HD95 mm", "brats2023_hd95_mm", "mean", ".2f", 14),
+                  ("TP", "brats2023_tp", "total", "d", 6), ("FN", "brats2023_fn", "total", "d", 5),
+                  ("FP", "brats2023_fp", "total", "d", 5)),
+    "brats2025": (("mean RQ", "brats2025_rq", "mean", ".3f", 9),
+                  ("mean SQ Dice", "brats2025_sq_dice", "mean", ".3f", 14),
+                  ("mean SQ HD95 mm", "brats2025_sq_hd95_mm", "mean", ".2f", 17),
+                  ("TP", "brats2025_tp", "total", "d", 6), ("FN", "brats2025_fn", "total", "d", 5),
+                  ("FP", "brats2025_fp", "total", "d", 5)),
+}
+"""What the cohort table shows of each scoring's summary (:mod:`~.core.scoring.summary`)."""
+
+
 def _print_dice_table(rows: list[dict], summary: dict | None = None, *,
                       hd95: str = "monai") -> None:
     """The cohort table of the current rows, one block per scoring, each named."""
@@ -272,43 +289,25 @@ def _print_dice_table(rows: list[dict], summary: dict | None = None, *,
     if summary is None:
         summary = summarise(rows, scorings=("legacy",), challenge="gli")
     metrics = summary["metrics"]
-    column = hd95_column(hd95)
-    print(f"legacy (whole volume), {HD95_DEFINITIONS[hd95]}")
-    print(f"{'region':<8}{'cases':>6}{'mean Dice':>11}{'median HD95 mm':>16}")
-    for region in REGIONS:
-        entry = metrics["legacy"][region]
-        if not entry["dice"]["n"]:
+    titles = {"legacy": f"legacy (whole volume), {HD95_DEFINITIONS[hd95]}",
+              "brats2023": f"brats2023 lesion-wise (challenge {summary.get('challenge')}), "
+                           f"{HD95_DEFINITIONS['surfel']}",
+              "brats2025": f"brats2025 lesion-wise (one-to-one matching), "
+                           f"{HD95_DEFINITIONS['pooled']}"}
+    for scoring, columns in _TABLE_COLUMNS.items():
+        if scoring not in metrics:
             continue
-        print(f"{region:<8}{entry['dice']['n']:>6}{_fmt(entry['dice']['mean'], '.3f'):>11}"
-              f"{_fmt(entry[column]['median'], '.2f'):>16}")
-    if "brats2023" in metrics:
-        print(f"brats2023 lesion-wise (challenge {summary['challenge']}), "
-              f"{HD95_DEFINITIONS['surfel']}")
-        print(f"{'region':<8}{'cases':>6}{'mean Dice':>11}{'mean HD95 mm':>14}"
-              f"{'TP':>6}{'FN':>5}{'FP':>5}")
+        columns = tuple((h, key.format(hd95=hd95_column(hd95)), stat, f, w)
+                        for h, key, stat, f, w in columns)
+        print(titles[scoring])
+        print(f"{'region':<8}{'cases':>6}" + "".join(f"{h:>{w}}" for h, _, _, _, w in columns))
         for region in REGIONS:
-            entry = metrics["brats2023"][region]
-            if not entry["brats2023_dice"]["n"]:
+            entry = metrics[scoring][region]
+            n = entry[columns[0][1]]["n"]
+            if not n:
                 continue
-            print(f"{region:<8}{entry['brats2023_dice']['n']:>6}"
-                  f"{_fmt(entry['brats2023_dice']['mean'], '.3f'):>11}"
-                  f"{_fmt(entry['brats2023_hd95_mm']['mean'], '.2f'):>14}"
-                  f"{entry['brats2023_tp']['total']:>6}{entry['brats2023_fn']['total']:>5}"
-                  f"{entry['brats2023_fp']['total']:>5}")
-    if "brats2025" in metrics:
-        print(f"brats2025 lesion-wise (one-to-one matching), {HD95_DEFINITIONS['pooled']}")
-        print(f"{'region':<8}{'cases':>6}{'mean RQ':>9}{'mean SQ Dice':>14}"
-              f"{'mean SQ HD95 mm':>17}{'TP':>6}{'FN':>5}{'FP':>5}")
-        for region in REGIONS:
-            entry = metrics["brats2025"][region]
-            if not entry["brats2025_rq"]["n"]:
-                continue
-            print(f"{region:<8}{entry['brats2025_rq']['n']:>6}"
-                  f"{_fmt(entry['brats2025_rq']['mean'], '.3f'):>9}"
-                  f"{_fmt(entry['brats2025_sq_dice']['mean'], '.3f'):>14}"
-                  f"{_fmt(entry['brats2025_sq_hd95_mm']['mean'], '.2f'):>17}"
-                  f"{entry['brats2025_tp']['total']:>6}{entry['brats2025_fn']['total']:>5}"
-                  f"{entry['brats2025_fp']['total']:>5}")
+            print(f"{region:<8}{n:>6}" + "".join(
+                f"{_fmt(entry[key][stat], f):>{w}}" for _, key, stat, f, w in columns))
 
 
 def _print_predict_report(report: PredictReport) -> None:
