@@ -125,6 +125,15 @@ def check_scorings(scorings: Sequence[str]) -> tuple[str, ...]:
     return tuple(s for s in SCORINGS if s == "legacy" or s in scorings)
 
 
+def _lesion_row(region: str, scoring: str, lesion: int, status: str, *, volume_mm3: float,
+                centroid_vox: Any, dice: float, hd95_mm: float | None,
+                matched: Sequence[int] = ()) -> dict[str, Any]:
+    """One row of lesions.csv (before its centroid is placed in world mm)."""
+    return {"region": region, "scoring": scoring, "lesion": lesion, "status": status,
+            "volume_ml": volume_mm3 / 1000.0, "centroid_vox": centroid_vox, "dice": dice,
+            "hd95_mm": hd95_mm, "matched": " ".join(str(i) for i in matched)}
+
+
 def _brats2023(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float, float],
                challenge: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     columns, lesion_rows = [], []
@@ -135,18 +144,15 @@ def _brats2023(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float,
         for lesion in score.lesions:
             status = ("TP" if lesion.matched_prediction_ids else "FN") if lesion.counted \
                 else "ignored"
-            lesion_rows.append({
-                "region": score.region, "scoring": "brats2023", "lesion": lesion.label,
-                "status": status, "volume_ml": lesion.volume_mm3 / 1000.0,
-                "centroid_vox": lesion.centroid_vox, "dice": lesion.dice,
-                "hd95_mm": lesion.hd95_mm,
-                "matched": " ".join(str(i) for i in lesion.matched_prediction_ids)})
+            lesion_rows.append(_lesion_row(
+                score.region, "brats2023", lesion.label, status, volume_mm3=lesion.volume_mm3,
+                centroid_vox=lesion.centroid_vox, dice=lesion.dice, hd95_mm=lesion.hd95_mm,
+                matched=lesion.matched_prediction_ids))
         for component in score.false_positives:
-            lesion_rows.append({
-                "region": score.region, "scoring": "brats2023", "lesion": component.label,
-                "status": "FP", "volume_ml": component.volume_mm3 / 1000.0,
-                "centroid_vox": component.centroid_vox, "dice": 0.0,
-                "hd95_mm": MISSED_LESION_HD95_MM, "matched": ""})
+            lesion_rows.append(_lesion_row(
+                score.region, "brats2023", component.label, "FP",
+                volume_mm3=component.volume_mm3, centroid_vox=component.centroid_vox,
+                dice=0.0, hd95_mm=MISSED_LESION_HD95_MM))
     return columns, lesion_rows
 
 
@@ -160,14 +166,13 @@ def _brats2025(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float,
                         "brats2025_sq_hd95_mm": score.sq_hd95_mm, "brats2025_tp": score.tp,
                         "brats2025_fn": score.fn, "brats2025_fp": score.fp})
         for inst in score.instances:
-            lesion_id = inst.prediction_id if inst.status == "FP" else inst.truth_id
-            lesion_rows.append({
-                "region": score.region, "scoring": "brats2025", "lesion": lesion_id,
-                "status": inst.status, "volume_ml": inst.volume_mm3 / 1000.0,
-                "centroid_vox": inst.centroid_vox, "dice": inst.dice,
+            lesion_rows.append(_lesion_row(
+                score.region, "brats2025",
+                inst.prediction_id if inst.status == "FP" else inst.truth_id, inst.status,
+                volume_mm3=inst.volume_mm3, centroid_vox=inst.centroid_vox, dice=inst.dice,
                 # brats2025 gives an unmatched lesion no distance (infinite): left empty.
-                "hd95_mm": inst.hd95_mm if math.isfinite(inst.hd95_mm) else None,
-                "matched": "" if inst.status != "TP" else str(inst.prediction_id)})
+                hd95_mm=inst.hd95_mm if math.isfinite(inst.hd95_mm) else None,
+                matched=(inst.prediction_id,) if inst.status == "TP" else ()))
     return columns, lesion_rows
 
 
