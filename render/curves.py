@@ -32,8 +32,9 @@ def _series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float], l
 def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | Path, *,
                 title: str = "") -> Path | None:
     """Draw log.csv ``rows`` into ``path`` (PNG, written atomically): training loss per
-    epoch and validation loss on the left; validation Dice per region (and accuracy / macro F1 of the tumour
-    type where logged) on the right, on a 0-1 axis. ``None`` when there is no row."""
+    epoch and validation loss on the left; validation Dice per region (and accuracy / macro
+    F1 of the tumour type where logged) on the right, on a 0-1 axis. ``None`` when there is
+    no row."""
     if not rows:
         return None
     import matplotlib
