@@ -42,6 +42,7 @@ from typing import Any
 import yaml
 from filelock import FileLock, Timeout
 
+from tumorscope.core.data.cases import Case
 from tumorscope.core.data.nifti import (
     atomic_write_json,
     atomic_write_text,
@@ -134,6 +135,16 @@ class CaseRecord:
             if modality in self.images and self.images[modality].is_file():
                 return self.images[modality]
         return None
+
+    @classmethod
+    def of_case(cls, case: Case, *, provenance: dict[str, Any] | None,
+                prediction: dict[str, Any] | None) -> CaseRecord:
+        """The record of a 3-D case's prediction: its files, layout and metadata as found."""
+        return cls(case_id=case.case_id,
+                   images={m: p.resolve() for m, p in case.images.items()},
+                   label=case.label.resolve() if case.label else None,
+                   layout=case.layout, label_convention=case.label_convention,
+                   metadata=case.metadata, provenance=provenance, prediction=prediction)
 
     @property
     def is_slice(self) -> bool:

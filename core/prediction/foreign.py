@@ -214,16 +214,9 @@ def _import_one(path: Path, case: Case, run: Run, convention: ForeignConvention,
     out = run.prediction_path(case.case_id)
     write_nifti(out, from_canonical(on_grid, convention=case.label_convention), ref_affine,
                 header=nib.load(str(ref)).header)
-    run.record_case(CaseRecord(
-        case_id=case.case_id,
-        images={m: p.resolve() for m, p in case.images.items()},
-        label=case.label.resolve() if case.label else None,
-        layout=case.layout,
-        label_convention=case.label_convention,
-        metadata=case.metadata,
-        provenance=provenance,
-        prediction={**fingerprint(out), "imported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
-    ))
+    run.record_case(CaseRecord.of_case(
+        case, provenance=provenance,
+        prediction={**fingerprint(out), "imported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
 
 
 def import_predictions(

@@ -420,16 +420,8 @@ def _predict_one(case: Case, run: Run, record: CaseRecord | None, model: torch.n
     }
     reason = _why_recompute(record, run, case.case_id, provenance, force=force,
                             probabilities=save_probabilities)
-    new_record = CaseRecord(
-        case_id=case.case_id,
-        images={m: p.resolve() for m, p in case.images.items()},
-        label=case.label.resolve() if case.label else None,
-        layout=case.layout,
-        label_convention=case.label_convention,
-        metadata=case.metadata,
-        provenance=provenance,
-        prediction=record.prediction if record is not None else None,
-    )
+    new_record = CaseRecord.of_case(
+        case, provenance=provenance, prediction=record.prediction if record is not None else None)
     if reason is None:
         if record is not None and (record.to_dict() != new_record.to_dict()):
             run.record_case(new_record)  # label path or metadata moved on; the model did not
