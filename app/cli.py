@@ -891,7 +891,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="window overlap in [0, 1)")
     p.add_argument("--mirror", action="store_true", help="mirroring test-time augmentation")
     p.add_argument("--save-probabilities", action="store_true",
-                   help="also write <case>_prob.nii.gz with WT/TC/ET probabilities")
+                   help="also write <case>_prob.nii.gz with WT/TC/ET probabilities (and with "
+                        "--mirror tta_variance/<case>.nii.gz, the mirrored passes' variance)")
     p.add_argument("--device", type=_device, default="auto",
                    help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--split", choices=["train", "val", "test"], default=None,

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -19,7 +21,7 @@ from tumorscope.render import style
 
 # Widget values that must survive a page change. Streamlit drops the state of widgets that a
 # rerun does not draw, so these are re-stored each run (the documented keep-alive idiom).
-PERSISTENT_PREFIXES = ("ov_", "p3d_", "sl_")
+PERSISTENT_PREFIXES = ("ov_", "p3d_", "sl_", "vw_")
 PERSISTENT_KEYS = ("results_dir", "run_name", "case_id")
 
 DEFAULTS: dict[str, Any] = {
@@ -32,7 +34,10 @@ DEFAULTS: dict[str, Any] = {
     "p3d_lesions": True, "p3d_lesion_scoring": "brats2023", "p3d_lesion": None,
     "p3d_lesion_case": None, "p3d_lesion_status": ["FN", "FP", "TP", "ignored"],
     "sl_modality": "flair", "sl_overlay": "prediction", "sl_style": "filled",
-    "sl_alpha": style.OVERLAY_OPACITY, "sl_region": "WT",
+    "sl_alpha": style.OVERLAY_OPACITY, "sl_region": "WT", "sl_threshold": 0.5,
+    "sl_layout": "three", "sl_big_view": "axial", "sl_zoom": 1.0, "sl_click": "crosshair",
+    "sl_crosshair": True, "sl_measure": (),
+    "vw_source": "results", "vw_dir": "", "vw_case": None,
 }
 
 GOTO_KEY = "_goto"
@@ -47,17 +52,64 @@ def crosshair_case_key(run: Run, case_id: str) -> str:
     return f"{run.path}|{case_id}"
 
 
+def view_arg(argv: list[str]) -> str | None:
+    """The value of ``--view DIR`` or ``--view=DIR`` in ``argv`` (as ``--results`` is read).
+
+    >>> view_arg(["--results", "R", "--view", "scans/"]), view_arg(["--view=S"]), view_arg([])
+    ('scans/', 'S', None)
+    """
+    for i, arg in enumerate(argv):
+        if arg == "--view" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--view="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def shown_path(path: str | Path) -> str:
+    """A folder as the pages name it: relative to the working directory when inside it, else
+    under ``~`` when in the home folder, else as it is (no machine's layout on screen).
+
+    >>> shown_path(Path.cwd() / "runs" / "demo"), shown_path("runs")
+    ('runs/demo', 'runs')
+    >>> shown_path(Path.home() / "results") == str(Path("~") / "results")
+    True
+    """
+    given = Path(path).expanduser()
+    if not given.is_absolute():
+        return str(Path(path))
+    for base, shown in ((Path.cwd(), None), (Path.home(), Path("~"))):
+        try:
+            rest = given.relative_to(base)
+        except ValueError:
+            continue
+        return str(shown / rest if shown else rest) if str(rest) != "." else str(shown or ".")
+    return str(given)
+
+
 def init_state() -> None:
     """Session defaults, set once, before any widget is drawn; keep page widgets alive."""
     if "results_dir" not in st.session_state:
         folder, source = initial_results_dir(sys.argv[1:], os.environ)
         st.session_state["results_dir"] = folder
         st.session_state["results_source"] = source
+        view_dir = view_arg(sys.argv[1:])
+        if view_dir:  # `-- --view DIR`: open the view-only viewer on DIR
+            st.session_state["vw_source"], st.session_state["vw_dir"] = "folder", view_dir
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
-    for key in list(st.session_state.keys()):
-        if str(key).startswith(PERSISTENT_PREFIXES) or key in PERSISTENT_KEYS:
-            st.session_state[key] = st.session_state[key]
+    keep_alive()
+
+
+def keep_alive(keys: Iterable[str] | None = None) -> None:
+    """Re-store the widget values that must survive a run that does not draw their widgets
+    (default: every persistent key). A fragment that may leave some of its widgets undrawn
+    calls it with their keys before drawing any: its reruns skip :func:`init_state`."""
+    names = [k for k in st.session_state.keys()
+             if str(k).startswith(PERSISTENT_PREFIXES) or k in PERSISTENT_KEYS] \
+        if keys is None else [k for k in keys if k in st.session_state]
+    for key in names:
+        st.session_state[key] = st.session_state[key]
 
 
 def request_page(page: str) -> None:

@@ -1,6 +1,7 @@
 """The Streamlit app's frame: session state, results folder, run and patient pickers, pages.
 
-``streamlit run streamlit_app.py [-- --results DIR]`` calls :func:`main` on every rerun.
+``streamlit run streamlit_app.py [-- --results DIR | --view DIR]`` calls :func:`main` on every
+rerun; ``--view`` opens any image folder in the view-only slice viewer.
 The results folder comes from the sidebar field, initialised from ``--results DIR``, else
 ``$TUMORSCOPE_RESULTS``, else ``runs/`` (where ``tumorscope demo`` writes ``runs/demo``).
 """
@@ -13,7 +14,16 @@ from collections.abc import Callable
 import streamlit as st
 
 from tumorscope.app import results, slice_run, state, tables
-from tumorscope.app.pages import cohort2d, compare, failures, overview, patient, slices, slices2d
+from tumorscope.app.pages import (
+    cohort2d,
+    compare,
+    failures,
+    overview,
+    patient,
+    slices,
+    slices2d,
+    viewer,
+)
 from tumorscope.app.state import Context
 from tumorscope.core.errors import TumorscopeError
 
@@ -21,14 +31,23 @@ log = logging.getLogger(__name__)
 
 PAGE_TITLES = {"overview": "Cohort overview", "patient": "Patient 3D", "slices": "Slice viewer",
                "gallery": "Slice gallery", "failures": "Failure explorer",
-               "compare": "Compare runs"}
+               "compare": "Compare runs", "view": "Slice viewer (view only)"}
+PAGE_ICON = "🧠"
 PAGE_ICONS = {"overview": ":material/table_chart:", "patient": ":material/view_in_ar:",
               "slices": ":material/layers:", "gallery": ":material/grid_view:",
-              "failures": ":material/troubleshoot:", "compare": ":material/compare_arrows:"}
+              "failures": ":material/troubleshoot:", "compare": ":material/compare_arrows:",
+              "view": ":material/visibility:"}
+SOURCES = {"results": "results", "folder": "image folder"}
+"""What the sidebar opens: a results folder (runs), or any image folder, view only."""
 
 
 def _sidebar(ctx: Context) -> None:
     with st.sidebar:
+        st.segmented_control("Open", list(SOURCES), key="vw_source", required=True,
+                             format_func=SOURCES.__getitem__)
+        if st.session_state["vw_source"] == "folder":
+            viewer.sidebar()
+            return
         st.text_input(
             "Results folder", key="results_dir",
             help="A run folder, or a folder of runs. Also settable with "
@@ -89,25 +108,30 @@ def guarded(render: Callable[[Context], None], ctx: Context, *,
 
 def main() -> None:
     """Draw the app for one rerun."""
-    st.set_page_config(page_title="Tumorscope", page_icon=":material/neurology:",
-                       layout="wide")
+    # An emoji, not a :material/…: icon: the browser tab's icon of those is fetched from a
+    # font server, which an offline machine cannot reach (the in-page ones are bundled).
+    st.set_page_config(page_title="Tumorscope", page_icon=PAGE_ICON, layout="wide")
     state.init_state()
     ctx = Context(results=results.Results(results.DEFAULT_RESULTS))
     try:
         _sidebar(ctx)
     except TumorscopeError as exc:  # e.g. a damaged cases.json: say so on the page
         ctx.problem = f"Cannot read this run: {exc}"
-    renderers = {"overview": (overview.render, False), "patient": (patient.render, True),
-                 "slices": (slices.render, True), "failures": (failures.render, False),
-                 "compare": (compare.render, False)}
-    if ctx.problem is None and ctx.run is not None and slice_run.is_2d_run(ctx.run):
+    renderers: dict[str, tuple[Callable[[Context], None], bool]] = {
+        "overview": (overview.render, False), "patient": (patient.render, True),
+        "slices": (slices.render, True), "failures": (failures.render, False),
+        "compare": (compare.render, False)}
+    if st.session_state["vw_source"] == "folder":  # no run: the one view-only page
+        renderers = {"view": (viewer.render, False)}
+    elif ctx.problem is None and ctx.run is not None and slice_run.is_2d_run(ctx.run):
         # A 2-D run: the same frame and pages; its own cohort page, and a slice gallery in
         # place of the 3-D patient and slice views.
         renderers = {"overview": (cohort2d.render, False), "gallery": (slices2d.render, False),
                      "failures": (failures.render, False), "compare": (compare.render, False)}
     ctx.pages = {
         name: st.Page(guarded(fn, ctx, needs_case=needs), title=PAGE_TITLES[name],
-                      icon=PAGE_ICONS[name], url_path=name, default=name == "overview")
+                      icon=PAGE_ICONS[name], url_path=name,
+                      default=name == next(iter(renderers)))
         for name, (fn, needs) in renderers.items()}
     navigation = st.navigation(list(ctx.pages.values()))
     goto = state.take_page_request()

@@ -84,29 +84,80 @@ def hd95_definitions(metrics: pd.DataFrame) -> list[str]:
 _LESION_TITLES: dict[str, str] = {
     "dice": "Dice", "hd95_mm": "HD95", "tp": "TP", "fn": "FN", "fp": "FP", "rq": "RQ",
     "sq_dice": "SQ Dice", "sq_hd95_mm": "SQ HD95"}
+_TITLES: dict[str, str] = {"dice": "Dice", "jaccard": "Jaccard", "sensitivity": "sensitivity",
+                           "specificity": "specificity"}
+_VOLUME_TITLES: dict[str, str] = {"volume_truth_ml": "true", "volume_pred_ml": "pred",
+                                  "volume_diff_ml": "pred − true"}
 
 
-def wide_column(metric: str, region: str) -> str:
-    """Column title of one metric of one region in the cohort table. An HD95 is always
-    titled with its definition; a lesion-wise metric with its scoring.
+def metric_title(metric: str, region: str | None = None) -> str:
+    """The one title of a metric column, in every table of the app: of one ``region`` in the
+    cohort table (one row per patient), of no region in a patient's table (one row per
+    region). An HD95 is always titled with its definition; a lesion-wise metric with its
+    scoring; an unknown key stays as it is.
 
-    >>> wide_column("dice", "WT"), wide_column("hd95_monai_mm", "ET")
+    >>> metric_title("dice", "WT"), metric_title("hd95_monai_mm", "ET")
     ('Dice WT', 'HD95 ET (monai, mm)')
-    >>> wide_column("brats2023_dice", "TC"), wide_column("brats2023_hd95_mm", "TC")
-    ('Dice TC · brats2023', 'HD95 TC · brats2023 (surfel, mm)')
-    >>> wide_column("brats2025_fp", "ET")
-    'FP ET · brats2025'
+    >>> metric_title("hd95_monai_mm"), metric_title("volume_pred_ml", "TC")
+    ('HD95 (monai, mm)', 'TC pred (mL)')
+    >>> metric_title("brats2023_hd95_mm", "TC"), metric_title("brats2025_fp")
+    ('HD95 TC · brats2023 (surfel, mm)', 'FP · brats2025')
     """
+    at = f" {region}" if region else ""
     for definition in HD95_DEFINITIONS:
         if metric == hd95_column(definition):
-            return f"HD95 {region} ({definition}, mm)"
+            return f"HD95{at} ({definition}, mm)"
     for scoring in LESION_KEYS:
         if metric.startswith(f"{scoring}_"):
             name = _LESION_TITLES[metric.removeprefix(f"{scoring}_")]
             unit = f" ({SCORING_HD95[scoring]}, mm)" if "HD95" in name else ""
-            return f"{name} {region} · {scoring}{unit}"
-    return {"dice": f"Dice {region}", "volume_truth_ml": f"{region} true (mL)",
-            "volume_pred_ml": f"{region} pred (mL)"}[metric]
+            return f"{name}{at} · {scoring}{unit}"
+    if metric in _VOLUME_TITLES:
+        return f"{region + ' ' if region else ''}{_VOLUME_TITLES[metric]} (mL)"
+    return f"{_TITLES[metric]}{at}" if metric in _TITLES else metric
+
+
+def wide_column(metric: str, region: str) -> str:
+    """Column title of one metric of one region in the cohort table (:func:`metric_title`).
+
+    >>> wide_column("dice", "WT"), wide_column("brats2023_dice", "TC")
+    ('Dice WT', 'Dice TC · brats2023')
+    """
+    return metric_title(metric, region)
+
+
+def short_title(title: str) -> str:
+    """A column title without its parenthesised definition and unit, for a narrow table
+    header (the full title goes in the header's help).
+
+    >>> short_title("HD95 WT (monai, mm)"), short_title("Dice ET")
+    ('HD95 WT', 'Dice ET')
+    """
+    return title.split(" (", 1)[0]
+
+
+def volume_text(true_ml: float, pred_ml: float) -> str:
+    """True and predicted volume in one short cell, "true → pred" (mL): whole millilitres
+    from 10 up, one decimal below; "–" for a missing one.
+
+    >>> volume_text(45.24, 38.1), volume_text(0.42, float("nan"))
+    ('45 → 38', '0.4 → –')
+    """
+    def ml(value: float) -> str:
+        if value is None or not np.isfinite(value):
+            return "–"
+        return f"{value:.0f}" if abs(value) >= 10 else f"{value:.1f}"
+
+    return f"{ml(true_ml)} → {ml(pred_ml)}"
+
+
+def volume_title(region: str) -> str:
+    """Title of the cohort table's one volume column of a region (:func:`volume_text`).
+
+    >>> volume_title("WT")
+    'WT mL'
+    """
+    return f"{region} mL"
 
 
 def score_columns(scoring: str = "legacy", *, hd95: str = "monai") -> list[str]:

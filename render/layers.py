@@ -22,7 +22,7 @@ CameraPreset = Literal["axial", "coronal", "sagittal", "oblique"]
 Layout = Literal["overlay", "side_by_side"]
 TruthStyle = Literal["wireframe", "translucent"]
 Focus = Literal["tumour", "brain"]
-Role = Literal["truth", "prediction", "brain", "error", "lesion"]
+Role = Literal["truth", "prediction", "brain", "error", "lesion", "crosshair"]
 LesionStatus = Literal["TP", "FN", "FP", "ignored"]
 LESION_STATUSES: tuple[str, ...] = get_args(LesionStatus)
 
@@ -40,11 +40,11 @@ PIXELS_RANGE: tuple[int, int] = (16, 8192)
 """Allowed width and height of a rendered image, in pixels: below, VTK draws nothing
 useful; above, one frame needs gigabytes and the native renderer aborts."""
 
-NESTED_OFFSET_MM: float = 0.2
-"""Inward nudge of a surface per region drawn inside it. ET is the rim of TC, so their
-surfaces coincide over much of the tumour and z-fight in stripes (VTK and WebGL alike);
-moving the outer one a fifth of a voxel in lets the inner one show in its own colour there,
-with no visible change of shape."""
+SHARED_WALL_MM: float = 1.0
+"""Faces of a surface whose corners all lie this close to a region drawn inside it are left
+out. ET is the rim of TC, so their surfaces coincide over much of the tumour; smoothed apart
+by up to a voxel, they cross each other there and z-fight in stripes (VTK and WebGL alike,
+whatever small nudge one gets). Drawing only the inner one where they meet cannot fight."""
 
 DISTANCE_TITLE = "distance to\ntruth (mm)"
 """Title (two lines) of the colour bar of prediction surfaces coloured by signed distance."""
@@ -175,7 +175,7 @@ class LesionMarker:
                 f"{self.volume_ml:.2f} mL{dice}")
 
 
-def _check_target(value: object) -> tuple[float, float, float] | None:
+def _check_point(option: str, value: object) -> tuple[float, float, float] | None:
     if value is None:
         return None
     try:
@@ -183,7 +183,7 @@ def _check_target(value: object) -> tuple[float, float, float] | None:
     except (TypeError, ValueError):
         point = ()
     if len(point) != 3 or not all(math.isfinite(v) for v in point):
-        raise ConfigError(f"target_mm must be three finite numbers (x, y, z mm) or None, "
+        raise ConfigError(f"{option} must be three finite numbers (x, y, z mm) or None, "
                           f"got {value!r}")
     return point  # type: ignore[return-value]
 
@@ -203,8 +203,9 @@ class SceneOptions:
     centroid) overrides the focus: the camera then looks at it along ``camera``, framing a
     ball of ``target_radius_mm``. ``show_lesions`` marks the lesions given to
     :func:`scene_layers` whose status is in ``lesion_statuses``; ``selected_lesion`` (a
-    :attr:`LesionMarker.key`) rings that one. ``title``, ``legend`` and ``window_size``
-    (pixels, the PNG's) finish it.
+    :attr:`LesionMarker.key`) rings that one. ``crosshair_mm`` (world mm, the slice
+    viewer's crosshair) is marked by three short cyan arms. ``title``, ``legend`` and
+    ``window_size`` (pixels, the PNG's) finish it.
 
     >>> SceneOptions(regions=["ET", "WT"]).regions
     ('WT', 'ET')
@@ -235,6 +236,7 @@ class SceneOptions:
     show_lesions: bool = True
     lesion_statuses: tuple[str, ...] = ("FN", "FP")
     selected_lesion: str | None = None
+    crosshair_mm: tuple[float, float, float] | None = None
     distance_clim_mm: float = style.DISTANCE_CLIM_MM
     title: str | None = None
     legend: bool = True
@@ -261,7 +263,9 @@ class SceneOptions:
                 or not (math.isfinite(clim) and clim > 0):
             raise ConfigError(f"distance_clim_mm must be > 0, got {clim}")
         object.__setattr__(self, "window_size", check_window_size(self.window_size))
-        object.__setattr__(self, "target_mm", _check_target(self.target_mm))
+        object.__setattr__(self, "target_mm", _check_point("target_mm", self.target_mm))
+        object.__setattr__(self, "crosshair_mm",
+                           _check_point("crosshair_mm", self.crosshair_mm))
         radius = self.target_radius_mm
         if isinstance(radius, bool) or not isinstance(radius, int | float) \
                 or not (math.isfinite(radius) and radius > 0):
@@ -293,7 +297,9 @@ class Layer:
     ``scalars`` names a point array coloured by ``colormap`` (a matplotlib name) over
     ``clim``. ``representation`` is "surface", "wireframe" (edges only, ``line_width_px``)
     or "points" (one marker per point of ``mesh``, ``point_size_px`` wide, plotly's
-    ``symbol``, with ``hover`` text per point: lesion centroids). ``label`` is a text pinned
+    ``symbol``, with ``hover`` text and ``ids`` (what a click on it picks: lesion keys) per
+    point: lesion centroids). A "wireframe" mesh of line cells draws those lines (the
+    crosshair's arms). ``label`` is a text pinned
     to the first point and drawn over everything, so a point inside a solid surface is
     still found (the chosen lesion).
     ``colour_bar`` is the title of the colour bar this layer's scalars get (one per scene).
@@ -312,6 +318,7 @@ class Layer:
     point_size_px: float = style.LESION_MARKER_PX
     symbol: str | None = None
     hover: tuple[str, ...] | None = None
+    ids: tuple[str, ...] | None = None
     label: str | None = None
     scalars: str | None = None
     colormap: str | None = None
@@ -337,23 +344,50 @@ def nested_opacity(name: str, shown: tuple[str, ...], *, solid: float = 1.0) -> 
     return solid
 
 
-def nesting_depth(name: str, shown: tuple[str, ...]) -> int:
-    """How many of the ``shown`` regions lie inside ``name`` (0 for the innermost or a label).
+def without_shared_walls(mesh: Any, inner: Sequence[Any], *,
+                         within_mm: float = SHARED_WALL_MM) -> Any:
+    """``mesh`` less the faces whose corners all lie within ``within_mm`` of a vertex of an
+    ``inner`` surface (where that one is drawn in its own colour); ``mesh`` itself when none
+    does. The points the kept faces use stay where they are, with their point arrays. When
+    every face is shared, the whole of ``mesh`` moved ``within_mm`` inwards instead.
 
-    >>> nesting_depth("WT", ("WT", "TC", "ET")), nesting_depth("TC", ("WT", "TC"))
-    (2, 0)
+    >>> import pyvista as pv
+    >>> cap = pv.Sphere(radius=10.0).clip("z", value=5.0, invert=False)  # the top of it
+    >>> kept = without_shared_walls(pv.Sphere(radius=10.0), [cap])
+    >>> kept.n_cells < pv.Sphere(radius=10.0).n_cells, bool(kept.bounds[5] < 6.0)
+    (True, True)
     """
-    return sum(inner in shown for inner in _INSIDE.get(name, ()))
+    import pyvista as pv
+    from scipy.spatial import cKDTree
 
+    from .mesh import as_triangles, is_empty
 
-def _nudged(mesh: Any, offset_mm: float) -> Any:
-    """A copy of ``mesh`` moved ``offset_mm`` along its outward point normals (< 0: inward)."""
-    if offset_mm == 0 or mesh.n_points == 0:
+    others = [np.asarray(m.points, dtype=float) for m in inner if not is_empty(m)]
+    if not others or is_empty(mesh):
         return mesh
-    normals = (mesh.point_data["Normals"] if "Normals" in mesh.point_data
-               else mesh.point_normals)
-    out = mesh.copy(deep=True)  # a shallow copy would move the caller's (cached) points
-    out.points = np.asarray(mesh.points) + offset_mm * np.asarray(normals)
+    surface = as_triangles(mesh)
+    points = np.asarray(surface.points, dtype=float)
+    near = cKDTree(np.concatenate(others)).query(points, distance_upper_bound=within_mm)[0]
+    faces = surface.regular_faces.reshape(-1, 3)
+    shared = (near[faces] <= within_mm).all(axis=1)
+    if not shared.any():
+        return mesh
+    kept = faces[~shared]
+    if not len(kept):
+        # All of its wall is the inner one's: drawn whole a voxel behind it, so it still
+        # shows when the inner region is hidden (a legend click) and never fights it.
+        normals = (surface.point_data["Normals"] if "Normals" in surface.point_data
+                   else surface.point_normals)
+        behind = surface.copy(deep=True)  # never move the caller's (cached) points
+        behind.points = points - within_mm * np.asarray(normals)
+        return behind
+    # Only the points the kept faces use (WebGL picking misreads a mesh with spare ones),
+    # each with its point arrays.
+    used, index = np.unique(kept, return_inverse=True)
+    out = pv.PolyData(points[used], faces=np.column_stack(
+        [np.full(len(kept), 3), index.reshape(kept.shape)]).ravel())
+    for name in surface.point_data:
+        out.point_data[name] = np.asarray(surface.point_data[name])[used]
     return out
 
 
@@ -389,11 +423,16 @@ def scene_layers(
       the prediction view and the others in the truth view.
     - The prediction is solid in its region's colour; a region drawn with one nested inside
       it (TC in WT, ET in TC; in the truth or the prediction) is see-through
-      (:func:`nested_opacity`) and nudged inwards (:data:`NESTED_OFFSET_MM`) so the inner
-      region wins where their walls coincide, instead of z-fighting.
+      (:func:`nested_opacity`), and where their walls coincide only the inner one is drawn
+      (:func:`without_shared_walls`), so they never z-fight.
     - Truth is a wireframe cage (simplified to ``WIREFRAME_CELL_MM``) or, with
-      ``truth_style="translucent"``, a see-through surface layered like the prediction: a
-      truth region never looks like the solid prediction of the same region.
+      ``truth_style="translucent"``, a see-through surface layered like the prediction, in
+      its region's paler ``TRUTH_COLOURS``: a truth region never looks like the solid
+      prediction of the same region.
+    - ``options.crosshair_mm`` adds the ``crosshair`` (in each view side by side): the
+      three axis-aligned cyan lines where the slice viewer's planes cross, across all that
+      is drawn (so they stick out of a solid tumour that would hide a point), never framed
+      by the camera.
     - ``colour_by="signed_distance"``: the prediction carries ``signed_distance_mm`` to the
       truth of its region (computed here if missing), coloured ``DISTANCE_CMAP``; points
       with no truth surface to measure to (that region is absent from the truth) read as
@@ -405,7 +444,7 @@ def scene_layers(
     >>> ball = pv.Sphere(radius=8.0)
     >>> layers = scene_layers({"ET": ball}, {"ET": ball}, dice={"ET": 0.8})
     >>> [(la.name, la.representation, la.opacity, la.colour.hex) for la in layers]
-    [('prediction ET', 'surface', 1.0, '#ffd700'), ('truth ET', 'wireframe', 0.55, '#ffd700')]
+    [('prediction ET', 'surface', 1.0, '#ffd700'), ('truth ET', 'wireframe', 0.55, '#ffeb80')]
     >>> layers[0].legend
     'prediction ET · Dice 0.80'
     >>> miss = LesionMarker(scoring="brats2023", region="ET", lesion=2, status="FN",
@@ -433,6 +472,9 @@ def scene_layers(
     # Nesting counts the regions drawn, not those asked for: a WT with no TC or ET in this
     # case (truth or prediction) has nothing inside it to see through to, so it stays solid.
     present = tuple(n for n in shown if n in drawn_truth or n in drawn_pred)
+
+    def inside(name: str, drawn: Mapping[str, Any]) -> list[Any]:
+        return [drawn[n] for n in _INSIDE.get(name, ()) if n in drawn]
     clim = options.distance_clim_mm
     layers: list[Layer] = []
 
@@ -464,9 +506,9 @@ def scene_layers(
                 scalars = {"scalars": DISTANCE_ARRAY, "colormap": style.DISTANCE_CMAP,
                            "clim": (-clim, clim),
                            "colour_bar": DISTANCE_TITLE if first_bar else None}
+            mesh = without_shared_walls(mesh, inside(name, drawn_pred))
             layers.append(Layer(
-                name=f"prediction {name}", role="prediction", region=name,
-                mesh=_nudged(mesh, -NESTED_OFFSET_MM * nesting_depth(name, present)),
+                name=f"prediction {name}", role="prediction", region=name, mesh=mesh,
                 colour=style.REGION_COLOURS[name],
                 opacity=options.prediction_opacity * nested_opacity(
                     name, present, solid=style.PREDICTION_STYLE.opacity),
@@ -483,11 +525,11 @@ def scene_layers(
                 mesh = simplify(mesh, cell_mm=style.WIREFRAME_CELL_MM)
                 opacity = surface.opacity
             else:
-                mesh = _nudged(mesh, -NESTED_OFFSET_MM * nesting_depth(name, present))
+                mesh = without_shared_walls(mesh, inside(name, drawn_truth))
                 opacity = nested_opacity(name, present, solid=surface.opacity)
             layers.append(Layer(
                 name=f"truth {name}", role="truth", region=name, mesh=mesh,
-                colour=style.TRUTH_NEUTRAL_COLOUR if by_distance else style.REGION_COLOURS[name],
+                colour=style.TRUTH_NEUTRAL_COLOUR if by_distance else style.TRUTH_COLOURS[name],
                 opacity=opacity, representation=surface.representation,
                 line_width_px=surface.line_width_px,
                 legend=f"truth {name}",
@@ -517,7 +559,7 @@ def scene_layers(
                 mesh=pv.PolyData(np.array([m.centroid_mm for m in drawn], dtype=float)),
                 colour=style.LESION_STATUS_COLOURS[status], opacity=1.0,
                 representation="points", symbol=style.LESION_MARKER_SYMBOLS[status],
-                hover=tuple(m.hover for m in drawn),
+                hover=tuple(m.hover for m in drawn), ids=tuple(m.key for m in drawn),
                 legend=f"{style.LESION_STATUS_NAMES[status]} · {len(mine)}{more}",
                 panel=1 if side_by_side and status == "FP" else 0, fit=False))
         chosen = [m for m in lesions or () if m.key == options.selected_lesion]
@@ -528,10 +570,23 @@ def scene_layers(
                 mesh=pv.PolyData(np.array([m.centroid_mm], dtype=float)),
                 colour=style.SELECTED_LESION_COLOUR, opacity=1.0, representation="points",
                 point_size_px=style.SELECTED_LESION_PX, symbol="circle-open",
-                hover=(f"selected: {m.hover}",),
+                hover=(f"selected: {m.hover}",), ids=(m.key,),
                 label=f"{m.region} lesion {m.lesion} ({m.status})",
                 legend=f"selected: {m.region} lesion {m.lesion} ({m.status})",
                 panel=1 if side_by_side and m.status == "FP" else 0, fit=False))
+
+    def add_crosshair(panel: int) -> None:
+        if options.crosshair_mm is not None:
+            x, y, z = options.crosshair_mm
+            drawn = [la.mesh for la in layers if la.role != "lesion"]
+            layers.append(Layer(
+                name="crosshair" if panel == 0 else "crosshair (prediction view)",
+                role="crosshair", region=None,
+                mesh=crosshair_mesh(options.crosshair_mm, across=drawn),
+                colour=style.CROSSHAIR_COLOUR, opacity=1.0, representation="wireframe",
+                line_width_px=style.CROSSHAIR_LINE_PX,
+                legend=f"slice crosshair ({x:.0f}, {y:.0f}, {z:.0f}) mm" if panel == 0
+                else None, panel=panel, fit=False))
 
     if side_by_side:
         add_brain(0)
@@ -540,6 +595,8 @@ def scene_layers(
         add_prediction(1)
         add_errors(1)
         add_lesions(True)
+        add_crosshair(0)
+        add_crosshair(1)
     else:
         truth_surface = style.TRUTH_STYLES[options.truth_style]
         if options.truth_opacity is not None:
@@ -551,7 +608,36 @@ def scene_layers(
         add_truth(truth_surface, 0)
         add_errors(0)
         add_lesions(False)
+        add_crosshair(0)
     return tuple(layers)
+
+
+def crosshair_mesh(point_mm: Sequence[float], *, across: Sequence[Any] = (),
+                   arm_mm: float = style.CROSSHAIR_ARM_MM) -> Any:
+    """Three axis-aligned line segments crossing at ``point_mm``: across the box of the
+    ``across`` meshes and ``arm_mm`` beyond it (and at least ``arm_mm`` each way).
+
+    >>> import pyvista as pv
+    >>> arms = crosshair_mesh((1.0, 2.0, 3.0), arm_mm=5.0)
+    >>> arms.n_lines, arms.bounds[:2]
+    (3, (-4.0, 6.0))
+    >>> crosshair_mesh((0, 0, 0), across=[pv.Cube(x_length=40.0)], arm_mm=5.0).bounds[:2]
+    (-25.0, 25.0)
+    """
+    import pyvista as pv
+
+    from .mesh import is_empty
+
+    centre = np.asarray(point_mm, dtype=float)
+    low, high = centre - arm_mm, centre + arm_mm
+    for mesh in across:
+        if not is_empty(mesh):
+            box = np.asarray(mesh.bounds, dtype=float).reshape(3, 2)
+            low, high = np.minimum(low, box[:, 0] - arm_mm), np.maximum(high, box[:, 1] + arm_mm)
+    ends = np.repeat(centre[None], 6, axis=0)
+    for axis in range(3):
+        ends[axis, axis], ends[axis + 3, axis] = low[axis], high[axis]
+    return pv.PolyData(ends, lines=np.array([[2, i, i + 3] for i in range(3)]).ravel())
 
 
 def target_box(options: SceneOptions) -> np.ndarray | None:
@@ -602,7 +688,7 @@ def named_layers(meshes: Mapping[str, Any]) -> tuple[Layer, ...]:
     >>> import pyvista as pv
     >>> looks = named_layers({"WT": pv.Sphere(), "truth_ET": pv.Sphere(), "FP": pv.Sphere()})
     >>> [(la.name, la.role, la.colour.hex, la.opacity) for la in looks]
-    [('WT', 'prediction', '#2eb84c', 0.3), ('truth_ET', 'truth', '#ffd700', 0.3), \
+    [('WT', 'prediction', '#2eb84c', 0.3), ('truth_ET', 'truth', '#ffeb80', 0.3), \
 ('FP', 'error', '#e61e1e', 1.0)]
     """
     from .mesh import is_empty
@@ -617,7 +703,7 @@ def named_layers(meshes: Mapping[str, Any]) -> tuple[Layer, ...]:
         if name == "brain":
             role, colour, opacity = "brain", style.BRAIN_COLOUR, style.BRAIN_STYLE.opacity
         elif name.startswith(TRUTH_PREFIX) and _has_colour(key):
-            role, colour = "truth", style.region_colour(key)
+            role, colour = "truth", style.tint(style.region_colour(key), style.TRUTH_TINT)
             opacity = style.TRUTH_STYLES["translucent"].opacity
         elif key in style.ERROR_COLOURS:
             role, colour, opacity = "error", style.ERROR_COLOURS[key], style.ERROR_STYLE.opacity
@@ -637,3 +723,67 @@ def _has_colour(name: str) -> bool:
     except KeyError:
         return False
     return True
+
+
+PICK_OPACITY: float = 0.5
+"""A click goes through surfaces fainter than this (the brain, an outer region seen through)
+to the first one at least this opaque behind them: what the eye sees there."""
+
+
+def _ray_distances(mesh: Any, origin: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """Distances along the unit ``direction`` from ``origin`` at which the ray crosses the
+    triangles of ``mesh`` (Moller-Trumbore, all triangles at once)."""
+    from .mesh import as_triangles
+
+    surface = as_triangles(mesh)
+    corners = np.asarray(surface.points, dtype=float)[surface.regular_faces.reshape(-1, 3)]
+    e1, e2 = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]
+    p = np.cross(direction, e2)
+    det = np.einsum("ij,ij->i", e1, p)
+    usable = np.abs(det) > 1e-12
+    inv = np.divide(1.0, det, out=np.zeros_like(det), where=usable)
+    s = origin - corners[:, 0]
+    u = np.einsum("ij,ij->i", s, p) * inv
+    q = np.cross(s, e1)
+    v = (q @ direction) * inv
+    t = np.einsum("ij,ij->i", e2, q) * inv
+    hit = usable & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 0)
+    return t[hit]
+
+
+def picked_point(layers: Sequence[Layer], eye_mm: Sequence[float],
+                 through_mm: Sequence[float]) -> tuple[str, tuple[float, float, float]] | None:
+    """What a click sees: along the ray from ``eye_mm`` through ``through_mm`` (world mm), the
+    first tumour or error surface at least :data:`PICK_OPACITY` opaque, else the first one of
+    any opacity, else ``None``; returns (layer name, world point). The brain and lines (truth
+    cages, the crosshair) are looked through.
+
+    >>> import pyvista as pv
+    >>> ball = Layer(name="prediction ET", role="prediction", region="ET", opacity=1.0,
+    ...              mesh=pv.Sphere(radius=10.0), colour=style.REGION_COLOURS["ET"])
+    >>> name, point = picked_point([ball], (0.0, 0.0, 100.0), (0.0, 0.0, 50.0))
+    >>> name, round(point[2], 1)
+    ('prediction ET', 10.0)
+    >>> picked_point([ball], (30.0, 0.0, 100.0), (30.0, 0.0, 50.0)) is None
+    True
+    """
+    from .mesh import is_empty
+
+    origin = np.asarray(eye_mm, dtype=float)
+    direction = np.asarray(through_mm, dtype=float) - origin
+    if not np.linalg.norm(direction) > 0:
+        return None
+    direction /= np.linalg.norm(direction)
+    hits = []
+    for layer in layers:
+        if layer.role not in ("prediction", "truth", "error") \
+                or layer.representation != "surface" or is_empty(layer.mesh):
+            continue
+        distances = _ray_distances(layer.mesh, origin, direction)
+        if distances.size:
+            hits.append((float(distances.min()), layer.opacity >= PICK_OPACITY, layer.name))
+    if not hits:
+        return None
+    opaque = [h for h in hits if h[1]]
+    distance, _, name = min(opaque or hits)
+    return name, tuple(float(v) for v in origin + distance * direction)  # type: ignore[return-value]

@@ -28,7 +28,6 @@ from .layers import (
     Layer,
     LesionMarker,
     SceneOptions,
-    edge_letters,
     key_text,
     named_layers,
     panel_titles,
@@ -52,8 +51,8 @@ FIT_DISTANCE = 1.0 / (math.cos(math.radians(15.0)) * math.tan(math.radians(22.5)
 
 # Letters sit this far outside the framed box (plus a fifth of its size), clear of the
 # surfaces even where an axis points half towards the camera.
-_LETTER_OFFSET_MM = 12.0
-_LETTER_OFFSET_SHARE = 0.2
+_LETTER_OFFSET_MM = 8.0
+_LETTER_OFFSET_SHARE = 0.1
 
 
 def _box(meshes: Iterable[Any]) -> np.ndarray | None:
@@ -102,6 +101,22 @@ def plotly_camera(
             "center": dict(zip("xyz", centre.tolist(), strict=True))}
 
 
+def scene_point_mm(units: Mapping[str, float], ranges: Sequence[Sequence[float]],
+                   aspect: Mapping[str, float]) -> np.ndarray:
+    """World mm of a point in a plotly scene's camera units (its ``eye`` or ``center``),
+    given the scene's axis ``ranges`` and ``aspectratio``: :func:`plotly_camera` inverted.
+
+    >>> box = np.array([[0.0, 100.0], [0.0, 50.0], [0.0, 100.0]])
+    >>> eye = plotly_camera("coronal", scene_box=box, fit_box=box)["eye"]
+    >>> scene_point_mm(eye, box, {"x": 1.0, "y": 0.5, "z": 1.0}).round(1).tolist()
+    [50.0, 212.5, 50.0]
+    """
+    box = np.asarray(ranges, dtype=float).reshape(3, 2)
+    ratio = np.array([float(aspect[a]) for a in "xyz"])
+    at = np.array([float(units[a]) for a in "xyz"])
+    return box.mean(axis=1) + at * np.ptp(box, axis=1) / ratio
+
+
 def _colourscale(cmap: str) -> list[list[Any]]:
     """A matplotlib colormap as a plotly colourscale (21 stops): VTK paints the same map."""
     from matplotlib import colormaps
@@ -112,8 +127,11 @@ def _colourscale(cmap: str) -> list[list[Any]]:
 
 
 def _edges(mesh: pv.PolyData) -> np.ndarray:
-    """(E, 2) point indices of the unique triangle edges of ``mesh``."""
-    faces = as_triangles(mesh).regular_faces
+    """(E, 2) point indices of the unique triangle edges of ``mesh``, or of its line
+    segments when it holds lines (the crosshair's arms)."""
+    if mesh.n_lines and not len(mesh.faces):
+        return np.asarray(mesh.lines).reshape(-1, 3)[:, 1:]
+    faces = as_triangles(mesh).regular_faces.reshape(-1, 3)
     pairs = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
     return np.unique(np.sort(pairs, axis=1), axis=0)
 
@@ -121,8 +139,9 @@ def _edges(mesh: pv.PolyData) -> np.ndarray:
 def layer_trace(layer: Layer, *, scene: str = "scene", max_triangles: int | None = None,
                 show_legend: bool = True) -> go.Mesh3d | go.Scatter3d:
     """One layer as a plotly trace: a lit ``Mesh3d`` surface, ``Scatter3d`` lines for a
-    wireframe, or ``Scatter3d`` markers (with their hover text) for points; ``meta`` holds
-    the layer's name. Surfaces above ``max_triangles`` are simplified
+    wireframe, or ``Scatter3d`` markers (with their hover text, and the layer's ``ids`` as
+    ``customdata``: what a click reports) for points; ``meta`` holds the layer's name.
+    Surfaces above ``max_triangles`` are simplified
     (:func:`~tumorscope.render.mesh.simplify_to`).
 
     >>> from tumorscope.render.layers import Layer
@@ -145,7 +164,7 @@ def layer_trace(layer: Layer, *, scene: str = "scene", max_triangles: int | None
                                      else style.MARKER_OUTLINE_COLOUR).hex,
                            "width": 3 if open_symbol else 1}}
         return go.Scatter3d(x=x, y=y, z=z, mode="markers", marker=marker,
-                            text=list(layer.hover or ()),
+                            text=list(layer.hover or ()), customdata=list(layer.ids or ()),
                             **{**common, "hoverinfo": "text" if layer.hover else "name"})
     if layer.representation == "wireframe":
         points, edges = np.asarray(mesh.points), _edges(mesh)
@@ -168,7 +187,7 @@ def layer_trace(layer: Layer, *, scene: str = "scene", max_triangles: int | None
             simplified.point_data[layer.scalars] = values
         mesh = simplified
     surface = as_triangles(mesh)
-    points, faces = np.asarray(surface.points), surface.regular_faces
+    points, faces = np.asarray(surface.points), surface.regular_faces.reshape(-1, 3)
     trace = go.Mesh3d(x=points[:, 0], y=points[:, 1], z=points[:, 2], i=faces[:, 0],
                       j=faces[:, 1], k=faces[:, 2], flatshading=False, lighting=LIGHTING,
                       **common)
@@ -189,17 +208,37 @@ def _letter_offset_mm(box: np.ndarray) -> float:
     return _LETTER_OFFSET_MM + _LETTER_OFFSET_SHARE * float(np.ptp(box, axis=1).max())
 
 
-def _orientation_labels(box: np.ndarray) -> list[dict[str, Any]]:
-    """R/L, A/P, S/I just outside ``box`` on each world axis (oblique views)."""
+def view_axis(preset: CameraPreset) -> int | None:
+    """The world axis a preset looks along (axial: 2), ``None`` for oblique views.
+
+    >>> view_axis("coronal"), view_axis("oblique")
+    (1, None)
+    """
+    direction = np.abs(np.asarray(CAMERA_VECTORS[preset][0], dtype=float))
+    axis = int(np.argmax(direction))
+    return axis if direction[axis] > 0.99 * np.linalg.norm(direction) else None
+
+
+def _orientation_labels(box: np.ndarray, preset: CameraPreset) -> list[dict[str, Any]]:
+    """R/L, A/P, S/I just outside ``box`` on each world axis. In the scene, they turn with
+    it, so they stay right however the user rotates; the pair along an axis-aligned
+    preset's view axis is left out (seen end on, its two letters would sit on one spot)."""
     centre = box.mean(axis=1)
-    half = np.ptp(box, axis=1) / 2.0 + _letter_offset_mm(box)
+    half = np.ptp(box, axis=1) / 2.0
+    # Outside the box, but inside the framed ball (the camera fits the box's bounding
+    # sphere to the view): further out, a small tumour's letters left the picture.
+    inside = 0.85 * float(np.linalg.norm(np.ptp(box, axis=1))) / 2.0
+    half = np.minimum(half + _letter_offset_mm(box), np.maximum(half, inside))
+    skip = view_axis(preset)
     labels = []
     for axis, letters in enumerate(AXIS_LETTERS):
+        if axis == skip:
+            continue
         for sign, letter in zip((-1.0, 1.0), letters, strict=True):
             point = centre.copy()
             point[axis] += sign * half[axis]
-            labels.append({"x": point[0], "y": point[1], "z": point[2], "text": letter,
-                           "showarrow": False,
+            labels.append({"x": point[0], "y": point[1], "z": point[2],
+                           "text": f"<b>{letter}</b>", "showarrow": False,
                            "font": {"size": 18, "color": style.TEXT_COLOUR.hex}})
     return labels
 
@@ -223,7 +262,8 @@ def layers_figure(
     max_triangles: int | None = None,
 ) -> go.Figure:
     """The plotly painter: ``layers`` in a dark 3-D scene (one per view), no grid, R/L A/P
-    S/I letters around what the camera frames, aimed along ``options.camera``.
+    S/I letters around what the camera frames, aimed along ``options.camera``, the legend
+    in a row under the scene (never over it).
 
     ``uirevision`` keeps a user's rotation across redraws until it changes;
     ``max_triangles`` simplifies surfaces above it (exported pages stay light). With
@@ -234,8 +274,8 @@ def layers_figure(
     >>> fig = layers_figure(layers, SceneOptions(camera="coronal"))
     >>> [(t.type, t.meta, t.opacity) for t in fig.data]
     [('mesh3d', 'prediction WT', 1.0), ('scatter3d', 'truth WT', 0.55)]
-    >>> [a.text for a in fig.layout.annotations][:4]
-    ['<b>L</b>', '<b>R</b>', '<b>S</b>', '<b>I</b>']
+    >>> [a.text for a in fig.layout.scene.annotations]  # seen from the front: no A/P
+    ['<b>L</b>', '<b>R</b>', '<b>I</b>', '<b>S</b>']
     """
     layers = tuple(layers)
     options = options or SceneOptions()
@@ -256,7 +296,6 @@ def layers_figure(
         all_box = aim if all_box is None else np.stack(
             [np.minimum(all_box[:, 0], aim[:, 0]), np.maximum(all_box[:, 1], aim[:, 1])],
             axis=1)
-    edges = edge_letters(options.camera)
     for panel, panel_title in enumerate(titles):
         scene = "scene" if panel == 0 else f"scene{panel + 1}"
         mine = [layer for layer in layers if layer.panel == panel]
@@ -276,8 +315,7 @@ def layers_figure(
                 aspectmode="manual",
                 aspectratio=dict(zip("xyz", (extent / extent.max()).tolist(), strict=True)),
                 camera=plotly_camera(options.camera, scene_box=box, fit_box=fit_box))
-            if edges is None:
-                scene_layout["annotations"] = _orientation_labels(fit_box)
+            scene_layout["annotations"] = _orientation_labels(fit_box, options.camera)
             pinned = [_pinned_label(layer) for layer in mine if layer.label]
             if pinned:
                 scene_layout["annotations"] = [*scene_layout.get("annotations", []), *pinned]
@@ -285,17 +323,6 @@ def layers_figure(
                 scene_layout[f"{axis}axis"] = {**axis_style, "range": [low, high],
                                                "autorange": False}
         figure.update_layout({scene: scene_layout})
-        # Axis-aligned views: letters at the view's edges, as the VTK painter and 2-D
-        # viewers put them (letters in 3-D would pair up on one spot along the view axis).
-        for edge, letter in (edges or {}).items():
-            x = {"left": 0.01, "right": 0.99}.get(edge, 0.5)
-            y = {"bottom": 0.01, "top": 0.99}.get(edge, 0.5)
-            annotations.append({
-                "text": f"<b>{letter}</b>", "x": panel * width + x * width, "y": y,
-                "xref": "paper", "yref": "paper", "showarrow": False,
-                "xanchor": {"left": "left", "right": "right"}.get(edge, "center"),
-                "yanchor": {"bottom": "bottom", "top": "top"}.get(edge, "middle"),
-                "font": {"size": 18}})
         if panel_title:
             annotations.append({"text": panel_title, "x": panel * width + 0.01, "y": 0.99,
                                 "xref": "paper", "yref": "paper", "showarrow": False,
@@ -309,11 +336,9 @@ def layers_figure(
         title=options.title, height=height_px, paper_bgcolor=style.BACKGROUND_COLOUR.hex,
         font={"color": style.TEXT_COLOUR.hex}, showlegend=options.legend,
         margin={"l": 0, "r": 0, "t": 40 if options.title else 10, "b": 0},
-        # Top left (plotly's tool bar takes the top right); bottom left side by side, where
-        # the views' titles take the top.
-        legend={"x": 0.01, "y": 0.01 if len(titles) > 1 else 0.99,
-                "yanchor": "bottom" if len(titles) > 1 else "top",
-                "bgcolor": style.LEGEND_COLOUR.hex, "font": {"size": 11}},
+        # In rows under the scene: over it, the legend hid a quarter of the tumour.
+        legend={"orientation": "h", "x": 0.0, "xanchor": "left", "y": 0.0,
+                "yanchor": "top", "bgcolor": style.LEGEND_COLOUR.hex, "font": {"size": 11}},
         uirevision=uirevision, annotations=annotations)
     return figure
 
@@ -359,7 +384,7 @@ def named_figure(
 
     >>> fig = named_figure({"ET": pv.Sphere(), "truth_ET": pv.Sphere(radius=0.6)})
     >>> [(t.name, t.color, t.opacity) for t in fig.data]
-    [('ET', '#ffd700', 1.0), ('truth_ET', '#ffd700', 0.3)]
+    [('ET', '#ffd700', 1.0), ('truth_ET', '#ffeb80', 0.3)]
     """
     options = SceneOptions(camera=camera, title=title)
     return layers_figure(named_layers(meshes), options, max_triangles=max_triangles)

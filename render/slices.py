@@ -19,6 +19,7 @@ four edges and :func:`render_view` prints them on the image.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
@@ -50,6 +51,46 @@ OverlayStyle = Literal["outline", "filled"]
 CROSSHAIR_ALPHA = 0.55
 DISPLAY_PX = 480
 """Longest side of the volume's field of view on screen, in pixels (all views share px/mm)."""
+LARGE_DISPLAY_PX = 900
+"""The same for the one-large-view layout."""
+ZOOMS: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+"""Zoom factors offered; at 8x a 240 mm field of view shows 30 mm, a few BraTS voxels wide
+per screen centimetre."""
+
+HeatKind = Literal["probability", "variance"]
+
+
+@dataclass(frozen=True)
+class Viewport:
+    """The part of a view's display-oriented plane on screen: ``rows`` x ``cols`` voxels
+    from (``row0``, ``col0``) (see :func:`slice_2d` for the plane's orientation)."""
+
+    row0: int
+    col0: int
+    rows: int
+    cols: int
+
+
+@dataclass(frozen=True)
+class HeatLayer:
+    """A map drawn as heat over the slices: a region's probability (0..1), or the variance
+    of the mirrored TTA passes' probabilities (0..0.25), both ``(X, Y, Z)`` RAS arrays."""
+
+    volume: np.ndarray
+    kind: HeatKind = "probability"
+
+    def plane(self, view: View, index: int) -> np.ndarray:
+        """The slice as heat in 0..1: probabilities as they are; variance as twice its
+        standard deviation, so 1 means half the passes said 0 and half said 1.
+
+        >>> HeatLayer(np.full((2, 2, 2), 0.25, np.float32), "variance").plane("axial", 0)
+        array([[1., 1.],
+               [1., 1.]], dtype=float32)
+        """
+        values = slice_2d(self.volume, view, index).astype(np.float32)
+        if self.kind == "variance":
+            values = np.minimum(1.0, 2.0 * np.sqrt(np.maximum(values, 0.0)))
+        return values
 
 
 def slice_2d(volume: np.ndarray, view: View, index: int) -> np.ndarray:
@@ -78,26 +119,81 @@ def display_position(shape: Sequence[int], view: View, xyz: Sequence[int]) -> tu
     return (shape[row_axis] - 1 - int(xyz[row_axis]), shape[col_axis] - 1 - int(xyz[col_axis]))
 
 
+def full_viewport(shape: Sequence[int], view: View) -> Viewport:
+    """The whole plane of ``view``."""
+    _, row_axis, col_axis = VIEW_AXES[view]
+    return Viewport(0, 0, int(shape[row_axis]), int(shape[col_axis]))
+
+
+def viewport(shape: Sequence[int], view: View, xyz: Sequence[int],
+             zoom: float = 1.0) -> Viewport:
+    """What ``view`` shows at ``zoom``: 1/zoom of the plane each way, centred on the
+    crosshair ``xyz`` as far as the plane's edges allow (so the crosshair is always in it).
+
+    >>> viewport((10, 20, 30), "axial", (0, 0, 5), zoom=2.0)  # crosshair at row 19, col 9
+    Viewport(row0=10, col0=5, rows=10, cols=5)
+    """
+    full = full_viewport(shape, view)
+    rows = min(full.rows, max(1, round(full.rows / max(float(zoom), 1.0))))
+    cols = min(full.cols, max(1, round(full.cols / max(float(zoom), 1.0))))
+    row, col = display_position(shape, view, xyz)
+    return Viewport(min(max(row - rows // 2, 0), full.rows - rows),
+                    min(max(col - cols // 2, 0), full.cols - cols), rows, cols)
+
+
 def voxel_at(shape: Sequence[int], view: View, xyz: Sequence[int], *, row_frac: float,
-             col_frac: float) -> tuple[int, int, int]:
+             col_frac: float, port: Viewport | None = None) -> tuple[int, int, int]:
     """The crosshair voxel after a click at (``row_frac``, ``col_frac``) of ``view``'s image.
 
-    Fractions run 0..1 from the image's top-left corner; the view's own slice index stays,
-    the other two move to the voxel under the click (the inverse of
-    :func:`display_position`).
+    Fractions run 0..1 from the image's top-left corner, over ``port`` (default: the whole
+    plane); the view's own slice index stays, the other two move to the voxel under the
+    click (the inverse of :func:`display_position`).
 
     >>> voxel_at((10, 20, 30), "axial", (4, 4, 5), row_frac=0.0, col_frac=0.99)
     (0, 19, 5)
     >>> display_position((10, 20, 30), "axial", (0, 19, 5))
     (0, 9)
+    >>> voxel_at((10, 20, 30), "axial", (4, 4, 5), row_frac=0.0, col_frac=0.0,
+    ...          port=Viewport(10, 5, 10, 5))
+    (4, 9, 5)
     """
     _, row_axis, col_axis = VIEW_AXES[view]
+    port = port or full_viewport(shape, view)
     rows, cols = int(shape[row_axis]), int(shape[col_axis])
-    row = min(rows - 1, max(0, int(row_frac * rows)))
-    col = min(cols - 1, max(0, int(col_frac * cols)))
+    row = min(rows - 1, max(0, port.row0 + int(row_frac * port.rows)))
+    col = min(cols - 1, max(0, port.col0 + int(col_frac * port.cols)))
     moved = [int(v) for v in xyz]
     moved[row_axis], moved[col_axis] = rows - 1 - row, cols - 1 - col
     return moved[0], moved[1], moved[2]
+
+
+def point_at(shape: Sequence[int], view: View, xyz: Sequence[int], *, row_frac: float,
+             col_frac: float, port: Viewport | None = None) -> tuple[float, float, float]:
+    """Like :func:`voxel_at` but continuous: the RAS index position (voxel centres at whole
+    numbers) under the click, for measuring between clicks to a fraction of a voxel.
+
+    >>> point_at((10, 20, 30), "axial", (4, 4, 5), row_frac=0.5, col_frac=0.25)
+    (7.0, 9.5, 5.0)
+    """
+    _, row_axis, col_axis = VIEW_AXES[view]
+    port = port or full_viewport(shape, view)
+    row = port.row0 + float(row_frac) * port.rows - 0.5
+    col = port.col0 + float(col_frac) * port.cols - 0.5
+    point = [float(v) for v in xyz]
+    point[row_axis] = int(shape[row_axis]) - 1 - row
+    point[col_axis] = int(shape[col_axis]) - 1 - col
+    return point[0], point[1], point[2]
+
+
+def distance_mm(affine: np.ndarray, a: Sequence[float], b: Sequence[float]) -> float:
+    """World distance in mm between two voxel positions of the grid ``affine`` maps.
+
+    >>> distance_mm(np.diag([0.5, 2.0, 3.0, 1.0]), (0, 0, 0), (4, 0, 1))
+    3.605551275463989
+    """
+    step = np.asarray(affine, dtype=np.float64)[:3, :3] @ (np.asarray(b, float)
+                                                           - np.asarray(a, float))
+    return float(np.linalg.norm(step))
 
 
 def window(plane: np.ndarray, *, level: float, width: float) -> np.ndarray:
@@ -198,6 +294,12 @@ def render_view(
     region: str = "WT",
     crosshair: bool = True,
     display_px: int = DISPLAY_PX,
+    zoom: float = 1.0,
+    heat: HeatLayer | None = None,
+    probability: np.ndarray | None = None,
+    threshold: float = 0.5,
+    measure: Sequence[Sequence[float]] = (),
+    measure_text: str = "",
 ) -> np.ndarray:
     """One view as an ``(H, W, 3)`` uint8 image: windowed MRI, overlay, crosshair, R/L letters.
 
@@ -207,18 +309,57 @@ def render_view(
     colour) over the filled prediction; "disagreement" FP red / FN blue of ``region``;
     "none". Overlays needing the truth fall back to the prediction alone when ``truth`` is
     ``None``. Pixels are resized so that every view has the same mm per pixel, with
-    ``display_px`` for the longest extent.
+    ``display_px`` for the longest extent of the whole volume at ``zoom`` 1.
+
+    At ``zoom`` > 1 the view shows :func:`viewport`'s part of the plane, enlarged.
+    With a ``heat`` layer the overlay gives way to the 2-D track's picture
+    (:func:`tumorscope.render.slices2d.compose_slice`): the heat map under the ``region``
+    truth outline (solid) and, with ``probability`` (that region's, ``(X, Y, Z)``), the
+    outline of ``probability > threshold`` (dashed), as the prediction thresholds it.
+    ``measure`` is up to two RAS index positions, drawn (the two joined by a line labelled
+    ``measure_text``) when all lie in this slice.
 
     >>> img = np.random.default_rng(0).random((20, 24, 16)).astype(np.float32)
     >>> render_view(img, "axial", (10, 12, 8), spacing_mm=(1, 1, 1), level=0.5, width=1.0,
     ...             display_px=48).shape
     (48, 40, 3)
+    >>> render_view(img, "axial", (10, 12, 8), spacing_mm=(1, 1, 1), level=0.5, width=1.0,
+    ...             display_px=48, zoom=2.0).shape
+    (48, 40, 3)
     """
     index = int(xyz[AXIS_OF_VIEW[view]])
-    rgb = np.repeat(window(slice_2d(image, view, index), level=level, width=width)[..., None],
-                    3, axis=2).astype(np.float32)
-    pred = slice_2d(prediction, view, index) if prediction is not None else None
-    true = slice_2d(truth, view, index) if truth is not None else None
+    port = viewport(image.shape, view, xyz, zoom)
+    crop = (slice(port.row0, port.row0 + port.rows), slice(port.col0, port.col0 + port.cols))
+
+    def plane(volume: np.ndarray | None) -> np.ndarray | None:
+        return None if volume is None else slice_2d(volume, view, index)[crop]
+
+    pred, true = plane(prediction), plane(truth)
+    # Every zoom fills the picture of the whole plane: the view keeps its size on screen
+    # (a window of whole voxels is stretched by less than a voxel to fit).
+    size = view_size(image.shape, spacing_mm, view, display_px)
+    if heat is not None:
+        out = _heat_picture(plane(image), heat.plane(view, index)[crop], size=size,
+                            level=level, width=width,
+                            truth=None if true is None else region_mask(true, region),
+                            above=None if probability is None else plane(probability) > threshold)
+    else:
+        rgb = np.repeat(window(plane(image), level=level, width=width)[..., None],
+                        3, axis=2).astype(np.float32)
+        _paint_overlay(rgb, pred, true, overlay=overlay, overlay_style=overlay_style,
+                       alpha=alpha, region=region)
+        out = _resize(rgb.astype(np.uint8), size)
+    if crosshair:
+        _draw_crosshair(out, view, image.shape, xyz, port)
+    marks = _measure_on_slice(measure, view, index, image.shape)
+    if marks is not None:
+        out = _draw_measure(out, marks, measure_text, port)
+    return _draw_letters(out, EDGE_LETTERS[view], size_px=max(12, display_px // 24))
+
+
+def _paint_overlay(rgb: np.ndarray, pred: np.ndarray | None, true: np.ndarray | None, *,
+                   overlay: Overlay, overlay_style: OverlayStyle, alpha: float,
+                   region: str) -> None:
     if true is None and overlay in ("truth", "both", "disagreement"):
         overlay = "prediction"
     if overlay == "prediction" and pred is not None:
@@ -233,33 +374,93 @@ def render_view(
     elif overlay == "disagreement" and pred is not None and true is not None:
         paint_disagreement(rgb, region_mask(pred, region), region_mask(true, region),
                            mode=overlay_style, alpha=alpha)
-    out = _resize(rgb.astype(np.uint8), view, image.shape, spacing_mm, display_px)
-    if crosshair:
-        _draw_crosshair(out, view, image.shape, xyz)
-    return _draw_letters(out, EDGE_LETTERS[view], size_px=max(12, display_px // 24))
 
 
-def _resize(rgb: np.ndarray, view: View, shape: Sequence[int], spacing_mm: Sequence[float],
-            display_px: int) -> np.ndarray:
+def view_size(shape: Sequence[int], spacing_mm: Sequence[float], view: View,
+              display_px: int = DISPLAY_PX) -> tuple[int, int]:
+    """(height, width) in pixels of ``view``'s picture: the whole plane at the mm per pixel
+    the three views share (:func:`px_per_mm`).
+
+    >>> view_size((20, 24, 16), (1.0, 1.0, 2.0), "coronal", display_px=48)  # 32 x 20 mm
+    (48, 30)
+    """
     scale = px_per_mm(shape, spacing_mm, display_px)
+    full = full_viewport(shape, view)
     row_mm, col_mm = pixel_size_mm(spacing_mm, view)
-    size = (max(1, round(rgb.shape[1] * col_mm * scale)),
-            max(1, round(rgb.shape[0] * row_mm * scale)))
+    return (max(1, round(full.rows * row_mm * scale)), max(1, round(full.cols * col_mm * scale)))
+
+
+def _heat_picture(plane: np.ndarray, heat: np.ndarray, *, size: tuple[int, int],
+                  level: float, width: float, truth: np.ndarray | None,
+                  above: np.ndarray | None) -> np.ndarray:
+    # Imported here: slices2d builds on this module's window(), so it loads after this one.
+    from .slices2d import compose_slice
+
+    # compose_slice sizes by the longest side and the pixels' aspect: give it the aspect
+    # that makes exactly ``size``.
+    aspect = (size[0] / plane.shape[0], size[1] / plane.shape[1])
+    return np.array(compose_slice(plane, truth=truth, prediction=above, probability=heat,
+                                  display_px=max(size), spacing_mm=aspect, level=level,
+                                  width=width))
+
+
+def _resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     # Nearest keeps label edges and outlines crisp when enlarging; bilinear when shrinking.
-    resample = Image.NEAREST if size[0] >= rgb.shape[1] else Image.BILINEAR
-    return np.array(Image.fromarray(rgb).resize(size, resample))
+    resample = Image.NEAREST if size[1] >= rgb.shape[1] else Image.BILINEAR
+    return np.array(Image.fromarray(rgb).resize((size[1], size[0]), resample))
+
+
+def screen_xy(rgb_shape: Sequence[int], port: Viewport, row: float,
+              col: float) -> tuple[float, float]:
+    """Screen (x, y) in pixels of the plane position (``row``, ``col``) (voxel centres at
+    whole numbers) in a picture of ``port`` that is ``rgb_shape`` (H, W) large.
+
+    >>> screen_xy((100, 50), Viewport(10, 0, 10, 5), 10.0, 0.0)
+    (5.0, 5.0)
+    """
+    return ((col - port.col0 + 0.5) * rgb_shape[1] / port.cols,
+            (row - port.row0 + 0.5) * rgb_shape[0] / port.rows)
 
 
 def _draw_crosshair(rgb: np.ndarray, view: View, shape: Sequence[int],
-                    xyz: Sequence[int]) -> None:
-    rows, cols = (shape[a] for a in VIEW_AXES[view][1:])
+                    xyz: Sequence[int], port: Viewport) -> None:
     row, col = display_position(shape, view, xyz)
-    # Centre of the voxel, in screen pixels.
-    r = min(rgb.shape[0] - 1, int((row + 0.5) * rgb.shape[0] / rows))
-    c = min(rgb.shape[1] - 1, int((col + 0.5) * rgb.shape[1] / cols))
+    x, y = screen_xy(rgb.shape, port, row, col)
+    r, c = min(rgb.shape[0] - 1, max(0, int(y))), min(rgb.shape[1] - 1, max(0, int(x)))
     colour = np.asarray(style.CROSSHAIR_COLOUR.rgb, dtype=np.float32)
     for line in (rgb[r, :], rgb[:, c]):
         line[:] = ((1 - CROSSHAIR_ALPHA) * line + CROSSHAIR_ALPHA * colour).astype(np.uint8)
+
+
+def _measure_on_slice(measure: Sequence[Sequence[float]], view: View, index: int,
+                      shape: Sequence[int]) -> tuple[tuple[float, float], ...] | None:
+    """The measured points as plane (row, col) when all lie in this slice, else ``None``."""
+    if not measure:
+        return None
+    axis, row_axis, col_axis = VIEW_AXES[view]
+    if any(abs(float(p[axis]) - index) > 0.5 for p in measure):
+        return None
+    return tuple((shape[row_axis] - 1 - float(p[row_axis]),
+                  shape[col_axis] - 1 - float(p[col_axis])) for p in measure)
+
+
+def _draw_measure(rgb: np.ndarray, marks: tuple[tuple[float, float], ...], text: str,
+                  port: Viewport) -> np.ndarray:
+    image = Image.fromarray(np.ascontiguousarray(rgb))
+    draw = ImageDraw.Draw(image)
+    points = [screen_xy(rgb.shape, port, row, col) for row, col in marks]
+    halo, colour = (0, 0, 0), style.MEASURE_COLOUR.rgb
+    if len(points) > 1:
+        draw.line(points, fill=halo, width=4)
+        draw.line(points, fill=colour, width=2)
+    for x, y in points:
+        draw.ellipse((x - 4, y - 4, x + 4, y + 4), outline=halo, width=4)
+        draw.ellipse((x - 3, y - 3, x + 3, y + 3), outline=colour, width=2)
+    if text:
+        x, y = points[-1]
+        draw.text((x + 8, y - 8), text, fill=colour, font=_font(14), anchor="lb",
+                  stroke_width=2, stroke_fill=halo)
+    return np.asarray(image)
 
 
 def _draw_letters(rgb: np.ndarray, letters: tuple[str, str, str, str], *,
@@ -277,6 +478,18 @@ def _draw_letters(rgb: np.ndarray, letters: tuple[str, str, str, str], *,
         draw.text((x, y), text, fill=(255, 255, 255), font=font, anchor=anchor,
                   stroke_width=2, stroke_fill=(0, 0, 0))
     return np.asarray(image)
+
+
+def heat_ramp_hex(n: int = 5) -> list[str]:
+    """``n`` colours along the heat colormap, low to high, as hex (a legend's ramp).
+
+    >>> heat_ramp_hex(2)  # autumn: red to yellow
+    ['#ff0000', '#ffff00']
+    """
+    from matplotlib import colormaps
+
+    ramp = colormaps[style.PROBABILITY_CMAP](np.linspace(0.0, 1.0, n))[:, :3]
+    return [style.Colour(tuple(int(round(c * 255)) for c in rgb)).hex for rgb in ramp]
 
 
 def largest_slices(mask: np.ndarray) -> tuple[int, int, int] | None:

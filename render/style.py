@@ -97,6 +97,21 @@ TRUTH_STYLES: dict[str, SurfaceStyle] = {
 wireframe cage by default (it cannot be mistaken for the solid prediction), or translucent
 (and so in mesh files, which hold surfaces only)."""
 
+def tint(colour: Colour, share: float) -> Colour:
+    """``colour`` mixed with white, ``share`` of the way (0: itself, 1: white).
+
+    >>> tint(Colour((0, 100, 200)), 0.5).rgb
+    (128, 178, 228)
+    """
+    return Colour(tuple(round(c + (255 - c) * share) for c in colour.rgb))  # type: ignore[arg-type]
+
+
+TRUTH_TINT: float = 0.5
+"""Ground truth takes its region's hue paled halfway to white: the same region reads as one
+family, yet a truth cage never has the colour of the solid prediction beside it."""
+TRUTH_COLOURS: dict[str, Colour] = {name: tint(c, TRUTH_TINT) for name, c in REGION_COLOURS.items()}
+"""Colour of each region's ground truth (cage or translucent surface), in every painter."""
+
 TRUTH_NEUTRAL_COLOUR: Colour = Colour((225, 225, 230))
 """Truth colour when the prediction is coloured by distance, so region hues do not compete."""
 
@@ -115,6 +130,13 @@ TEXT_COLOUR: Colour = Colour((235, 235, 235))
 
 CROSSHAIR_COLOUR: Colour = Colour((0, 230, 230))
 """Cyan slice-viewer crosshair: no region, label or error colour here is near it."""
+MEASURE_COLOUR: Colour = Colour((255, 255, 255))
+"""The slice viewer's distance line, white on a black halo: off the label, error, outline
+and red-to-yellow heat colours, and readable on bright tissue and on black alike."""
+CROSSHAIR_ARM_MM: float = 12.0
+"""The 3-D scenes mark the slice crosshair with three axis-aligned arms this long each way
+from its point: they stick out of a solid tumour that would hide a single marker."""
+CROSSHAIR_LINE_PX: float = 4.0
 
 # Charts of the cohort page (plotly, light theme).
 REFERENCE_LINE_COLOUR: Colour = Colour((136, 136, 136))

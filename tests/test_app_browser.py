@@ -3,7 +3,10 @@
 Screenshots go to ``$TUMORSCOPE_SCREENSHOTS`` (else the test's temp folder). The README's
 pictures come from the same code run against the demo results::
 
-    python tests/test_app_browser.py --results runs --out docs
+    python tests/test_app_browser.py --results runs/demo --out docs
+
+The server starts in the repository, given the results folder relative to it when it is inside
+(so the pictures show ``runs/demo`` in the results field, not this machine's layout).
 """
 
 from __future__ import annotations
@@ -224,7 +227,7 @@ def browse(results: Path, out: Path, log_path: Path) -> dict[str, Path]:  # noqa
             shots["slices"] = out / "app-slices.png"
             check_content(shoot(page, shots["slices"]), page.inner_text("body"),
                           ["Slices", "axial", "coronal", "sagittal"])
-            click_moves_crosshair(page, views[0], grid_shape(results))
+            click_moves_crosshair(page, views[0], grid_shape(REPO / results))
         finally:
             browser.close()
     return shots
@@ -257,6 +260,116 @@ def run_2d_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from test_app_2d import build_2d_run
 
     return build_2d_run(tmp_path_factory.getbasetemp() / "app_2d")
+
+
+@pytest.fixture(scope="session")
+def heat_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # The same mirrored run with probability and TTA-variance maps as test_slice_viewer.py's.
+    from test_slice_viewer import build_heat_run
+
+    return build_heat_run(tmp_path_factory.getbasetemp() / "heat_run")
+
+
+def view_picture(page: Any, index: int, old_src: str | None = None) -> np.ndarray:
+    """The ``index``-th slice view's picture once loaded (and, given ``old_src``, changed),
+    as the screen shows it. The views' frames are asked afresh each time: Streamlit mounts
+    a new one when controls above them appear or go."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    deadline = time.monotonic() + PAGE_READY_MS / 1000
+    src = ""
+    while time.monotonic() < deadline:
+        try:
+            src = picture_src(page, index)
+            image = page.locator("iframe[title*='image_coordinates']").nth(index) \
+                .content_frame.locator("img#image")
+            loaded = image.evaluate("i => i.complete && i.naturalWidth > 0", timeout=5000)
+            idle = page.evaluate(
+                "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
+            if src and src != old_src and loaded and idle:
+                return np.asarray(Image.open(io.BytesIO(image.screenshot())).convert("RGB"))
+        except PlaywrightError:  # the frame was replaced while being read: ask again
+            pass
+        time.sleep(0.25)
+    pytest.fail(f"slice view {index} showed no new picture within {PAGE_READY_MS} ms "
+                f"(still {'the old one' if src == old_src else 'loading'})")
+
+
+def picture_src(page: Any, index: int) -> str:
+    """The ``index``-th slice view's picture (a data URL)."""
+    return page.locator("iframe[title*='image_coordinates']").nth(index).content_frame \
+        .locator("img#image").get_attribute("src", timeout=PAGE_READY_MS) or ""
+
+
+def warm_share(pixels: np.ndarray) -> float:
+    """Share of red-to-yellow pixels (the heat ramp); grey MRI has R = G = B."""
+    rgb = pixels.astype(int)
+    return float(((rgb[..., 0] > rgb[..., 2] + 60) & (rgb[..., 0] >= rgb[..., 1])).mean())
+
+
+def choose(page: Any, label: str, option: str) -> None:
+    """Pick ``option`` in the selectbox labelled ``label``, as a person does."""
+    page.locator("[data-testid='stSelectbox']").filter(has_text=label).first.click()
+    page.get_by_role("option", name=option).first.click()
+
+
+@pytest.mark.browser
+def test_slice_viewer_heat_overlay_and_zoom(heat_run_dir: Path, tmp_path: Path) -> None:
+    """A person turns on the probability heat map: the brain turns red to yellow; zooming in
+    shows the middle of the plane, larger (less black around the head)."""
+    from playwright.sync_api import sync_playwright
+
+    out = Path(os.environ.get("TUMORSCOPE_SCREENSHOTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    with streamlit_server(heat_run_dir, tmp_path / "streamlit.log") as url, \
+            sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.goto(f"{url}/slices")
+            wait_until_drawn(page, "Slices", plots=0)
+            slice_views(page)
+            old = picture_src(page, 0)
+            choose(page, "Overlay", "None")
+            plain = view_picture(page, 0, old)
+            old = picture_src(page, 0)
+            choose(page, "Overlay", "Probability heat map")
+            heat = view_picture(page, 0, old)
+            shot = out / "app-slices-heat.png"
+            check_content(shoot(page, shot), page.inner_text("body"),
+                          ["Slices", "probability 0 → 1", "Threshold"])
+            assert warm_share(plain) < 0.001, "red-yellow pixels without a heat map"
+            assert warm_share(heat) > 0.05, f"no heat map to see ({warm_share(heat):.4f})"
+
+            for step in ("1.5", "2", "3"):  # one key press at a time, as a person waits
+                old = picture_src(page, 0)
+                page.get_by_role("slider", name="Zoom").first.press("ArrowRight")
+                page.get_by_text(f"{step}× around the crosshair").first.wait_for(
+                    timeout=PAGE_READY_MS)
+                zoomed = view_picture(page, 0, old)
+            shoot(page, out / "app-slices-zoom.png")
+            # One large view and back: the views' slices outlive the layout (a fragment's
+            # rerun that leaves two sliders undrawn must keep their values).
+            for layout, shown in (("1 large", 1), ("3 views", 3)):
+                old = picture_src(page, 0)
+                page.locator(".st-key-sl_layout button").filter(has_text=layout).first.click()
+                view_picture(page, 0, old)
+                # The whole page redrawn: as many views as the layout has, and what follows
+                # them (the readout) there again.
+                page.wait_for_function(
+                    "n => document.querySelectorAll('iframe[title*=\"image_coordinates\"]')"
+                    ".length === n && document.body.innerText.includes('voxel (RAS)')",
+                    arg=shown, timeout=PAGE_READY_MS)
+                wait_until_drawn(page, "Slices", plots=0)
+                check_content(shoot(page, out / f"app-slices-{shown}.png"),
+                              page.inner_text("body"), ["Slices", "Axial slice", "voxel (RAS)"])
+            if zoomed.shape == heat.shape:
+                Image.fromarray(np.hstack([heat, zoomed])).save(out / "app-slices-zoom-axial.png")
+        finally:
+            browser.close()
+    assert zoomed.shape == heat.shape  # as large on screen, showing less of the plane
+    black = [float((p.max(axis=-1) < 12).mean()) for p in (heat, zoomed)]
+    assert black[0] > 0.1 and black[1] < black[0] / 2, black
 
 
 def gallery_images(page: Any, at_least: int) -> Any:
@@ -339,6 +452,8 @@ if __name__ == "__main__":
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as folder:
-        for name, path in browse(args.results.resolve(), args.out,
-                                 Path(folder) / "streamlit.log").items():
+        given = args.results.resolve()
+        if given.is_relative_to(REPO):  # as a person types it in the repository
+            given = given.relative_to(REPO)
+        for name, path in browse(given, args.out, Path(folder) / "streamlit.log").items():
             print(f"{name}: {path}")

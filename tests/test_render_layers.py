@@ -19,7 +19,7 @@ from tumorscope.core.errors import ConfigError  # noqa: E402
 from tumorscope.render import export, style  # noqa: E402
 from tumorscope.render import layers as layers_module  # noqa: E402
 from tumorscope.render.layers import (  # noqa: E402
-    NESTED_OFFSET_MM,
+    SHARED_WALL_MM,
     Layer,
     LesionMarker,
     SceneOptions,
@@ -234,15 +234,40 @@ def test_truth_is_drawn_apart_from_the_solid_prediction(case: dict) -> None:
     assert solid > 2000 and cage < solid / 3
 
 
-def test_nested_surfaces_are_see_through_and_nudged_apart(case: dict) -> None:
+def test_nested_surfaces_are_see_through_and_never_share_a_wall(case: dict) -> None:
+    from scipy.spatial import cKDTree
+
     layers = {la.name: la for la in _layers(case, SceneOptions())}
     assert layers["prediction WT"].opacity == style.NESTED_OPACITY["WT"]
     assert layers["prediction TC"].opacity == style.NESTED_OPACITY["TC"]
+    # Enhancing rim over the left half of the core only; necrosis meets the edema on the
+    # right. Where TC's wall is ET's, only ET is drawn (nothing left to z-fight); the
+    # necrotic half of TC stays; WT, apart from both, is drawn whole.
+    idx = np.indices(SHAPE).astype(float)
+    r = np.sqrt(((idx - np.array([24.0, 24.0, 20.0])[:, None, None, None]) ** 2).sum(0))
+    lab = np.zeros(SHAPE, np.uint8)
+    lab[r < 13] = 2
+    lab[r < 8] = 1
+    lab[(r < 8) & (r >= 5) & (idx[0] < 24)] = 4
+    meshes = region_meshes(lab, AFFINE)
+    drawn = {la.name: la for la in scene_layers(None, meshes)}
+    tc = drawn["prediction TC"].mesh
+    faces = tc.regular_faces
+    near = cKDTree(meshes["ET"].points).query(tc.points)[0]
+    assert not (near[faces] <= SHARED_WALL_MM).all(axis=1).any()
+    centres = tc.points[faces].mean(axis=1)
+    assert 0 < len(faces) < meshes["TC"].n_cells
+    assert (centres[:, 0] > 22).all() and (centres[:, 0] > 26).any()  # the necrotic half
+    assert drawn["prediction WT"].mesh.n_cells == meshes["WT"].n_cells
+    assert drawn["prediction ET"].mesh is meshes["ET"]  # innermost: as given
+    assert meshes["TC"].n_cells == region_meshes(lab, AFFINE)["TC"].n_cells  # untouched
+    # A TC whose whole wall is ET's (this module's case): kept whole, a voxel behind ET,
+    # so it shows when ET is hidden; the cached mesh is not moved.
     source = case["prediction"]["TC"]
-    moved = np.linalg.norm(layers["prediction TC"].mesh.points - source.points, axis=1)
-    assert moved == pytest.approx(NESTED_OFFSET_MM, abs=1e-4)  # one region (ET) inside
-    assert layers["prediction ET"].mesh is case["prediction"]["ET"]  # innermost: as given
-    assert not np.shares_memory(layers["prediction TC"].mesh.points, source.points)
+    whole = layers["prediction TC"].mesh
+    moved = np.linalg.norm(whole.points - source.points, axis=1)
+    assert whole.n_cells == source.n_cells and moved == pytest.approx(SHARED_WALL_MM, abs=1e-4)
+    assert not np.shares_memory(whole.points, source.points)
     # Only what is drawn nests: WT alone is solid and left in place.
     alone = scene_layers(None, case["prediction"], options=SceneOptions(regions=("WT",)))
     assert alone[0].opacity == 1.0 and alone[0].mesh is case["prediction"]["WT"]

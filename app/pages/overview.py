@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -23,7 +24,10 @@ from tumorscope.render.cohort import (
     hd95_definitions,
     lesion_scorings,
     score_columns,
+    short_title,
     volume_columns,
+    volume_text,
+    volume_title,
     wide_column,
 )
 from tumorscope.render.export import csv_bytes
@@ -85,7 +89,8 @@ def render(ctx: Context) -> None:
                    f"them: {listed}{more}.",
                    icon=":material/history:")
     view = _score_controls(metrics)
-    caption.caption(f"Run **{ctx.run.name}** in `{ctx.run.path.parent}` · {len(table)} "
+    caption.caption(f"Run **{ctx.run.name}** in `{state.shown_path(ctx.run.path.parent)}` · "
+                    f"{len(table)} "
                     f"patients, {scored} with ground truth · {HD95_DEFINITIONS[view.hd95]}"
                     + (f" · {SCORING_DOCS[view.scoring]}" if view.scoring != "legacy" else ""))
     if table.empty:
@@ -202,29 +207,93 @@ def column_docs() -> dict[str, str]:
     return docs
 
 
+# Widths (px) that fit the legacy view's table in the main column of a 1400-px window:
+# each is its short header's width (14 px Source Sans) plus the grid's 2 x 8 px padding.
+META_PX: dict[str, int] = {"patient": 108, "grade": 50, "age": 40, "synthetic": 74,
+                           "ground truth": 50, "mean Dice": 80}
+SCORE_PX = 63
+HD95_PX = 70
+VOLUME_PX = 74
+
+
 def _column_config() -> dict[str, object]:
     config: dict[str, object] = {
-        "patient": st.column_config.TextColumn("patient", pinned=True),
-        "age": st.column_config.NumberColumn("age", format="%.0f"),
+        "patient": st.column_config.TextColumn("patient", pinned=True,
+                                               width=META_PX["patient"]),
+        "grade": st.column_config.TextColumn("grade", width=META_PX["grade"]),
+        "age": st.column_config.NumberColumn("age", format="%.0f", width=META_PX["age"]),
+        "synthetic": st.column_config.CheckboxColumn("synthetic",
+                                                     width=META_PX["synthetic"]),
+        "ground truth": st.column_config.CheckboxColumn(
+            "truth", width=META_PX["ground truth"], help="The patient has ground truth."),
         "mean Dice": st.column_config.ProgressColumn(
             "mean Dice", min_value=0.0, max_value=1.0, format="%.3f",
-            help="Mean of the WT, TC and ET legacy Dice."),
+            width=META_PX["mean Dice"], help="Mean of the WT, TC and ET legacy Dice."),
     }
     docs = column_docs()
-    keys = ("dice", *HD95_KEYS, "volume_truth_ml", "volume_pred_ml",
-            *(k for ks in LESION_KEYS.values() for k in ks))
+    keys = ("dice", *HD95_KEYS, *(k for ks in LESION_KEYS.values() for k in ks))
     for region in REGIONS:
         for key in keys:
+            title = wide_column(key, region)
             count = key.endswith(("_tp", "_fn", "_fp"))
             fine = "dice" in key or key.endswith("_rq")
-            config[wide_column(key, region)] = st.column_config.NumberColumn(
-                format="%d" if count else "%.3f" if fine else "%.1f", help=docs.get(key))
+            config[title] = st.column_config.NumberColumn(
+                short_title(title), format="%d" if count else "%.3f" if fine else "%.1f",
+                width=HD95_PX if "hd95" in key else SCORE_PX,
+                help=f"{title}: {docs[key]}" if key in docs else title)
+        config[volume_title(region)] = st.column_config.TextColumn(
+            volume_title(region), width=VOLUME_PX,
+            help=f"{REGION_NAMES[region]} volume, true → predicted, in mL (both are in the "
+                 f"CSV as {wide_column('volume_truth_ml', region)} and "
+                 f"{wide_column('volume_pred_ml', region)}).")
     return config
 
 
 def shown_columns(view: ScoreView) -> list[str]:
     """The patients table's columns in ``view``: metadata, scores, volumes."""
     return [*META_COLUMNS, *score_columns(view.scoring, hd95=view.hd95), *volume_columns()]
+
+
+def constant_columns(table: pd.DataFrame) -> dict[str, object]:
+    """Metadata columns with one value for every patient of the run (column -> value): the
+    grid leaves them out (a caption states them), so the scores fit beside the volumes.
+
+    >>> constant_columns(pd.DataFrame({"grade": ["HGG", "HGG"], "synthetic": [True, False],
+    ...                                "ground truth": [True, True], "age": [60, 61]}))
+    {'grade': 'HGG', 'ground truth': True}
+    """
+    constant: dict[str, object] = {}
+    for column in ("grade", "synthetic", "ground truth"):
+        if column in table and len(table) and table[column].nunique(dropna=False) == 1:
+            value = table[column].iloc[0]
+            constant[column] = value.item() if isinstance(value, np.generic) else value
+    return constant
+
+
+def grid_view(shown: pd.DataFrame, hidden: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """The rows ``shown`` as the grid draws them: one "true → pred" volume cell per region
+    beside the numbers (:func:`~tumorscope.render.cohort.volume_text`), and the columns it
+    shows in order (scores, then volumes; ``hidden`` left out, the numbers kept)."""
+    frame = shown.copy()
+    for region in REGIONS:
+        frame[volume_title(region)] = [
+            volume_text(t, p) for t, p in zip(shown[wide_column("volume_truth_ml", region)],
+                                               shown[wide_column("volume_pred_ml", region)],
+                                               strict=True)]
+    numbers = set(volume_columns())
+    order = [c for c in shown if c not in numbers and c not in hidden]
+    return frame, [*order, *(volume_title(r) for r in REGIONS)]
+
+
+def _same_for_all(constant: dict[str, object]) -> str:
+    parts = []
+    if "grade" in constant:
+        parts.append(f"grade {constant['grade'] if constant['grade'] else 'unknown'}")
+    if "synthetic" in constant:
+        parts.append("synthetic" if constant["synthetic"] else "not synthetic")
+    if "ground truth" in constant:
+        parts.append("with ground truth" if constant["ground truth"] else "no ground truth")
+    return f"Every patient here: {', '.join(parts)}. " if parts else ""
 
 
 def _open_selected() -> None:
@@ -237,8 +306,13 @@ def _open_selected() -> None:
         state.request_page("patient")
 
 
-def _open_picked() -> None:
+def _pick_patient() -> None:
+    """The overview's patient picker and the sidebar's are one choice."""
     st.session_state["case_id"] = st.session_state["ov_pick"]
+
+
+def _open_picked() -> None:
+    _pick_patient()
     state.request_page("patient")
 
 
@@ -266,15 +340,21 @@ def _patients(ctx: Context, table: pd.DataFrame, view: ScoreView) -> None:
                             sort_by=st.session_state["ov_sort"],
                             order=st.session_state["ov_order"] or "worst first")
     st.session_state["_ov_rows"] = shown["patient"].tolist()
-    st.dataframe(shown, key=TABLE_KEY, on_select=_open_selected, selection_mode="single-row",
-                 hide_index=True, column_config=_column_config(),
+    constant = constant_columns(table)
+    frame, order = grid_view(shown, list(constant))
+    st.dataframe(frame, key=TABLE_KEY, on_select=_open_selected, selection_mode="single-row",
+                 hide_index=True, column_config=_column_config(), column_order=order,
                  height=min(38 + 35 * max(len(shown), 1), 420))
+    st.caption(f"{_same_for_all(constant)}Volumes: true → predicted, mL. Hover a column "
+               "title for its full name and meaning.")
     pick, button, download = st.columns([3, 2, 2], vertical_alignment="bottom")
     ids = shown["patient"].tolist() or table["patient"].tolist()
-    if st.session_state.get("ov_pick") not in ids:
-        st.session_state["ov_pick"] = ids[0]
-    pick.selectbox("Open a patient", ids, key="ov_pick",
-                   help="Or click a row's checkbox in the table.")
+    # One patient for the whole app: the picker shows the sidebar's (else the first row).
+    current = st.session_state.get("case_id")
+    st.session_state["ov_pick"] = current if current in ids else ids[0]
+    pick.selectbox("Open a patient", ids, key="ov_pick", on_change=_pick_patient,
+                   help="The same patient as the sidebar's. Or click a row's checkbox in "
+                        "the table.")
     button.button("Open patient view", key="btn_open_patient", on_click=_open_picked,
                   icon=":material/open_in_new:", type="primary")
     download.download_button("Table as CSV", data=csv_bytes(shown),
@@ -345,8 +425,29 @@ def volume_figure(metrics: pd.DataFrame) -> go.Figure:
     return figure
 
 
+def fitted_range(values: pd.Series, *, low: float = 0.0, high: float = 1.0,
+                 margin: float = 0.1, least: float = 0.1) -> list[float]:
+    """An axis range around ``values`` with ``margin`` of their spread (at least ``least``
+    wide) on each side, kept within ``low``..``high`` (plus a sliver, so points on a bound
+    are not cut in half); the whole range when there is no value.
+
+    >>> fitted_range(pd.Series([0.9, 0.95])), fitted_range(pd.Series([0.2, 1.0]))
+    ([0.875, 0.975], [0.12, 1.01])
+    >>> fitted_range(pd.Series([], dtype=float))
+    [-0.01, 1.01]
+    """
+    finite = values[pd.notna(values)]
+    pad = 0.01 * (high - low)
+    if finite.empty:
+        return [low - pad, high + pad]
+    lo, hi = float(finite.min()), float(finite.max())
+    extra = max(margin * (hi - lo), (least - (hi - lo)) / 2, 0.0)
+    return [round(max(low - pad, lo - extra), 4), round(min(high + pad, hi + extra), 4)]
+
+
 def dice_volume_figure(metrics: pd.DataFrame) -> go.Figure:
-    """Dice of each region against that region's true volume: are small tumours harder?"""
+    """Dice of each region against that region's true volume: are small tumours harder? The
+    Dice axis fits the points (within 0-1): a fixed 0-1 axis squashed a good cohort flat."""
     figure = go.Figure()
     for region in REGIONS:
         rows = metrics[metrics["region"] == region]
@@ -357,17 +458,25 @@ def dice_volume_figure(metrics: pd.DataFrame) -> go.Figure:
                           + "</extra>"))
     figure.update_layout(title="Dice vs tumour volume", height=CHART_HEIGHT_PX,
                          xaxis_title="true volume of the region (mL)", yaxis_title="Dice",
-                         yaxis_range=[-0.02, 1.02], margin={"t": 50, "b": 30})
+                         yaxis_range=fitted_range(metrics["dice"]), margin={"t": 50, "b": 30})
     return figure
 
 
 def training_figure(log: pd.DataFrame) -> go.Figure:
-    """Loss and validation Dice (per region and mean) per epoch, from the run's log."""
-    figure = make_subplots(rows=1, cols=2, subplot_titles=("Training loss", "Validation Dice"))
-    if "loss" in log:
-        figure.add_trace(go.Scatter(x=log["epoch"], y=log["loss"], mode="lines+markers",
-                                    name="loss", line={"color": style.LOSS_COLOUR.hex}),
-                         row=1, col=1)
+    """Loss (training, and validation where logged: ``val_loss``) and validation Dice (per
+    region and mean) per epoch, from the run's log; each chart with its own legend."""
+    has_val_loss = "val_loss" in log and log["val_loss"].notna().any()
+    figure = make_subplots(rows=1, cols=2, subplot_titles=(
+        "Loss" if has_val_loss else "Training loss", "Validation Dice"))
+    losses = [("loss", "training loss", "solid"), ("val_loss", "validation loss", "dash")]
+    for column, name, dash in losses:
+        if column in log and log[column].notna().any():
+            rows = log[log[column].notna()]
+            # legend (the first) sits by the loss chart, legend2 by the Dice chart.
+            figure.add_trace(go.Scatter(x=rows["epoch"], y=rows[column], mode="lines+markers",
+                                        name=name, legend="legend",
+                                        line={"color": style.LOSS_COLOUR.hex, "dash": dash}),
+                             row=1, col=1)
     curves = [*((f"dice_{r}", style.REGION_COLOURS[r].hex, "solid") for r in REGIONS),
               ("dice_mean", style.REFERENCE_LINE_COLOUR.hex, "dash")]
     for column, colour, dash in curves:
@@ -375,10 +484,18 @@ def training_figure(log: pd.DataFrame) -> go.Figure:
             rows = log[log[column].notna()]
             figure.add_trace(go.Scatter(x=rows["epoch"], y=rows[column], mode="lines+markers",
                                         name=column.replace("dice_", "Dice "),
+                                        legend="legend2",
                                         line={"color": colour, "dash": dash}), row=1, col=2)
     figure.update_xaxes(title_text="epoch")
+    figure.update_yaxes(title_text="loss", row=1, col=1)
     figure.update_yaxes(title_text="Dice", range=[0, 1], row=1, col=2)
-    figure.update_layout(height=CHART_HEIGHT_PX, margin={"t": 50, "b": 30})
+    # Each legend at the top right inside its own chart (the subplot domains' right ends).
+    left, right = (figure.layout[f"xaxis{n}"].domain for n in ("", "2"))
+    boxed = {"yanchor": "top", "y": 0.99, "xanchor": "right",
+             "bgcolor": "rgba(255,255,255,0.7)", "font": {"size": 11}}
+    figure.update_layout(height=CHART_HEIGHT_PX, margin={"t": 50, "b": 30},
+                         legend={**boxed, "x": left[1] - 0.01},
+                         legend2={**boxed, "x": right[1] - 0.01})
     return figure
 
 

@@ -13,7 +13,7 @@ import streamlit as st
 
 from tumorscope.app import lesions as case_lesions
 from tumorscope.app import meshes as case_meshes
-from tumorscope.app import tables
+from tumorscope.app import scene_link, tables
 from tumorscope.app.caches import stamp
 from tumorscope.app.lesions import LesionView
 from tumorscope.app.state import Context
@@ -23,12 +23,14 @@ from tumorscope.core.scoring.metrics import METRIC_COLUMNS, METRIC_DOCS
 from tumorscope.core.scoring.scorings import LESION_COLUMNS, SCORING_COLUMNS, SCORING_DOCS
 from tumorscope.core.store import CaseRecord, Run
 from tumorscope.render import export, style
+from tumorscope.render.cohort import metric_title
 from tumorscope.render.layers import (
     LESION_STATUSES,
     CameraPreset,
     ColourBy,
     LesionMarker,
     SceneOptions,
+    scene_layers,
 )
 from tumorscope.render.lesions import SCORING_HD95, frame_radius_mm
 
@@ -121,9 +123,10 @@ def _controls(case: CaseRecord, lesions: LesionView,
     has_truth = case.has_truth
     st.pills("Regions", REGIONS, selection_mode="multi", key="p3d_regions",
              help="WT whole tumour, TC tumour core, ET enhancing tumour (nested).")
-    left, right = st.columns(2)
-    left.toggle("Ground truth", key="p3d_truth", disabled=not has_truth)
-    right.toggle("Prediction", key="p3d_pred")
+    # One per row: side by side in this narrow column the labels were cut ("Ground t…").
+    st.toggle("Ground truth (wireframe)", key="p3d_truth", disabled=not has_truth,
+              help="The truth as a cage of lines in its region's paler colour.")
+    st.toggle("Prediction (solid)", key="p3d_pred")
     st.radio("Colour the prediction by", list(COLOURINGS), key="p3d_colour",
              disabled=not has_truth,
              help="Signed distance of each prediction vertex to the truth surface: red where "
@@ -198,16 +201,46 @@ def _scene(run: Run, case: CaseRecord, dice: dict[str, float],
         view = _controls(case, lesions, case_lesions.chosen(run, case.case_id, lesions))
     with plot, st.spinner("Building the 3-D surfaces (cached after the first time)…"):
         meshes = scene_meshes(run, case, view)
+        _take_click(run, case, meshes, dice, view)
+        view = replace(view, options=replace(
+            view.options, crosshair_mm=scene_link.crosshair_mm(run, case)))
         figure = scene_figure(
             meshes.truth, meshes.prediction, brain=meshes.brain, errors=meshes.errors,
             dice=dice, lesions=view.lesions, options=view.options,
             revision=f"{run.path}|{case.case_id}")
         # theme=None: Streamlit's theme would repaint the dark scene's legend and tick text.
         st.plotly_chart(figure, key="chart_3d", theme=None, config={"displaylogo": False})
-        st.caption("Drag to rotate, scroll to zoom; click a legend entry to hide it. "
+        scene_link.link("chart_3d", on_pick=lambda: None)
+        _crosshair_line(view.options)
+        st.caption("Drag to rotate, scroll to zoom; click a legend entry to hide it; click "
+                   "the tumour (or a lesion marker) to put the slice crosshair there. "
                    "Ground truth is the wireframe cage, the prediction solid; the PNG and "
                    "HTML downloads draw this same scene.")
     return view, meshes
+
+
+def _take_click(run: Run, case: CaseRecord, meshes: SceneMeshes, dice: dict[str, float],
+                view: View3D) -> None:
+    """A click in the scene (last rerun) moves the slice crosshair to what it hit, before
+    the scene is drawn again with the crosshair there. The click was on the scene of these
+    same options: a click changes no widget."""
+    pick = scene_link.picked()
+    if pick is None:
+        return
+    layers = scene_layers(meshes.truth, meshes.prediction, brain=meshes.brain,
+                          errors=meshes.errors, dice=dice, lesions=view.lesions,
+                          options=view.options)
+    _, point = scene_link.clicked_mm(layers, pick)
+    scene_link.move_crosshair(run, case, point)
+
+
+def _crosshair_line(options: SceneOptions) -> None:
+    if options.crosshair_mm is None:
+        return
+    voxel = tuple(int(st.session_state[k]) for k in ("sl_x", "sl_y", "sl_z"))
+    st.markdown(f":blue-background[**Slice crosshair**] at voxel {voxel}, world "
+                "({:.1f}, {:.1f}, {:.1f}) mm: the cyan lines in 3-D, where the slice "
+                "viewer's three planes cross.".format(*options.crosshair_mm))
 
 
 # --------------------------------------------------------------------------------------------
@@ -405,14 +438,20 @@ def _scores(run: Run, case: CaseRecord, rows: pd.DataFrame, scoring: str | None)
         volumes = tables.predicted_volumes_ml(str(path), stamp(path), case.label_convention)
         st.dataframe(pd.DataFrame({"region": list(volumes),
                                    "volume_pred_ml": list(volumes.values())}),
-                     hide_index=True, key="df_patient_volumes")
+                     hide_index=True, key="df_patient_volumes", column_config={
+                         "volume_pred_ml": st.column_config.NumberColumn(
+                             metric_title("volume_pred_ml"), format="%.1f",
+                             help=METRIC_DOCS.get("volume_pred_ml"))})
         return
     lesion_wise = SCORING_COLUMNS.get(scoring or "", {})
     columns = [c for c in (*METRIC_COLUMNS, *lesion_wise) if c in rows]
     docs = {**METRIC_DOCS, **lesion_wise}
+    # Titled as the overview titles them (metric_title), keys kept for the CSV download.
     config = {c: st.column_config.NumberColumn(
-                  c, help=docs.get(c), format="%d" if c.endswith(("_tp", "_fn", "_fp"))
-                  else "%.3f") for c in columns if c != "region"}
+                  metric_title(c), help=docs.get(c),
+                  format="%d" if c.endswith(("_tp", "_fn", "_fp"))
+                  else "%.1f" if c.endswith(("_mm", "_ml")) else "%.3f")
+              for c in columns if c != "region"}
     st.dataframe(rows[columns], hide_index=True, column_config=config, key="df_patient")
     st.caption("Each HD95 column is named by its definition: "
                + "; ".join(f"{d}: {name}" for d, name in HD95_DEFINITIONS.items())

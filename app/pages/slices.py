@@ -1,7 +1,12 @@
-"""Slice viewer page: three linked views, window/level, truth/prediction/disagreement overlays."""
+"""Slice viewer page: linked views, zoom, window/level, label and heat overlays, distances.
+
+:func:`render` is the page of a run's case; :func:`viewer` is the viewer itself, shared with
+the view-only page (:mod:`tumorscope.app.pages.viewer`), which has no prediction.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +17,10 @@ from tumorscope.app import lesions as case_lesions
 from tumorscope.app import tables
 from tumorscope.app import volumes as volumes_cache
 from tumorscope.app.caches import stamp
-from tumorscope.app.state import POSITION_KEYS, Context, crosshair_case_key
-from tumorscope.app.volumes import CaseVolumes
+from tumorscope.app.state import POSITION_KEYS, Context, crosshair_case_key, keep_alive
+from tumorscope.app.viewer_data import ViewerVolumes, region_map, run_volumes
 from tumorscope.core.data.labels import LABEL_NAMES, REGION_NAMES, REGIONS
+from tumorscope.core.errors import TumorscopeError
 from tumorscope.core.store import CaseRecord, Run
 from tumorscope.render import slices, style
 from tumorscope.render.export import png_bytes
@@ -23,13 +29,25 @@ from tumorscope.render.slices import View
 OVERLAY_LABELS = {
     "prediction": "Prediction", "truth": "Ground truth",
     "both": "Truth outline + prediction", "disagreement": "Disagreement (FP red, FN blue)",
+    "probability": "Probability heat map", "variance": "TTA disagreement heat map",
     "none": "None",
 }
+HEAT_OVERLAYS = ("probability", "variance")
 VIEW_SLIDERS: dict[View, tuple[str, str]] = {"axial": ("sl_z", "Axial slice (z, I → S)"),
                 "coronal": ("sl_y", "Coronal slice (y, P → A)"),
                 "sagittal": ("sl_x", "Sagittal slice (x, L → R)")}
 CLICK_KEYS = {view: f"click_{view}" for view in VIEW_SLIDERS}
 """Widget keys of the clickable views; their value is the last click (x, y, width, height px)."""
+LARGE_CLICK_KEYS = {view: f"click_{view}_large" for view in VIEW_SLIDERS}
+"""The same in the one-large-view layout: a view of its own (the component sizes its frame
+to its first picture's column, and would keep the large frame in the three-view layout)."""
+PORT_KEYS = {view: f"sl_port_{view}" for view in VIEW_SLIDERS}
+"""What each view showed when last drawn (a :class:`~tumorscope.render.slices.Viewport` as a
+tuple): a click is a fraction of that picture."""
+MEASURE_KEY = "sl_measure"
+"""The distance measurement: up to two RAS index positions (floats), clicked in order."""
+STEP_SHORTCUTS = ("PageDown", "PageUp")
+"""Keys that step the first view shown (axial, or the one large view) down and up a slice."""
 LESION_PICK_MAX = 300
 """Lesions offered by the slice viewer's picker at most (misses first, then false positives,
 larger first): an untrained net's noise makes thousands of specks."""
@@ -55,46 +73,37 @@ def render(ctx: Context) -> None:
         return
     pick_modality, pick_lesion = st.columns([2, 3], vertical_alignment="bottom")
     with pick_modality:
-        modality = _modality_picker(list(images))
-    voxels = volumes_cache.case_volumes(ctx.run, case, modality)
+        modality = modality_picker(list(images))
+    volumes = run_volumes(ctx.run, case, modality)
     case_key = crosshair_case_key(ctx.run, case.case_id)
-    _reset_on_new_case(case_key, voxels)
+    reset_on_new_case(case_key, volumes)
     with pick_lesion:
         _lesion_picker(ctx.run, case)
-    _follow_clicks(voxels.image.shape)
-    _reset_window_on_change(f"{case_key}|{modality}", images[modality])
-    _overlay_controls(case)
-    _window_controls(images[modality], voxels)
-    views = _views(voxels)
-    _legend()
-    _readout(voxels)
-    st.caption(CONVENTION_NOTE.format(codes="".join(voxels.image.source_axcodes)))
-    st.download_button(
-        "Slices (PNG)", key="btn_slices_png", mime="image/png", icon=":material/image:",
-        file_name=f"{case.case_id}_{modality}_x{st.session_state['sl_x']}"
-                  f"_y{st.session_state['sl_y']}_z{st.session_state['sl_z']}.png",
-        data=lambda: png_bytes(slices.combine_views(views)))
+    viewer(volumes, case_key=f"{case_key}|{modality}", image_path=images[modality],
+           file_stem=f"{case.case_id}_{modality}",
+           maps_hint=_maps_hint(ctx.run, volumes))
 
 
-def _modality_picker(options: list[str]) -> str:
+def modality_picker(options: list[str], label: str = "Modality") -> str:
+    """The image shown, of ``options`` (modalities, or a folder's image names)."""
     if st.session_state.get("sl_modality") not in options:
         st.session_state["sl_modality"] = "flair" if "flair" in options else options[0]
-    st.segmented_control("Modality", options, key="sl_modality", required=True)
+    st.segmented_control(label, options, key="sl_modality", required=True)
     return st.session_state["sl_modality"] or options[0]
 
 
-def tumour_mask(volumes: CaseVolumes) -> np.ndarray:
+def tumour_mask(volumes: ViewerVolumes) -> np.ndarray | None:
     """Whole tumour of the truth, else of the prediction (what 'the tumour' means here)."""
     source = volumes.truth if volumes.truth is not None else volumes.prediction
-    return source.data != 0
+    return None if source is None else source.data != 0
 
 
-def _jump(position: tuple[int, int, int]) -> None:
+def _jump(position: Sequence[int]) -> None:
     for key, value in zip(POSITION_KEYS, position, strict=True):
         st.session_state[key] = int(value)
 
 
-def _reset_on_new_case(case_key: str, volumes: CaseVolumes) -> None:
+def reset_on_new_case(case_key: str, volumes: ViewerVolumes) -> None:
     """A new patient opens on its largest tumour slices (or the volume's centre)."""
     shape = volumes.image.shape
     inside = all(0 <= int(st.session_state.get(k, -1)) < n
@@ -102,16 +111,30 @@ def _reset_on_new_case(case_key: str, volumes: CaseVolumes) -> None:
     if st.session_state.get("sl_case") == case_key and inside:
         return
     st.session_state["sl_case"] = case_key
-    _jump(slices.largest_slices(tumour_mask(volumes)) or slices.centre(shape))
+    st.session_state[MEASURE_KEY] = []
+    mask = tumour_mask(volumes)
+    _jump((slices.largest_slices(mask) if mask is not None else None) or slices.centre(shape))
+
+
+def _port(view: View, shape: Sequence[int]) -> slices.Viewport:
+    stored = st.session_state.get(PORT_KEYS[view])
+    full = slices.full_viewport(shape, view)
+    if not stored or len(stored) != 4:
+        return full
+    port = slices.Viewport(*(int(v) for v in stored))
+    fits = (port.row0 + port.rows <= full.rows and port.col0 + port.cols <= full.cols)
+    return port if fits else full
 
 
 def _follow_clicks(shape: tuple[int, int, int]) -> None:
-    """A click on a view moves the crosshair there, and so the other two views' slices.
+    """A click on a view moves the crosshair there (and so the other two views' slices), or
+    in measure mode marks a point of the distance.
 
     Runs before the sliders are drawn (their values can only be set then). Each click is
-    taken once, by its time stamp: the component keeps returning its last click.
+    taken once, by its time stamp: the component keeps returning its last click. The click
+    is a fraction of the picture as it was drawn (its viewport, kept per view).
     """
-    for view, key in CLICK_KEYS.items():
+    for view, key in [*CLICK_KEYS.items(), *LARGE_CLICK_KEYS.items()]:
         click = st.session_state.get(key)
         seen_key = f"seen_{key}"
         if not click or click.get("unix_time") == st.session_state.get(seen_key):
@@ -120,8 +143,15 @@ def _follow_clicks(shape: tuple[int, int, int]) -> None:
         if not click.get("width") or not click.get("height"):
             continue
         xyz = tuple(int(st.session_state[k]) for k in POSITION_KEYS)
-        _jump(slices.voxel_at(shape, view, xyz, row_frac=click["y"] / click["height"],
-                              col_frac=click["x"] / click["width"]))
+        where = {"row_frac": click["y"] / click["height"],
+                 "col_frac": click["x"] / click["width"], "port": _port(view, shape)}
+        if st.session_state.get("sl_click") == "measure":
+            points = list(st.session_state.get(MEASURE_KEY) or [])
+            points = (points if len(points) < 2 else []) + [
+                slices.point_at(shape, view, xyz, **where)]
+            st.session_state[MEASURE_KEY] = points
+        else:
+            _jump(slices.voxel_at(shape, view, xyz, **where))
 
 
 def _lesion_picker(run: Run, case: CaseRecord) -> None:
@@ -152,6 +182,62 @@ def _lesion_picker(run: Run, case: CaseRecord) -> None:
                                                       "Patient 3D page" if more else "") + ".")
 
 
+def _maps_hint(run: Run, volumes: ViewerVolumes) -> str | None:
+    """How to get the maps this case has not got, as a command for this run."""
+    if volumes.maps.probability is not None and volumes.maps.variance is not None:
+        return None
+    claim = run.predict_claim() or {}
+    command = (f"tumorscope predict --checkpoint {claim.get('checkpoint') or 'CHECKPOINT'} "
+               f"--input {claim.get('input') or 'DATA'} --out {run.path} --save-probabilities")
+    mirrored = bool((claim.get("settings") or {}).get("mirror_axes"))
+    if volumes.maps.probability is None:
+        what = "No probability map is saved for this case."
+        how = (f"`{command}` writes one" + (" and the TTA variance" if mirrored else "") + ".")
+        if not mirrored:
+            how += (" Add `--mirror --force` for the TTA disagreement map as well (mirroring "
+                    "changes the predictions, so it replaces the run's; or give a new `--out`).")
+        return f"{what} {how}"
+    return ("No TTA disagreement map: this run was predicted without mirroring. "
+            f"`{command} --mirror --force` makes one (mirroring changes the predictions, so "
+            "it replaces the run's; or give a new `--out`).")
+
+
+# --------------------------------------------------------------------------------------------
+# the viewer
+
+
+def viewer(volumes: ViewerVolumes, *, case_key: str, image_path: Path, file_stem: str,
+           maps_hint: str | None = None) -> None:
+    """The slice viewer over ``volumes``: controls, views, legend and readout.
+
+    ``case_key`` names what is shown (a new one resets the window); ``maps_hint`` says how
+    to get the maps a prediction lacks.
+    """
+    _reset_window_on_change(case_key, image_path)
+    _overlay_controls(volumes, maps_hint)
+    _window_controls(image_path, volumes)
+    _layout_controls()
+    _slice_views(volumes, file_stem=file_stem)
+
+
+@st.fragment
+def _slice_views(volumes: ViewerVolumes, *, file_stem: str) -> None:
+    """The views with their sliders, legend and readout: a fragment, so a slice change or a
+    click redraws only this, not the page and the controls around it."""
+    keep_alive(POSITION_KEYS)  # the one-view layout leaves two sliders undrawn
+    _follow_clicks(volumes.image.shape)
+    views = _views(volumes)
+    _legend(volumes)
+    _readout(volumes)
+    _measure_readout(volumes)
+    st.caption(CONVENTION_NOTE.format(codes="".join(volumes.image.source_axcodes)))
+    s = st.session_state
+    st.download_button(
+        "Slices (PNG)", key="btn_slices_png", mime="image/png", icon=":material/image:",
+        file_name=f"{file_stem}_x{s['sl_x']}_y{s['sl_y']}_z{s['sl_z']}.png",
+        data=lambda: png_bytes(slices.combine_views(views)))
+
+
 def _auto_window(path: Path) -> tuple[float, float]:
     return volumes_cache.auto_window(str(path), stamp(path))
 
@@ -167,25 +253,51 @@ def _reset_window_on_change(key: str, path: Path) -> None:
         _set_window(*_auto_window(path))
 
 
-def _overlay_controls(case: CaseRecord) -> None:
-    options = list(OVERLAY_LABELS) if case.has_truth else ["prediction", "none"]
+def _overlay_options(volumes: ViewerVolumes) -> list[str]:
+    has_truth, has_pred = volumes.truth is not None, volumes.prediction is not None
+    options = []
+    if has_pred:
+        options += ["prediction", "truth", "both", "disagreement"] if has_truth \
+            else ["prediction"]
+    elif has_truth:
+        options.append("truth")
+    options += [k for k in HEAT_OVERLAYS if volumes.maps.path(k) is not None]
+    return [*options, "none"]
+
+
+def _overlay_controls(volumes: ViewerVolumes, maps_hint: str | None) -> None:
+    options = _overlay_options(volumes)
     if st.session_state.get("sl_overlay") not in options:
-        st.session_state["sl_overlay"] = "prediction"
+        st.session_state["sl_overlay"] = options[0]
     overlay, drawn, alpha, region = st.columns([3, 2, 2, 2])
     overlay.selectbox("Overlay", options, key="sl_overlay",
                       format_func=OVERLAY_LABELS.__getitem__,
-                      help=None if case.has_truth else "No ground truth for this case.")
+                      help=None if volumes.truth is not None else "No ground truth here.")
     chosen = st.session_state["sl_overlay"]
+    heat = chosen in HEAT_OVERLAYS
     drawn.segmented_control("Drawn as", ["filled", "outline"], key="sl_style", required=True,
-                            disabled=chosen in ("both", "none"))
+                            disabled=chosen in ("both", "none") or heat)
     alpha.slider("Fill opacity", 0.05, 1.0, step=0.05, key="sl_alpha",
-                 disabled=chosen == "none")
-    region.selectbox("Disagreement of", REGIONS, key="sl_region",
-                     disabled=chosen != "disagreement",
-                     format_func=lambda r: f"{r} ({REGION_NAMES[r]})")
+                 disabled=chosen == "none" or heat)
+    region.selectbox("Region", REGIONS, key="sl_region",
+                     disabled=chosen not in ("disagreement", *HEAT_OVERLAYS),
+                     format_func=lambda r: f"{r} ({REGION_NAMES[r]})",
+                     help="Whose disagreement, probability or TTA disagreement is shown.")
+    if heat:
+        region_index = REGIONS.index(st.session_state["sl_region"])
+        made_at = volumes.maps.thresholds[region_index]
+        if st.session_state.get("sl_threshold_for") != st.session_state["sl_region"]:
+            st.session_state["sl_threshold_for"] = st.session_state["sl_region"]
+            st.session_state["sl_threshold"] = float(np.clip(made_at, 0.01, 0.99))
+        st.slider("Threshold (dashed outline: probability above it)", 0.01, 0.99, step=0.01,
+                  key="sl_threshold",
+                  help=f"The prediction was made at {made_at:g} for this region (before any "
+                       "post-processing); move it to see what another threshold would keep.")
+    if maps_hint:
+        st.caption(f":material/info: {maps_hint}")
 
 
-def _window_controls(path: Path, volumes: CaseVolumes) -> None:
+def _window_controls(path: Path, volumes: ViewerVolumes) -> None:
     low, high = volumes_cache.intensity_range(str(path), stamp(path))
     span = high - low
     step = span / 500.0
@@ -196,7 +308,8 @@ def _window_controls(path: Path, volumes: CaseVolumes) -> None:
     level.slider("Level (window centre)", low, high, step=step, key="sl_level",
                  format="%.3g")
     width.slider("Window width", step, span, step=step, key="sl_width", format="%.3g")
-    target = slices.largest_slices(tumour_mask(volumes))
+    mask = tumour_mask(volumes)
+    target = slices.largest_slices(mask) if mask is not None else None
     jump.button("Largest tumour slice", key="btn_jump", on_click=_jump,
                 args=(target,), disabled=target is None, icon=":material/my_location:",
                 help="Largest whole-tumour cross-section in each view "
@@ -206,34 +319,131 @@ def _window_controls(path: Path, volumes: CaseVolumes) -> None:
                  help="0.5-99.5th percentile of the brain's intensities.")
 
 
-def _views(volumes: CaseVolumes) -> dict[View, np.ndarray]:
+def _layout_controls() -> None:
+    layout, which, zoom, click, cross = st.columns([2, 2, 3, 2.6, 1.4],
+                                                   vertical_alignment="bottom")
+    layout.segmented_control("Layout", ["three", "one"], key="sl_layout", required=True,
+                             format_func={"three": "3 views", "one": "1 large"}.__getitem__)
+    which.selectbox("Large view", slices.VIEWS, key="sl_big_view",
+                    disabled=st.session_state.get("sl_layout") != "one")
+    zoom.select_slider("Zoom", slices.ZOOMS, key="sl_zoom", format_func=lambda z: f"{z:g}×",
+                       help="Each view shows 1/zoom of its plane, centred on the crosshair "
+                            "(as far as the edges allow): click to move the centre.")
+    click.segmented_control("Clicks", ["crosshair", "measure"], key="sl_click", required=True,
+                            format_func={"crosshair": "move crosshair",
+                                         "measure": "measure mm"}.__getitem__,
+                            help="Measure: click two points (in any view) for their distance "
+                                 "in mm, from the image's affine; a third click starts over.")
+    cross.toggle("Crosshair", key="sl_crosshair")
+
+
+def _step(key: str, delta: int, size: int) -> None:
+    st.session_state[key] = int(np.clip(int(st.session_state[key]) + delta, 0, size - 1))
+
+
+def _shown_views() -> tuple[View, ...]:
+    if st.session_state.get("sl_layout") == "one":
+        return (st.session_state.get("sl_big_view") or "axial",)
+    return slices.VIEWS
+
+
+def _heat(volumes: ViewerVolumes) -> tuple[slices.HeatLayer | None, np.ndarray | None]:
+    """The heat layer and the probability outlined at the threshold, for the chosen region."""
+    kind = st.session_state["sl_overlay"]
+    if kind not in HEAT_OVERLAYS:
+        return None, None
+    k = REGIONS.index(st.session_state["sl_region"])
+    heat = region_map(volumes.maps, kind, volumes.image).data[..., k]
+    probability = heat if kind == "probability" else None
+    if kind == "variance" and volumes.maps.probability is not None:
+        probability = region_map(volumes.maps, "probability", volumes.image).data[..., k]
+    return slices.HeatLayer(heat, "variance" if kind == "variance" else "probability"), \
+        probability
+
+
+def _views(volumes: ViewerVolumes) -> dict[View, np.ndarray]:
     s = st.session_state
     xyz = (int(s["sl_x"]), int(s["sl_y"]), int(s["sl_z"]))
     shape = volumes.image.shape
+    shown = _shown_views()
+    one = len(shown) == 1
+    zoom = float(s.get("sl_zoom") or 1.0)
+    try:
+        heat, probability = _heat(volumes)
+    except TumorscopeError as exc:
+        st.warning(f"Cannot show the heat map: {exc}", icon=":material/report:")
+        heat, probability = None, None
+    measure = s.get(MEASURE_KEY) or []
+    distance = _distance_text(volumes, measure)
     images: dict[View, np.ndarray] = {}
     # Images in one row and sliders in the next, so the sliders line up whatever the views'
     # heights (axial is 240 x 240 mm, coronal and sagittal 240 x 155 mm in BraTS).
-    columns = st.columns(3)
-    slider_columns = st.columns(3)
-    for column, slider_column, view in zip(columns, slider_columns, slices.VIEWS,
-                                           strict=True):
+    columns = st.columns([3, 1] if one else 3)
+    slider_columns = st.columns([3, 1] if one else 3)
+    for i, view in enumerate(shown):
+        port = slices.viewport(shape, view, xyz, zoom)  # what render_view shows at zoom
+        s[PORT_KEYS[view]] = (port.row0, port.col0, port.rows, port.cols)
         images[view] = slices.render_view(
             volumes.image.data, view, xyz, spacing_mm=volumes.image.spacing_mm,
             level=float(s["sl_level"]), width=float(s["sl_width"]),
             truth=volumes.truth.data if volumes.truth is not None else None,
-            prediction=volumes.prediction.data, overlay=s["sl_overlay"],
+            prediction=volumes.prediction.data if volumes.prediction is not None else None,
+            overlay=s["sl_overlay"] if heat is None else "none",
             overlay_style=s["sl_style"] or "filled", alpha=float(s["sl_alpha"]),
-            region=s["sl_region"])
+            region=s["sl_region"], crosshair=bool(s.get("sl_crosshair", True)),
+            display_px=slices.LARGE_DISPLAY_PX if one else slices.DISPLAY_PX,
+            zoom=zoom, heat=heat, probability=probability,
+            threshold=float(s.get("sl_threshold", 0.5)),
+            measure=tuple(measure), measure_text=distance)
         key, label = VIEW_SLIDERS[view]
         axis = slices.AXIS_OF_VIEW[view]
-        with column:
+        with columns[i]:
             # Clickable (a small component): a click sets the crosshair, see _follow_clicks.
             # PNG level 1: a fast, lossless encoding about a third of the raw size.
-            streamlit_image_coordinates(images[view], key=CLICK_KEYS[view], width="stretch",
+            streamlit_image_coordinates(images[view], width="stretch",
+                                        key=(LARGE_CLICK_KEYS if one else CLICK_KEYS)[view],
                                         png_compression_level=1, cursor="crosshair")
-            st.caption(f"{view} · click to move the crosshair")
-        slider_column.slider(label, 0, shape[axis] - 1, key=key)
+            caption = f"{view} · click to " + ("measure" if s.get("sl_click") == "measure"
+                                               else "move the crosshair")
+            if zoom > 1:
+                caption += f" · {zoom:g}× around the crosshair"
+            st.caption(caption)
+        with (columns[1] if one else slider_columns[i]):
+            _slice_stepper(view, key, label, shape[axis], shortcuts=i == 0)
+    if heat is not None and probability is not None:
+        _threshold_counts(shown, probability, xyz)
     return images
+
+
+def _slice_stepper(view: View, key: str, label: str, size: int, *, shortcuts: bool) -> None:
+    """A slice's slider and -/+ buttons; the first view's buttons answer Page Down/Up."""
+    st.slider(label, 0, size - 1, key=key)
+    down, up = st.columns(2)
+    down.button("", key=f"btn_{view}_down", icon=":material/remove:", on_click=_step,
+                args=(key, -1, size), width="stretch", help=f"{view}: one slice down",
+                shortcut=STEP_SHORTCUTS[0] if shortcuts else None)
+    up.button("", key=f"btn_{view}_up", icon=":material/add:", on_click=_step,
+              args=(key, 1, size), width="stretch", help=f"{view}: one slice up",
+              shortcut=STEP_SHORTCUTS[1] if shortcuts else None)
+
+
+def _threshold_counts(shown: Sequence[View], probability: np.ndarray,
+                      xyz: Sequence[int]) -> None:
+    """How many voxels of each slice shown the dashed outline encloses (p > threshold)."""
+    s = st.session_state
+    threshold = float(s["sl_threshold"])
+    counts = []
+    for view in shown:
+        plane = slices.slice_2d(probability, view, int(xyz[slices.AXIS_OF_VIEW[view]]))
+        counts.append(f"{view} {int(np.count_nonzero(plane > threshold)):,}")
+    st.caption(f"{s['sl_region']} p > {threshold:.2f} (dashed outline), voxels of the slice: "
+               + " · ".join(counts))
+
+
+def _distance_text(volumes: ViewerVolumes, measure: Sequence[Sequence[float]]) -> str:
+    if len(measure) != 2:
+        return ""
+    return f"{slices.distance_mm(volumes.image.affine, measure[0], measure[1]):.1f} mm"
 
 
 def _chip(colour: style.Colour, text: str) -> str:
@@ -242,29 +452,81 @@ def _chip(colour: style.Colour, text: str) -> str:
             f"vertical-align:-0.1em'></span>{text}")
 
 
-def _legend() -> None:
+def _ramp(text: str) -> str:
+    colours = ", ".join(slices.heat_ramp_hex())
+    return (f"<span style='display:inline-block;width:4em;height:0.9em;"
+            f"background:linear-gradient(to right, {colours});border-radius:2px;"
+            f"margin:0 0.3em 0 0.9em;vertical-align:-0.1em'></span>{text}")
+
+
+def _legend(volumes: ViewerVolumes) -> None:
     overlay = st.session_state["sl_overlay"]
-    if overlay == "none":
-        return
-    if overlay == "disagreement":
+    if overlay in HEAT_OVERLAYS:
+        region = st.session_state["sl_region"]
+        chips = [_ramp("probability 0 → 1" if overlay == "probability" else
+                       "TTA disagreement 0 → 1 (2 × std of the mirrored passes)")]
+        if volumes.maps.probability is not None:
+            chips.append(_chip(style.PREDICTION_OUTLINE_COLOUR,
+                               f"{region} p > {float(st.session_state['sl_threshold']):.2f} "
+                               "(dashed)"))
+        if volumes.truth is not None:
+            chips.append(_chip(style.TRUTH_OUTLINE_COLOUR, f"ground truth {region} (solid)"))
+    elif overlay == "disagreement":
         chips = [_chip(style.ERROR_COLOURS[k], style.ERROR_NAMES[k]) for k in ("FP", "FN")]
+    elif overlay == "none":
+        chips = []
     else:
         chips = [_chip(c, f"{LABEL_NAMES[v]} ({v})") for v, c in style.LABEL_COLOURS.items()]
         if overlay == "both":
             chips.append(_chip(style.TRUTH_NEUTRAL_COLOUR, "ground-truth outline (fill: "
                                                            "prediction)"))
-    chips.append(_chip(style.CROSSHAIR_COLOUR, "crosshair"))
-    st.markdown(" ".join(chips), unsafe_allow_html=True)
+    if st.session_state.get("sl_crosshair", True):
+        chips.append(_chip(style.CROSSHAIR_COLOUR, "crosshair"))
+    if chips:
+        st.markdown(" ".join(chips), unsafe_allow_html=True)
 
 
-def _readout(volumes: CaseVolumes) -> None:
+def _readout(volumes: ViewerVolumes) -> None:
     """What lies under the crosshair: voxel, world position, intensity and labels."""
     s = st.session_state
     xyz = (int(s["sl_x"]), int(s["sl_y"]), int(s["sl_z"]))
     world = volumes.image.affine @ np.array([*xyz, 1.0])
     parts = [f"voxel (RAS) {xyz}", "world ({:.1f}, {:.1f}, {:.1f}) mm".format(*world[:3]),
-             f"intensity {float(volumes.image.data[xyz]):.3g}",
-             f"prediction: {LABEL_NAMES.get(int(volumes.prediction.data[xyz]), '?')}"]
+             f"intensity {float(volumes.image.data[xyz]):.3g}"]
+    if volumes.prediction is not None:
+        parts.append(f"prediction: {LABEL_NAMES.get(int(volumes.prediction.data[xyz]), '?')}")
     if volumes.truth is not None:
         parts.append(f"truth: {LABEL_NAMES.get(int(volumes.truth.data[xyz]), '?')}")
+    if s["sl_overlay"] in HEAT_OVERLAYS:
+        region = s["sl_region"]
+        # Only the maps the views read already: each is ~100 MB for a BraTS case.
+        shown = HEAT_OVERLAYS if s["sl_overlay"] == "variance" else ("probability",)
+        for kind in shown:
+            if volumes.maps.path(kind) is None:
+                continue
+            try:
+                value = float(region_map(volumes.maps, kind, volumes.image)
+                              .data[(*xyz, REGIONS.index(region))])
+            except TumorscopeError:  # said above the views already
+                continue
+            parts.append(f"{region} {'p' if kind == 'probability' else 'TTA variance'} "
+                         f"{value:.3g}")
     st.caption(" · ".join(parts))
+
+
+def _measure_readout(volumes: ViewerVolumes) -> None:
+    points = st.session_state.get(MEASURE_KEY) or []
+    if not points:
+        if st.session_state.get("sl_click") == "measure":
+            st.caption(":material/straighten: Click the first point of the distance.")
+        return
+    where = " → ".join("({:.1f}, {:.1f}, {:.1f})".format(*p) for p in points)
+    text, clear = st.columns([5, 1], vertical_alignment="center")
+    if len(points) == 1:
+        text.caption(f":material/straighten: From voxel {where}: click the second point.")
+    else:
+        text.markdown(f":material/straighten: **Distance {_distance_text(volumes, points)}** "
+                      f"between voxels (RAS) {where}, in world mm from the image's affine "
+                      f"(voxel {' × '.join(f'{v:g}' for v in volumes.image.spacing_mm)} mm).")
+    clear.button("Clear distance", key="btn_clear_measure", icon=":material/close:",
+                 on_click=lambda: st.session_state.update({MEASURE_KEY: ()}))

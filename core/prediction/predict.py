@@ -39,13 +39,14 @@ from tumorscope.core.models.checkpoints import (
     load_model,
     resolve_device,
 )
+from tumorscope.core.prediction.maps import tta_variance_path
 from tumorscope.core.prediction.postprocess import (
     RECORD_KEY,
     PostProcess,
     apply_postprocess,
     probabilities_to_labels,
 )
-from tumorscope.core.prediction.sliding_window import sliding_window_logits
+from tumorscope.core.prediction.sliding_window import sliding_window_predict
 from tumorscope.core.store import CaseRecord, Run
 
 log = logging.getLogger(__name__)
@@ -66,28 +67,39 @@ def predict_case(
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
     postprocess: PostProcess | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    tta_variance: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Segment one preprocessed case and map it back to its source grid.
 
-    Returns ``(label, probabilities)``: the canonical label map (X, Y, Z) uint8 on the
-    source grid, made by ``postprocess`` (default: the plain 0.5 threshold, no clean-up;
-    volumes on the source grid's spacing), and region probabilities (3, X, Y, Z) float32 on
-    the same grid (zero outside the brain crop).
+    Returns ``(label, probabilities, variance)``: the canonical label map (X, Y, Z) uint8
+    on the source grid, made by ``postprocess`` (default: the plain 0.5 threshold, no
+    clean-up; volumes on the source grid's spacing), region probabilities (3, X, Y, Z)
+    float32 on the same grid (zero outside the brain crop), and with ``tta_variance`` and
+    mirroring the variance of the mirrored passes' probabilities (3, X, Y, Z, 0..0.25;
+    see :func:`~tumorscope.core.prediction.sliding_window.sliding_window_predict`), else
+    ``None``.
     """
     postprocess = postprocess or PostProcess()
     image = torch.from_numpy(np.array(cached.image, dtype=np.float32))
-    logits = sliding_window_logits(model, image, roi_size_vox=roi_size_vox, overlap=overlap,
-                                   batch_windows=batch_windows, mirror_axes=mirror_axes,
-                                   device=device, autocast_dtype=autocast_dtype)
+    out = sliding_window_predict(model, image, roi_size_vox=roi_size_vox, overlap=overlap,
+                                 batch_windows=batch_windows, mirror_axes=mirror_axes,
+                                 device=device, autocast_dtype=autocast_dtype,
+                                 tta_variance=tta_variance)
+    logits, variance = out.logits, out.tta_variance
     if tuple(logits.shape[1:]) != cached.box.shape:
         # Trained on a resampled grid: logits go back to the crop's voxel grid first.
         logits = F.interpolate(logits[None], size=cached.box.shape, mode="trilinear",
                                align_corners=False)[0]
+        if variance is not None:
+            variance = F.interpolate(variance[None], size=cached.box.shape,
+                                     mode="trilinear", align_corners=False)[0]
     prob = torch.sigmoid(logits).cpu().numpy()
     label = probabilities_to_labels(prob, thresholds=postprocess.thresholds)
     label = apply_postprocess(label, spacing_mm=voxel_spacing_mm(cached.affine),
                               postprocess=postprocess)
-    return uncrop(label, cached.box), uncrop(prob.astype(np.float32), cached.box)
+    spread = None if variance is None else \
+        uncrop(variance.cpu().numpy().astype(np.float32), cached.box)
+    return uncrop(label, cached.box), uncrop(prob.astype(np.float32), cached.box), spread
 
 
 def inference_settings(cfg: Config, *, overlap: float, mirror: bool,
@@ -291,6 +303,9 @@ def _why_recompute(record: CaseRecord | None, run: Run, case_id: str,
         return "inputs changed"
     if probabilities and not run.probabilities_path(case_id).is_file():
         return "probabilities asked for"
+    if probabilities and provenance["settings"].get("mirror_axes") \
+            and not tta_variance_path(run, case_id).is_file():
+        return "TTA variance asked for"
     return None
 
 
@@ -403,6 +418,8 @@ def predict_run(
                  and run.prediction_path(cid).is_file()]
     if leftovers:  # only after --force, a retrained own checkpoint, or an interrupted --force
         report.removed = run.forget_cases(leftovers)
+        for case_id in report.removed:
+            tta_variance_path(run, case_id).unlink(missing_ok=True)
     return report
 
 
@@ -428,17 +445,24 @@ def _predict_one(case: Case, run: Run, record: CaseRecord | None, model: torch.n
         return None
     cached = preprocess_case(case, cache, target_spacing_mm=cfg.data.spacing_mm)
     t0 = time.perf_counter()
-    label, prob = predict_case(
+    label, prob, variance = predict_case(
         model, cached, roi_size_vox=cfg.data.patch_size_vox, overlap=settings["overlap"],
         batch_windows=cfg.train.sw_batch_size, mirror_axes=settings["mirror_axes"],
-        device=dev, autocast_dtype=amp, postprocess=postprocess)
+        device=dev, autocast_dtype=amp, postprocess=postprocess,
+        tta_variance=save_probabilities)
     out_path = run.prediction_path(case.case_id)
     header = _source_header(case)
     write_nifti(out_path, from_canonical(label, convention=case.label_convention),
                 cached.affine, header=header)
-    if save_probabilities:
-        write_nifti(run.probabilities_path(case.case_id),
-                    np.moveaxis(prob, 0, -1).astype(np.float32), cached.affine)
+    # Maps belong to the prediction just written: ones this call does not write are of an
+    # earlier model or settings, and would be shown beside a prediction they did not make.
+    maps = ((run.probabilities_path(case.case_id), prob if save_probabilities else None),
+            (tta_variance_path(run, case.case_id), variance))
+    for path, volume in maps:
+        if volume is None:
+            path.unlink(missing_ok=True)
+        else:
+            write_nifti(path, np.moveaxis(volume, 0, -1).astype(np.float32), cached.affine)
     run.record_case(replace(new_record, prediction={
         **fingerprint(out_path), "seconds": round(time.perf_counter() - t0, 3),
         "predicted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))

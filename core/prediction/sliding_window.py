@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -107,6 +108,40 @@ def sliding_window_logits(
 ) -> torch.Tensor:
     """Gaussian-weighted sliding-window logits of ``predictor`` over a whole image.
 
+    :func:`sliding_window_predict` with its logits only; see there for the arguments.
+    """
+    return sliding_window_predict(
+        predictor, image, roi_size_vox=roi_size_vox, overlap=overlap,
+        batch_windows=batch_windows, mirror_axes=mirror_axes, device=device,
+        autocast_dtype=autocast_dtype, progress=progress).logits
+
+
+@dataclass(frozen=True)
+class WindowPrediction:
+    """What :func:`sliding_window_predict` returns: ``logits`` (K, X, Y, Z); with
+    ``tta_variance`` asked for and mirroring on, the variance across the mirrored passes of
+    each region's sigmoid probability (K, X, Y, Z, 0..0.25), else ``None``."""
+
+    logits: torch.Tensor
+    tta_variance: torch.Tensor | None = None
+
+
+@torch.no_grad()
+def sliding_window_predict(
+    predictor: Predictor,
+    image: torch.Tensor,
+    *,
+    roi_size_vox: Sequence[int],
+    overlap: float = 0.5,
+    batch_windows: int = 4,
+    mirror_axes: Sequence[int] = (),
+    device: torch.device | str | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    progress: Callable[[int], None] | None = None,
+    tta_variance: bool = False,
+) -> WindowPrediction:
+    """Gaussian-weighted sliding-window logits of ``predictor`` over a whole image.
+
     Args:
         predictor: maps a batch ``(B, C, *roi)`` to logits ``(B, K, *roi)`` (a model in
             eval mode).
@@ -119,9 +154,13 @@ def sliding_window_logits(
         device: where windows run; accumulation stays there too. Default: ``image``'s.
         autocast_dtype: e.g. ``torch.bfloat16`` to run windows under autocast.
         progress: called with the number of windows finished after each batch.
+        tta_variance: also return how much the mirrored passes disagree: per window the
+            variance of the passes' sigmoid probabilities, blended across windows with the
+            same Gaussian weights as the logits (``None`` without mirroring).
 
     Returns:
-        ``(K, X, Y, Z)`` float32 logits on ``device``.
+        :class:`WindowPrediction`: ``(K, X, Y, Z)`` float32 logits on ``device`` (and the
+        variance).
     """
     if image.ndim != 4:
         raise ConfigError(f"image must be (C, X, Y, Z), got shape {tuple(image.shape)}")
@@ -139,6 +178,8 @@ def sliding_window_logits(
     flips = [list(c) for n in range(len(mirror_axes) + 1)
              for c in itertools.combinations([a + 2 for a in mirror_axes], n)]
     acc: torch.Tensor | None = None
+    var_acc: torch.Tensor | None = None
+    spread = tta_variance and len(flips) > 1
     norm = torch.zeros(shape, device=device, dtype=torch.float32)
     done = 0
     for b in range(0, len(starts), batch_windows):
@@ -147,22 +188,43 @@ def sliding_window_logits(
             padded[(slice(None), *(slice(s, s + r) for s, r in zip(st, roi, strict=True)))]
             for st in batch_starts
         ])
+        out: torch.Tensor | None = None
+        p_sum: torch.Tensor | None = None
+        p_sq: torch.Tensor | None = None
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
                             enabled=autocast_dtype is not None):
-            out = sum(
-                (predictor(torch.flip(windows, f)).flip(f) if f else predictor(windows))
-                for f in flips
-            )
+            for f in flips:
+                o = (predictor(torch.flip(windows, f)).flip(f) if f else predictor(windows))
+                out = o if out is None else out + o
+                if spread:
+                    # Moments of the passes' probabilities, not of their logits: the map
+                    # reads as "how much the passes disagree" on the 0..1 scale shown.
+                    p = torch.sigmoid(o.float())
+                    p_sum = p if p_sum is None else p_sum + p
+                    p_sq = p * p if p_sq is None else p_sq + p * p
+        assert out is not None  # flips always holds the unmirrored pass
         out = out.float() / len(flips)
+        var = None
+        if p_sum is not None and p_sq is not None:
+            mean = p_sum / len(flips)
+            var = (p_sq / len(flips) - mean * mean).clamp_(min=0.0)
         if acc is None:
             acc = torch.zeros((out.shape[1], *shape), device=device, dtype=torch.float32)
-        for st, o in zip(batch_starts, out, strict=True):
+            if spread:
+                var_acc = torch.zeros_like(acc)
+        for i, (st, o) in enumerate(zip(batch_starts, out, strict=True)):
             sl = tuple(slice(s, s + r) for s, r in zip(st, roi, strict=True))
             acc[(slice(None), *sl)] += o * weight
             norm[sl] += weight
+            if var is not None and var_acc is not None:
+                var_acc[(slice(None), *sl)] += var[i] * weight
         done += len(batch_starts)
         if progress is not None:
             progress(done)
     assert acc is not None  # there is always at least one window
     acc /= norm
-    return acc[(slice(None), *keep)]
+    inside = (slice(None), *keep)
+    if var_acc is None:
+        return WindowPrediction(acc[inside])
+    var_acc /= norm
+    return WindowPrediction(acc[inside], var_acc[inside])

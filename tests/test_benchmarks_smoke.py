@@ -1,0 +1,66 @@
+"""The peer benchmarks (nnU-Net v2, MONAI) run at their smallest size and print ratios."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+from builders import write_case
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+NO_NNUNET = importlib.util.find_spec("nnunetv2") is None
+pytestmark = pytest.mark.skipif(
+    NO_NNUNET, reason="nnunetv2 is not installed (the bench extra: see the README's Benchmarks)")
+
+
+def load(name: str):
+    """A benchmark script as a module (its folder on sys.path: the scripts import each other
+    and nnU-Net's plans name bench_nnunet.nnunet_network)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def cohort(tmp_path: Path) -> Path:
+    root = tmp_path / "cohort"
+    for i in range(2):
+        write_case(root, f"BraTS2021_{i:05d}", shape=(40, 44, 36), seed=i)
+    return root
+
+
+def test_bench_nnunet_smallest(cohort: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = load("bench_nnunet").main(["--data", str(cohort), "--spacing", "native", "--roi",
+                                      "16", "--mirror-axes", "0", "--repeats", "1", "--device",
+                                      "cpu"])
+    out = capsys.readouterr().out
+    assert "ratio nnU-Net predict_sliding_window_return_logits / ours:" in out
+    assert "ratio MONAI sliding_window_inference / ours:" in out
+    assert "equal work:" in out
+    assert "agreement check: PASS" in out, out
+    assert code == 0
+
+
+def test_bench_cohort_smallest(cohort: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = load("bench_cohort").main(["--data", str(cohort), "--cases", "2", "--spacing",
+                                      "native", "--roi", "16", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "ratio cases per minute ours / MONAI LoadImaged..SaveImage:" in out
+    assert "ratio cases per minute ours / nnU-Net from files:" in out
+    assert "agreement check: PASS" in out, out
+    assert code == 0
+
+
+def test_bench_train_peer_smallest(capsys: pytest.CaptureFixture[str]) -> None:
+    code = load("bench_train_peer").main(["--patch", "16", "--batch", "1", "--steps", "1",
+                                          "--repeats", "2", "--amp", "off", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "ratio nnU-Net PlainConvUNet / ours, one training step:" in out
+    assert "configuration check: PASS" in out, out
+    assert code == 0
