@@ -100,7 +100,8 @@ def case_view(run: Run, case_id: str, scoring: str | None) -> LesionView:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _grid(path: str, mtime_ns: int) -> tuple[list[list[float]], tuple[int, int, int]]:
+def file_grid(path: str, mtime_ns: int) -> tuple[list[list[float]], tuple[int, int, int]]:
+    """(affine, shape) of a NIfTI file from its header alone, cached per mtime."""
     import nibabel as nib
 
     header = nib.load(path).header  # the header only: no voxels are read
@@ -122,7 +123,7 @@ def centre_crosshair(run: Run, case: CaseRecord, marker: LesionMarker) -> tuple[
     path = crosshair_image(case) or case.label
     if path is None:
         return tuple(int(st.session_state.get(k, 0)) for k in POSITION_KEYS)  # type: ignore[return-value]
-    affine, shape = _grid(str(path), stamp(path))
+    affine, shape = file_grid(str(path), stamp(path))
     voxel = lesion_tables.ras_voxel(marker.centroid_mm, np.asarray(affine), shape)
     for key, value in zip(POSITION_KEYS, voxel, strict=True):
         st.session_state[key] = int(value)

@@ -98,3 +98,57 @@ def error_meshes_of(run: Run, case: CaseRecord, region: str) -> dict[str, Any]:
     prediction_path = run.prediction_path(case.case_id)
     return _errors((str(prediction_path), stamp(prediction_path)),
                    (str(case.label), stamp(case.label)), case.label_convention, region)
+
+
+def _label_key(path: Path) -> tuple[str, int]:
+    return str(path), stamp(path)
+
+
+def _pair(a_key: tuple[str, int], b_key: tuple[str, int], conventions: tuple[str, str]
+          ) -> tuple[Any, Any]:
+    a = load_label(*a_key, conventions[0])  # type: ignore[arg-type]
+    b = load_label(*b_key, conventions[1])  # type: ignore[arg-type]
+    if a.shape != b.shape:
+        raise GeometryError(f"run B's prediction has shape {b.shape} but run A's {a.shape}",
+                            path=b_key[0])
+    return a, b
+
+
+@st.cache_resource(show_spinner=False, max_entries=12)
+def _agreement(a_key: tuple[str, int], b_key: tuple[str, int],
+               conventions: tuple[str, str]) -> dict[str, Any]:
+    from tumorscope.core.data.labels import agreement_label
+    from tumorscope.render.mesh import region_meshes, simplify_to
+
+    a, b = _pair(a_key, b_key, conventions)
+    meshes = region_meshes(agreement_label(a.data, b.data), a.affine)
+    return {name: simplify_to(mesh, max_triangles=DISPLAY_MAX_TRIANGLES)
+            for name, mesh in meshes.items()}
+
+
+@st.cache_resource(show_spinner=False, max_entries=24)
+def _differences(a_key: tuple[str, int], b_key: tuple[str, int],
+                 conventions: tuple[str, str], region: str) -> dict[str, Any]:
+    from tumorscope.render.mesh import difference_meshes, simplify_to
+
+    a, b = _pair(a_key, b_key, conventions)
+    meshes = difference_meshes(a.data, b.data, a.affine, name=region)
+    return {name: simplify_to(mesh, max_triangles=DISPLAY_MAX_TRIANGLES)
+            for name, mesh in meshes.items()}
+
+
+def agreement_surfaces(run_a: Run, case_a: CaseRecord, run_b: Run,
+                       case_b: CaseRecord) -> dict[str, Any]:
+    """WT/TC/ET surfaces of where runs A and B both predict the region (for display)."""
+    return _agreement(_label_key(run_a.prediction_path(case_a.case_id)),
+                      _label_key(run_b.prediction_path(case_b.case_id)),
+                      (case_a.label_convention, case_b.label_convention))
+
+
+def difference_meshes_of(run_a: Run, case_a: CaseRecord, run_b: Run, case_b: CaseRecord,
+                         region: str) -> dict[str, Any]:
+    """Surfaces of the voxels of ``region`` only run A predicts and only run B predicts,
+    ``{"A_only", "B_only"}``."""
+    return _differences(_label_key(run_a.prediction_path(case_a.case_id)),
+                        _label_key(run_b.prediction_path(case_b.case_id)),
+                        (case_a.label_convention, case_b.label_convention), region)

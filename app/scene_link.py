@@ -139,7 +139,7 @@ def _file_grid(case: CaseRecord) -> tuple[np.ndarray, tuple[int, ...]] | None:
     if path is None:
         return None
     # The lesions module's header cache: the one the crosshair is centred on lesions with.
-    affine, shape = case_lesions._grid(str(path), stamp(path))
+    affine, shape = case_lesions.file_grid(str(path), stamp(path))
     return np.asarray(affine, dtype=float), tuple(shape)
 
 

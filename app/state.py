@@ -22,7 +22,7 @@ from tumorscope.render import style
 # Widget values that must survive a page change. Streamlit drops the state of widgets that a
 # rerun does not draw, so these are re-stored each run (the documented keep-alive idiom).
 PERSISTENT_PREFIXES = ("ov_", "p3d_", "sl_", "vw_")
-PERSISTENT_KEYS = ("results_dir", "run_name", "case_id")
+PERSISTENT_KEYS = ("results_dir", "run_name", "case_id", "ab_run")
 
 DEFAULTS: dict[str, Any] = {
     "ov_search": "", "ov_grades": [], "ov_sort": "mean Dice", "ov_order": "worst first",
@@ -30,7 +30,8 @@ DEFAULTS: dict[str, Any] = {
     "p3d_regions": ["WT", "TC", "ET"], "p3d_truth": True, "p3d_pred": True,
     "p3d_colour": "region colours",
     "p3d_truth_opacity": style.TRUTH_STYLES["wireframe"].opacity, "p3d_pred_opacity": 1.0,
-    "p3d_brain": True, "p3d_errors": False, "p3d_error_region": "WT", "p3d_camera": "oblique",
+    "p3d_brain": True, "p3d_errors": False, "p3d_ab_diff": True, "p3d_error_region": "WT",
+    "p3d_camera": "oblique",
     "p3d_lesions": True, "p3d_lesion_scoring": "brats2023", "p3d_lesion": None,
     "p3d_lesion_case": None, "p3d_lesion_status": ["FN", "FP", "TP", "ignored"],
     "sl_modality": "flair", "sl_overlay": "prediction", "sl_style": "filled",

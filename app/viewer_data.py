@@ -39,12 +39,16 @@ class MapFiles:
 @dataclass(frozen=True)
 class ViewerVolumes:
     """One case as the slice viewer draws it: ``image`` and, when there are, ``truth`` and
-    ``prediction`` (canonical labels) on its grid, and the prediction's ``maps``."""
+    ``prediction`` (canonical labels) on its grid, the prediction's ``maps``, and another
+    run's prediction to compare with."""
 
     image: RasVolume
     truth: RasVolume | None
     prediction: RasVolume | None
     maps: MapFiles = MapFiles()
+    prediction_b: RasVolume | None = None
+    """Run B's prediction of the same patient, for the A/B overlays (``names`` A, B)."""
+    names: tuple[str, str] | None = None
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

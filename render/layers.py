@@ -205,7 +205,9 @@ class SceneOptions:
     :func:`scene_layers` whose status is in ``lesion_statuses``; ``selected_lesion`` (a
     :attr:`LesionMarker.key`) rings that one. ``crosshair_mm`` (world mm, the slice
     viewer's crosshair) is marked by three short cyan arms. ``title``, ``legend`` and
-    ``window_size`` (pixels, the PNG's) finish it.
+    ``window_size`` (pixels, the PNG's) finish it. A/B views of two runs pass
+    ``prediction_name`` (the legend's word for the solid surfaces, e.g. "A and B agree")
+    and ``run_names`` (the legend of the "A_only" / "B_only" difference surfaces).
 
     >>> SceneOptions(regions=["ET", "WT"]).regions
     ('WT', 'ET')
@@ -241,6 +243,8 @@ class SceneOptions:
     title: str | None = None
     legend: bool = True
     window_size: tuple[int, int] = (1024, 768)
+    prediction_name: str = "prediction"
+    run_names: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         # Frozen: normalised values go in through object.__setattr__, once, here.
@@ -286,6 +290,26 @@ class SceneOptions:
             object.__setattr__(self, flag, bool(getattr(self, flag)))
         if self.title is not None and not isinstance(self.title, str):
             raise ConfigError(f"title must be text, got {self.title!r}")
+        if not isinstance(self.prediction_name, str) or not self.prediction_name:
+            raise ConfigError(f"prediction_name must be text, got {self.prediction_name!r}")
+        if self.run_names is not None:
+            names = tuple(self.run_names)
+            if len(names) != 2 or not all(isinstance(n, str) and n for n in names):
+                raise ConfigError(f"run_names must be two names (run A, run B), got "
+                                  f"{self.run_names!r}")
+            object.__setattr__(self, "run_names", names)
+
+    def error_legend(self, key: str) -> str:
+        """Legend of an error or difference surface: "false positive", "only in run A
+        (model_a)".
+
+        >>> SceneOptions(run_names=("m1", "m2")).error_legend("B_only")
+        'only in run B (m2)'
+        """
+        name = style.ERROR_NAMES[key]
+        if self.run_names is not None and key in ("A_only", "B_only"):
+            name += f" ({self.run_names[0] if key == 'A_only' else self.run_names[1]})"
+        return name
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -409,7 +433,8 @@ def scene_layers(
     """The ordered layers of the standard comparison scene of one case.
 
     ``truth`` and ``prediction`` map "WT", "TC", "ET" to world-mm surfaces (either may be
-    ``None``); ``brain`` is a context surface, ``errors`` ``{"FP": mesh, "FN": mesh}``,
+    ``None``); ``brain`` is a context surface, ``errors`` ``{"FP": mesh, "FN": mesh}`` (or
+    two runs' ``{"A_only": mesh, "B_only": mesh}``),
     ``dice`` region -> Dice for the legend, ``lesions`` the case's lesions of one
     lesion-wise scoring. Empty meshes are left out. The rules:
 
@@ -512,7 +537,7 @@ def scene_layers(
                 colour=style.REGION_COLOURS[name],
                 opacity=options.prediction_opacity * nested_opacity(
                     name, present, solid=style.PREDICTION_STYLE.opacity),
-                legend=f"prediction {name}{_dice_text(dice, name)}",
+                legend=f"{options.prediction_name} {name}{_dice_text(dice, name)}",
                 panel=panel, **scalars))
 
     def add_truth(surface: style.SurfaceStyle, panel: int) -> None:
@@ -540,7 +565,7 @@ def scene_layers(
             layers.append(Layer(
                 name=key, role="error", region=None, mesh=mesh,
                 colour=style.ERROR_COLOURS[key], opacity=style.ERROR_STYLE.opacity,
-                legend=style.ERROR_NAMES[key], panel=panel))
+                legend=options.error_legend(key), panel=panel))
 
     def add_lesions(side_by_side: bool) -> None:
         import pyvista as pv
@@ -673,7 +698,7 @@ def key_text(layers: tuple[Layer, ...], options: SceneOptions) -> str | None:
     if options.colour_by == "signed_distance":
         return (f"prediction: red outside the truth, blue inside · grey {options.truth_style}:"
                 " ground truth")
-    return f"solid: prediction · {options.truth_style}: ground truth"
+    return f"solid: {options.prediction_name} · {options.truth_style}: ground truth"
 
 
 def named_layers(meshes: Mapping[str, Any]) -> tuple[Layer, ...]:

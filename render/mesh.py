@@ -371,14 +371,39 @@ def error_meshes(
     >>> bool(90 < e["FP"].volume <= 100), e["FN"].n_points
     (True, 0)
     """
-    affine = _check_geometry(truth, affine, "truth")
-    if np.shape(prediction) != np.shape(truth):
-        raise GeometryError(
-            f"prediction shape {np.shape(prediction)} differs from truth shape {np.shape(truth)}")
-    pred_mask = name_mask(prediction, name)
-    true_mask = name_mask(truth, name)
+    return difference_meshes(prediction, truth, affine, name=name, keys=("FP", "FN"),
+                             what=("prediction", "truth"), smooth_iterations=smooth_iterations,
+                             smooth_passband=smooth_passband)
+
+
+def difference_meshes(
+    first: np.ndarray,
+    second: np.ndarray,
+    affine: np.ndarray,
+    *,
+    name: str = "WT",
+    keys: tuple[str, str] = ("A_only", "B_only"),
+    what: tuple[str, str] = ("run A's prediction", "run B's prediction"),
+    smooth_iterations: int = 15,
+    smooth_passband: float = 0.05,
+) -> dict[str, pv.PolyData]:
+    """Voxels of region ``name`` in ``first`` and not ``second``, and the reverse, as
+    surfaces named ``keys`` (by default two runs' predictions: ``{"A_only", "B_only"}``).
+
+    Both are canonical label maps ``(X, Y, Z)`` on the grid of ``affine``; ``what`` names
+    them in errors.
+
+    >>> a = np.zeros((20, 20, 20), np.uint8); a[5:15, 5:15, 5:15] = 4
+    >>> b = np.zeros_like(a); b[5:15, 5:15, 6:15] = 4
+    >>> d = difference_meshes(a, b, np.eye(4), name="ET")
+    >>> bool(d["A_only"].n_points > 0), d["B_only"].n_points
+    (True, 0)
+    """
+    affine = _check_geometry(second, affine, what[1])
+    if np.shape(first) != np.shape(second):
+        raise GeometryError(f"{what[0]} shape {np.shape(first)} differs from {what[1]} shape "
+                            f"{np.shape(second)}")
+    first_mask, second_mask = name_mask(first, name), name_mask(second, name)
     opts = {"smooth_iterations": smooth_iterations, "smooth_passband": smooth_passband}
-    return {
-        "FP": mask_surface(pred_mask & ~true_mask, affine, **opts),
-        "FN": mask_surface(true_mask & ~pred_mask, affine, **opts),
-    }
+    return {keys[0]: mask_surface(first_mask & ~second_mask, affine, **opts),
+            keys[1]: mask_surface(second_mask & ~first_mask, affine, **opts)}

@@ -44,8 +44,12 @@ EDGE_LETTERS: dict[View, tuple[str, str, str, str]] = {
     "sagittal": ("A", "P", "S", "I"),
 }
 
-Overlay = Literal["prediction", "truth", "both", "disagreement", "none"]
-OVERLAYS: tuple[Overlay, ...] = ("prediction", "truth", "both", "disagreement", "none")
+Overlay = Literal["prediction", "truth", "both", "disagreement", "ab_outlines",
+                  "ab_disagreement", "none"]
+OVERLAYS: tuple[Overlay, ...] = ("prediction", "truth", "both", "disagreement", "ab_outlines",
+                                 "ab_disagreement", "none")
+AB_OVERLAYS: tuple[Overlay, ...] = ("ab_outlines", "ab_disagreement")
+"""Overlays of two runs' predictions (A = ``prediction``, B = ``prediction_b``)."""
 OverlayStyle = Literal["outline", "filled"]
 
 CROSSHAIR_ALPHA = 0.55
@@ -257,6 +261,32 @@ def paint_disagreement(rgb: np.ndarray, prediction: np.ndarray, truth: np.ndarra
             paint(rgb, mask, colour, alpha)
 
 
+def paint_ab(rgb: np.ndarray, a: np.ndarray, b: np.ndarray, truth: np.ndarray | None, *,
+             overlay: Overlay, mode: OverlayStyle, alpha: float, region: str) -> None:
+    """Two runs' predictions of ``region`` (canonical label planes ``a`` and ``b``).
+
+    "ab_outlines": A's outline in run A's colour, B's in run B's (drawn last, so B where the
+    two lines coincide). "ab_disagreement": where both predict the region in its colour,
+    only A orange and only B violet (``mode`` filled or outlined). Both draw the truth's
+    outline in the neutral truth colour, so one sees which run is right where they differ.
+    """
+    in_a, in_b = region_mask(a, region), region_mask(b, region)
+    if overlay == "ab_outlines":
+        paint(rgb, edges(in_a), style.RUN_COLOURS["A"].rgb, 1.0)
+        paint(rgb, edges(in_b), style.RUN_COLOURS["B"].rgb, 1.0)
+    else:
+        parts = (((in_a & in_b), style.REGION_COLOURS[region]),
+                 ((in_a & ~in_b), style.ERROR_COLOURS["A_only"]),
+                 ((in_b & ~in_a), style.ERROR_COLOURS["B_only"]))
+        for mask, colour in parts:
+            if mode == "outline":
+                paint(rgb, edges(mask), colour.rgb, 1.0)
+            else:
+                paint(rgb, mask, colour.rgb, alpha)
+    if truth is not None:
+        paint(rgb, edges(region_mask(truth, region)), style.TRUTH_NEUTRAL_COLOUR.rgb, 1.0)
+
+
 @lru_cache(maxsize=4)
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
@@ -288,6 +318,7 @@ def render_view(
     width: float,
     truth: np.ndarray | None = None,
     prediction: np.ndarray | None = None,
+    prediction_b: np.ndarray | None = None,
     overlay: Overlay = "prediction",
     overlay_style: OverlayStyle = "filled",
     alpha: float = style.OVERLAY_OPACITY,
@@ -307,8 +338,10 @@ def render_view(
     canonical); ``xyz`` the crosshair voxel (its ``view`` axis picks the slice). Overlays:
     "prediction" / "truth" labels in ``overlay_style``; "both" truth boundaries (neutral
     colour) over the filled prediction; "disagreement" FP red / FN blue of ``region``;
-    "none". Overlays needing the truth fall back to the prediction alone when ``truth`` is
-    ``None``. Pixels are resized so that every view has the same mm per pixel, with
+    "ab_outlines" / "ab_disagreement" compare ``prediction`` (run A) with ``prediction_b``
+    (run B, the same grid; :func:`paint_ab`); "none". Overlays needing the truth fall back
+    to the prediction alone when ``truth`` is ``None``, the A/B ones when ``prediction_b``
+    is. Pixels are resized so that every view has the same mm per pixel, with
     ``display_px`` for the longest extent of the whole volume at ``zoom`` 1.
 
     At ``zoom`` > 1 the view shows :func:`viewport`'s part of the plane, enlarged.
@@ -346,8 +379,8 @@ def render_view(
     else:
         rgb = np.repeat(window(plane(image), level=level, width=width)[..., None],
                         3, axis=2).astype(np.float32)
-        _paint_overlay(rgb, pred, true, overlay=overlay, overlay_style=overlay_style,
-                       alpha=alpha, region=region)
+        _paint_overlay(rgb, pred, true, plane(prediction_b), overlay=overlay,
+                       overlay_style=overlay_style, alpha=alpha, region=region)
         out = _resize(rgb.astype(np.uint8), size)
     if crosshair:
         _draw_crosshair(out, view, image.shape, xyz, port)
@@ -357,9 +390,15 @@ def render_view(
     return _draw_letters(out, EDGE_LETTERS[view], size_px=max(12, display_px // 24))
 
 
-def _paint_overlay(rgb: np.ndarray, pred: np.ndarray | None, true: np.ndarray | None, *,
-                   overlay: Overlay, overlay_style: OverlayStyle, alpha: float,
-                   region: str) -> None:
+def _paint_overlay(rgb: np.ndarray, pred: np.ndarray | None, true: np.ndarray | None,
+                   pred_b: np.ndarray | None = None, *, overlay: Overlay,
+                   overlay_style: OverlayStyle, alpha: float, region: str) -> None:
+    if overlay in AB_OVERLAYS:
+        if pred is not None and pred_b is not None:
+            paint_ab(rgb, pred, pred_b, true, overlay=overlay, mode=overlay_style,
+                     alpha=alpha, region=region)
+            return
+        overlay = "prediction"
     if true is None and overlay in ("truth", "both", "disagreement"):
         overlay = "prediction"
     if overlay == "prediction" and pred is not None:

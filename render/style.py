@@ -77,11 +77,19 @@ LABEL_COLOURS: dict[int, Colour] = {
 
 # Voxel errors of a prediction against the truth. Red/blue match the ends of the diverging
 # distance colormap below (red = too much, blue = too little).
+# Voxels where two runs' predictions differ (the A/B views): orange and violet, off the
+# region, error, truth and crosshair colours, so "where they disagree" is never read as an
+# error against the truth.
 ERROR_COLOURS: dict[str, Colour] = {
     "FP": Colour((230, 30, 30)),
     "FN": Colour((30, 100, 240)),
+    "A_only": Colour((255, 140, 0)),
+    "B_only": Colour((180, 90, 255)),
 }
-ERROR_NAMES: dict[str, str] = {"FP": "false positive", "FN": "false negative"}
+ERROR_NAMES: dict[str, str] = {"FP": "false positive", "FN": "false negative",
+                               "A_only": "only in run A", "B_only": "only in run B"}
+RUN_COLOURS: dict[str, Colour] = {"A": ERROR_COLOURS["A_only"], "B": ERROR_COLOURS["B_only"]}
+"""Outline colour of run A's and run B's prediction in the A/B slice views."""
 
 DISTANCE_CMAP: str = "RdBu_r"
 """Matplotlib colormap for ``signed_distance_mm``: blue < 0 (inside truth), red > 0 (outside)."""

@@ -192,7 +192,7 @@ def test_glb_holds_every_region_in_its_colour(tmp_path: Path) -> None:
     assert blocks.n_cells == sum(m.n_cells for m in meshes.values())
 
 
-def test_exported_truth_is_its_region_colour_and_translucent(tmp_path: Path) -> None:
+def test_exported_truth_is_its_region_tint_and_translucent(tmp_path: Path) -> None:
     lab = np.zeros(SHAPE, np.uint8)
     lab[ball(CENTRE_MM, 12)] = 4
     pred = region_meshes(lab, AFFINE, names=["ET"])["ET"]
@@ -202,12 +202,14 @@ def test_exported_truth_is_its_region_colour_and_translucent(tmp_path: Path) -> 
     looks = {m["name"]: (m["pbrMetallicRoughness"]["baseColorFactor"], m["alphaMode"])
              for m in doc["materials"]}
     truth_alpha = style.TRUTH_STYLES["translucent"].opacity
-    assert looks["truth_ET"][0] == pytest.approx([*style.REGION_COLOURS["ET"].rgb_float,
+    # The paler tint of its region, as on screen: never the prediction's own colour.
+    assert looks["truth_ET"][0] == pytest.approx([*style.TRUTH_COLOURS["ET"].rgb_float,
                                                   truth_alpha])
+    assert style.TRUTH_COLOURS["ET"] != style.REGION_COLOURS["ET"]
     assert looks["truth_ET"][1] == "BLEND" and looks["ET"][1] == "OPAQUE"
     page = plotly_figure_of(export_meshes(scene, tmp_path / "case.html").read_text())
     traces = {t["name"]: t for t in page["data"]}
-    assert traces["truth_ET"]["color"] == style.REGION_COLOURS["ET"].hex
+    assert traces["truth_ET"]["color"] == style.TRUTH_COLOURS["ET"].hex
     assert traces["truth_ET"]["opacity"] == pytest.approx(truth_alpha)
     assert traces["ET"]["opacity"] == 1.0
 

@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from tumorscope.app import state, tables
+from tumorscope.app import run_b, state, tables
 from tumorscope.app.pages.overview import CHART_HEIGHT_PX, SCORING_LABELS, wrap_title
 from tumorscope.app.state import Context
 from tumorscope.core.errors import TumorscopeError
@@ -264,12 +264,14 @@ def pairs_frame(c: Comparison) -> pd.DataFrame:
 
 def _open(case_id: str) -> None:
     """Make ``case_id`` the sidebar's patient, in the run "in run" names, and open the
-    patient page (the same way the overview opens one)."""
+    patient page (the same way the overview opens one), compared with the other run."""
     name_a, name_b = st.session_state.get(NAMES_KEY, (None, None))
-    run_name = name_b if st.session_state.get("cmp_open_in") == "B" else name_a
+    open_b = st.session_state.get("cmp_open_in") == "B"
+    run_name = name_b if open_b else name_a
     if run_name is None:
         return
     st.session_state["run_name"] = run_name
+    st.session_state[run_b.AB_KEY] = name_a if open_b else name_b
     st.session_state["case_id"] = case_id
     state.request_page("patient")
 
@@ -336,7 +338,8 @@ def _pairs(c: Comparison) -> None:
                  hide_index=True, height=min(38 + 35 * max(len(frame), 1), 460),
                  column_config=_pairs_config())
     st.caption("The pairs where B did worst come first; a row, a point or the button opens "
-               "the patient in the run chosen in *in run*.")
+               "the patient in the run chosen in *in run*, compared there with the other "
+               "(its 3-D view and slices show where the two agree and differ).")
 
 
 def _pairs_config() -> dict[str, object]:

@@ -13,11 +13,12 @@ import streamlit as st
 
 from tumorscope.app import lesions as case_lesions
 from tumorscope.app import meshes as case_meshes
-from tumorscope.app import scene_link, tables
+from tumorscope.app import run_b, scene_link, tables
 from tumorscope.app.caches import stamp
 from tumorscope.app.lesions import LesionView
 from tumorscope.app.state import Context
 from tumorscope.core.data.labels import REGION_NAMES, REGIONS
+from tumorscope.core.errors import GeometryError
 from tumorscope.core.scoring.distances import HD95_DEFINITIONS
 from tumorscope.core.scoring.metrics import METRIC_COLUMNS, METRIC_DOCS
 from tumorscope.core.scoring.scorings import LESION_COLUMNS, SCORING_COLUMNS, SCORING_DOCS
@@ -64,6 +65,13 @@ class View3D:
     options: SceneOptions
     error_region: str
     lesions: tuple[LesionMarker, ...] = ()
+    run_b: run_b.RunB | None = None
+    """The run compared with this one (A/B view), or ``None``."""
+    show_differences: bool = False
+    """A/B: draw the voxels only A and only B predict (of ``error_region``)."""
+    show_fp_fn: bool = False
+    """Draw the FP/FN voxels of ``error_region`` (``options.show_errors`` is set for
+    these or the A/B differences)."""
 
 
 def render(ctx: Context) -> None:
@@ -83,7 +91,7 @@ def render(ctx: Context) -> None:
                                      st.session_state.get(case_lesions.SCORING_KEY))
     _take_table_choice(run, case, lesions)
     _header(case, dice, metrics)
-    view, meshes = _scene(run, case, dice, lesions)
+    view, meshes = _scene(ctx, case, dice, lesions)
     _lesions(ctx, case, lesions)
     _scores(run, case, rows, lesions.scoring)
     _downloads(case, rows, dice, view, meshes)
@@ -118,17 +126,23 @@ def _header(case: CaseRecord, dice: dict[str, float], metrics: pd.DataFrame) -> 
         st.info(NO_TRUTH_NOTE, icon=":material/info:")
 
 
-def _controls(case: CaseRecord, lesions: LesionView,
+def _controls(ctx: Context, case: CaseRecord, lesions: LesionView,
               chosen: LesionMarker | None) -> View3D:
     has_truth = case.has_truth
+    b = run_b.picker(ctx, case.case_id)
     st.pills("Regions", REGIONS, selection_mode="multi", key="p3d_regions",
              help="WT whole tumour, TC tumour core, ET enhancing tumour (nested).")
     # One per row: side by side in this narrow column the labels were cut ("Ground t…").
     st.toggle("Ground truth (wireframe)", key="p3d_truth", disabled=not has_truth,
               help="The truth as a cage of lines in its region's paler colour.")
-    st.toggle("Prediction (solid)", key="p3d_pred")
+    st.toggle("A and B agree (solid)" if b else "Prediction (solid)", key="p3d_pred",
+              help="Where both runs predict the region." if b else None)
+    if b is not None:
+        st.toggle("Only A / only B voxels", key="p3d_ab_diff",
+                  help="Orange: what only run A predicts; violet: only run B, for the region "
+                       "chosen below.")
     st.radio("Colour the prediction by", list(COLOURINGS), key="p3d_colour",
-             disabled=not has_truth,
+             disabled=not has_truth or b is not None,
              help="Signed distance of each prediction vertex to the truth surface: red where "
                   "the prediction lies outside the truth, blue inside (±5 mm).")
     st.slider("Truth opacity", 0.05, 1.0, step=0.05, key="p3d_truth_opacity",
@@ -137,8 +151,11 @@ def _controls(case: CaseRecord, lesions: LesionView,
     st.toggle("Brain surface", key="p3d_brain", help="Faint brain surface for context.")
     st.toggle("FP / FN voxels", key="p3d_errors", disabled=not has_truth,
               help="False positives red, false negatives blue, for one region.")
-    if st.session_state["p3d_errors"] and has_truth:
-        st.selectbox("FP / FN of region", REGIONS, key="p3d_error_region")
+    differences = b is not None and bool(st.session_state.get("p3d_ab_diff"))
+    fp_fn = bool(st.session_state["p3d_errors"]) and has_truth
+    if (st.session_state["p3d_errors"] and has_truth) or differences:
+        st.selectbox("FP / FN of region" if b is None else "FP / FN, only A / only B of region",
+                     REGIONS, key="p3d_error_region")
     st.toggle("FN / FP lesion markers", key="p3d_lesions", disabled=not lesions.markers,
               help="A marker at the centre of each missed (FN, blue diamond) and "
                    "false-positive (FP, red square) lesion of the chosen lesion-wise scoring; "
@@ -155,15 +172,18 @@ def _controls(case: CaseRecord, lesions: LesionView,
     options = SceneOptions(
         regions=tuple(r for r in REGIONS if r in (s["p3d_regions"] or [])),
         show_truth=bool(s["p3d_truth"]) and has_truth, show_prediction=bool(s["p3d_pred"]),
-        colour_by=COLOURINGS[s["p3d_colour"]] if has_truth else "region",
-        show_errors=bool(s["p3d_errors"]) and has_truth, show_brain=bool(s["p3d_brain"]),
+        colour_by=COLOURINGS[s["p3d_colour"]] if has_truth and b is None else "region",
+        show_errors=fp_fn or differences, show_brain=bool(s["p3d_brain"]),
         truth_opacity=float(s["p3d_truth_opacity"]),
         prediction_opacity=float(s["p3d_pred_opacity"]), camera=s["p3d_camera"],
         show_lesions=bool(s["p3d_lesions"]),
         selected_lesion=chosen.key if chosen else None,
         target_mm=chosen.centroid_mm if chosen else None,
-        target_radius_mm=frame_radius_mm(chosen.volume_ml) if chosen else 20.0)
-    return View3D(options=options, error_region=s["p3d_error_region"], lesions=marked)
+        target_radius_mm=frame_radius_mm(chosen.volume_ml) if chosen else 20.0,
+        prediction_name="A and B agree" if b else "prediction",
+        run_names=(ctx.run.name, b.name) if b and ctx.run else None)
+    return View3D(options=options, error_region=s["p3d_error_region"], lesions=marked,
+                  run_b=b, show_differences=differences, show_fp_fn=fp_fn)
 
 
 @dataclass(frozen=True)
@@ -177,16 +197,22 @@ class SceneMeshes:
 
 
 def scene_meshes(run: Run, case: CaseRecord, view: View3D) -> SceneMeshes:
-    """Load (from the caches) only what ``view`` shows."""
+    """Load (from the caches) only what ``view`` shows; with a run B, the solid surfaces
+    are where A and B agree, and the differences join the FP/FN voxels."""
     shown = view.options
+    b = view.run_b
     prediction = None
     if shown.show_prediction:
-        prediction = (case_meshes.distance_meshes(run, case)
+        prediction = (case_meshes.agreement_surfaces(run, case, b.run, b.case) if b
+                      else case_meshes.distance_meshes(run, case)
                       if shown.colour_by == "signed_distance"
                       else case_meshes.surfaces(run, case, "prediction"))
     errors = None
-    if shown.show_errors:
+    if view.show_fp_fn:
         errors = case_meshes.error_meshes_of(run, case, view.error_region)
+    if b is not None and view.show_differences:
+        errors = {**(errors or {}), **case_meshes.difference_meshes_of(
+            run, case, b.run, b.case, view.error_region)}
     return SceneMeshes(
         truth=case_meshes.surfaces(run, case, "truth") if shown.show_truth else None,
         prediction=prediction,
@@ -194,13 +220,27 @@ def scene_meshes(run: Run, case: CaseRecord, view: View3D) -> SceneMeshes:
         errors=errors)
 
 
-def _scene(run: Run, case: CaseRecord, dice: dict[str, float],
+def _scene(ctx: Context, case: CaseRecord, dice: dict[str, float],
            lesions: LesionView) -> tuple[View3D, SceneMeshes]:
+    assert ctx.run is not None
+    run = ctx.run
     plot, controls = st.columns([3, 1])
     with controls:
-        view = _controls(case, lesions, case_lesions.chosen(run, case.case_id, lesions))
+        view = _controls(ctx, case, lesions, case_lesions.chosen(run, case.case_id, lesions))
+    if view.run_b is not None:
+        dice = {}  # the solid surfaces are the agreement, not A: A's Dice would mislabel them
     with plot, st.spinner("Building the 3-D surfaces (cached after the first time)…"):
-        meshes = scene_meshes(run, case, view)
+        try:
+            meshes = scene_meshes(run, case, view)
+        except GeometryError as exc:
+            st.error(f"Cannot compare with run {view.run_b.name if view.run_b else 'B'}: "
+                     f"{exc}", icon=":material/compare_arrows:")
+            view = replace(view, run_b=None, show_differences=False, options=replace(
+                view.options, prediction_name="prediction", run_names=None,
+                show_errors=view.show_fp_fn))
+            meshes = scene_meshes(run, case, view)
+        if view.run_b is not None:
+            _ab_line(run, view.run_b)
         _take_click(run, case, meshes, dice, view)
         view = replace(view, options=replace(
             view.options, crosshair_mm=scene_link.crosshair_mm(run, case)))
@@ -217,6 +257,31 @@ def _scene(run: Run, case: CaseRecord, dice: dict[str, float],
                    "Ground truth is the wireframe cage, the prediction solid; the PNG and "
                    "HTML downloads draw this same scene.")
     return view, meshes
+
+
+def ab_dice_text(name_a: str, dice_a: Mapping[str, float], name_b: str,
+                 dice_b: Mapping[str, float]) -> str:
+    """One line of both runs' Dice per region against the truth.
+
+    >>> ab_dice_text("m1", {"WT": 0.9}, "m2", {"WT": 0.85, "ET": float("nan")})
+    'Dice against the truth · A (m1): WT 0.900, TC n/a, ET n/a · B (m2): WT 0.850, TC n/a, ET n/a'
+    """
+    def one(dice: Mapping[str, float]) -> str:
+        return ", ".join(f"{r} {dice[r]:.3f}" if r in dice and not math.isnan(dice[r])
+                         else f"{r} n/a" for r in REGIONS)
+    return (f"Dice against the truth · A ({name_a}): {one(dice_a)} · "
+            f"B ({name_b}): {one(dice_b)}")
+
+
+def _ab_line(run: Run, b: run_b.RunB) -> None:
+    rows_a, rows_b = (tables.cohort(r)[0] for r in (run, b.run))
+    case_id = b.case.case_id
+    text = ab_dice_text(run.name, dice_of(rows_a[rows_a["case_id"] == case_id]), b.name,
+                        dice_of(rows_b[rows_b["case_id"] == case_id]))
+    chips = " ".join(f":{c}-background[{label}]" for c, label in (
+        ("orange", f"only A: {run.name}"), ("violet", f"only B: {b.name}")))
+    st.markdown(f"**A/B view** · {chips} · solid: where both predict the region")
+    st.caption(text)
 
 
 def _take_click(run: Run, case: CaseRecord, meshes: SceneMeshes, dice: dict[str, float],
@@ -512,5 +577,8 @@ def _downloads(case: CaseRecord, rows: pd.DataFrame, dice: dict[str, float], vie
     png[4].download_button("Scores (CSV)", key="btn_case_csv", mime="text/csv",
                            file_name=f"{case_id}_metrics.csv", icon=":material/download:",
                            data=export.csv_bytes(rows), disabled=rows.empty)
+    ab = (f" A/B view: the region meshes (WT, TC, ET) are where {view.options.run_names[0]} "
+          f"and {view.options.run_names[1]} agree; A_only and B_only what one of them alone "
+          "predicts." if view.run_b is not None and view.options.run_names else "")
     st.caption("Mesh files hold what the view shows (surfaces above 60,000 triangles are "
-               "simplified), in world RAS millimetres.")
+               "simplified), in world RAS millimetres." + ab)

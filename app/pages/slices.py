@@ -7,17 +7,24 @@ the view-only page (:mod:`tumorscope.app.pages.viewer`), which has no prediction
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 from streamlit_image_coordinates import streamlit_image_coordinates
 
+from tumorscope.app import legend, run_b, tables
 from tumorscope.app import lesions as case_lesions
-from tumorscope.app import tables
 from tumorscope.app import volumes as volumes_cache
 from tumorscope.app.caches import stamp
-from tumorscope.app.state import POSITION_KEYS, Context, crosshair_case_key, keep_alive
+from tumorscope.app.state import (
+    POSITION_KEYS,
+    Context,
+    crosshair_case_key,
+    keep_alive,
+    shown_path,
+)
 from tumorscope.app.viewer_data import ViewerVolumes, region_map, run_volumes
 from tumorscope.core.data.labels import LABEL_NAMES, REGION_NAMES, REGIONS
 from tumorscope.core.errors import TumorscopeError
@@ -30,6 +37,7 @@ OVERLAY_LABELS = {
     "prediction": "Prediction", "truth": "Ground truth",
     "both": "Truth outline + prediction", "disagreement": "Disagreement (FP red, FN blue)",
     "probability": "Probability heat map", "variance": "TTA disagreement heat map",
+    "ab_outlines": "A and B outlines", "ab_disagreement": "Where A and B disagree",
     "none": "None",
 }
 HEAT_OVERLAYS = ("probability", "variance")
@@ -71,7 +79,7 @@ def render(ctx: Context) -> None:
     if not images:
         st.warning(f"No images are recorded for {case.case_id} in {ctx.run.cases_path}.")
         return
-    pick_modality, pick_lesion = st.columns([2, 3], vertical_alignment="bottom")
+    pick_modality, pick_lesion, pick_b = st.columns([2, 3, 2], vertical_alignment="bottom")
     with pick_modality:
         modality = modality_picker(list(images))
     volumes = run_volumes(ctx.run, case, modality)
@@ -79,6 +87,15 @@ def render(ctx: Context) -> None:
     reset_on_new_case(case_key, volumes)
     with pick_lesion:
         _lesion_picker(ctx.run, case)
+    with pick_b:
+        b = run_b.picker(ctx, case.case_id)
+    if b is not None and volumes.prediction is not None:
+        try:
+            volumes = replace(volumes, prediction_b=run_b.prediction_b(b, volumes.image),
+                              names=(ctx.run.name, b.name))
+        except TumorscopeError as exc:
+            st.error(f"Cannot compare with run {b.name}: {exc}",
+                     icon=":material/compare_arrows:")
     viewer(volumes, case_key=f"{case_key}|{modality}", image_path=images[modality],
            file_stem=f"{case.case_id}_{modality}",
            maps_hint=_maps_hint(ctx.run, volumes))
@@ -187,8 +204,12 @@ def _maps_hint(run: Run, volumes: ViewerVolumes) -> str | None:
     if volumes.maps.probability is not None and volumes.maps.variance is not None:
         return None
     claim = run.predict_claim() or {}
-    command = (f"tumorscope predict --checkpoint {claim.get('checkpoint') or 'CHECKPOINT'} "
-               f"--input {claim.get('input') or 'DATA'} --out {run.path} --save-probabilities")
+    # Paths as the pages show them (relative to the working folder, or under ~).
+    checkpoint, data = claim.get("checkpoint"), claim.get("input")
+    command = (f"tumorscope predict --checkpoint "
+               f"{shown_path(checkpoint) if checkpoint else 'CHECKPOINT'} "
+               f"--input {shown_path(data) if data else 'DATA'} --out {shown_path(run.path)} "
+               "--save-probabilities")
     mirrored = bool((claim.get("settings") or {}).get("mirror_axes"))
     if volumes.maps.probability is None:
         what = "No probability map is saved for this case."
@@ -255,7 +276,7 @@ def _reset_window_on_change(key: str, path: Path) -> None:
 
 def _overlay_options(volumes: ViewerVolumes) -> list[str]:
     has_truth, has_pred = volumes.truth is not None, volumes.prediction is not None
-    options = []
+    options: list[str] = list(slices.AB_OVERLAYS) if volumes.prediction_b is not None else []
     if has_pred:
         options += ["prediction", "truth", "both", "disagreement"] if has_truth \
             else ["prediction"]
@@ -276,11 +297,12 @@ def _overlay_controls(volumes: ViewerVolumes, maps_hint: str | None) -> None:
     chosen = st.session_state["sl_overlay"]
     heat = chosen in HEAT_OVERLAYS
     drawn.segmented_control("Drawn as", ["filled", "outline"], key="sl_style", required=True,
-                            disabled=chosen in ("both", "none") or heat)
+                            disabled=chosen in ("both", "none", "ab_outlines") or heat)
     alpha.slider("Fill opacity", 0.05, 1.0, step=0.05, key="sl_alpha",
-                 disabled=chosen == "none" or heat)
+                 disabled=chosen in ("none", "ab_outlines") or heat)
     region.selectbox("Region", REGIONS, key="sl_region",
-                     disabled=chosen not in ("disagreement", *HEAT_OVERLAYS),
+                     disabled=chosen not in ("disagreement", *slices.AB_OVERLAYS,
+                                             *HEAT_OVERLAYS),
                      format_func=lambda r: f"{r} ({REGION_NAMES[r]})",
                      help="Whose disagreement, probability or TTA disagreement is shown.")
     if heat:
@@ -388,6 +410,8 @@ def _views(volumes: ViewerVolumes) -> dict[View, np.ndarray]:
             level=float(s["sl_level"]), width=float(s["sl_width"]),
             truth=volumes.truth.data if volumes.truth is not None else None,
             prediction=volumes.prediction.data if volumes.prediction is not None else None,
+            prediction_b=(volumes.prediction_b.data if volumes.prediction_b is not None
+                          else None),
             overlay=s["sl_overlay"] if heat is None else "none",
             overlay_style=s["sl_style"] or "filled", alpha=float(s["sl_alpha"]),
             region=s["sl_region"], crosshair=bool(s.get("sl_crosshair", True)),
@@ -446,42 +470,43 @@ def _distance_text(volumes: ViewerVolumes, measure: Sequence[Sequence[float]]) -
     return f"{slices.distance_mm(volumes.image.affine, measure[0], measure[1]):.1f} mm"
 
 
-def _chip(colour: style.Colour, text: str) -> str:
-    return (f"<span style='display:inline-block;width:0.9em;height:0.9em;"
-            f"background:{colour.hex};border-radius:2px;margin:0 0.3em 0 0.9em;"
-            f"vertical-align:-0.1em'></span>{text}")
-
-
-def _ramp(text: str) -> str:
-    colours = ", ".join(slices.heat_ramp_hex())
-    return (f"<span style='display:inline-block;width:4em;height:0.9em;"
-            f"background:linear-gradient(to right, {colours});border-radius:2px;"
-            f"margin:0 0.3em 0 0.9em;vertical-align:-0.1em'></span>{text}")
-
-
 def _legend(volumes: ViewerVolumes) -> None:
     overlay = st.session_state["sl_overlay"]
+    region = st.session_state["sl_region"]
+    name_a, name_b = volumes.names or ("A", "B")
     if overlay in HEAT_OVERLAYS:
-        region = st.session_state["sl_region"]
-        chips = [_ramp("probability 0 → 1" if overlay == "probability" else
-                       "TTA disagreement 0 → 1 (2 × std of the mirrored passes)")]
+        chips = [legend.ramp("probability 0 → 1" if overlay == "probability" else
+                             "TTA disagreement 0 → 1 (2 × std of the mirrored passes)")]
         if volumes.maps.probability is not None:
-            chips.append(_chip(style.PREDICTION_OUTLINE_COLOUR,
-                               f"{region} p > {float(st.session_state['sl_threshold']):.2f} "
-                               "(dashed)"))
+            threshold = float(st.session_state["sl_threshold"])
+            chips.append(legend.swatch(style.PREDICTION_OUTLINE_COLOUR,
+                                       f"{region} p > {threshold:.2f} (dashed)"))
         if volumes.truth is not None:
-            chips.append(_chip(style.TRUTH_OUTLINE_COLOUR, f"ground truth {region} (solid)"))
+            chips.append(legend.swatch(style.TRUTH_OUTLINE_COLOUR,
+                                       f"ground truth {region} (solid)"))
     elif overlay == "disagreement":
-        chips = [_chip(style.ERROR_COLOURS[k], style.ERROR_NAMES[k]) for k in ("FP", "FN")]
+        chips = [legend.swatch(style.ERROR_COLOURS[k], style.ERROR_NAMES[k])
+                 for k in ("FP", "FN")]
+    elif overlay == "ab_outlines":
+        chips = [legend.line(style.RUN_COLOURS["A"], f"{region} of A: {name_a}"),
+                 legend.line(style.RUN_COLOURS["B"], f"{region} of B: {name_b} (over A where "
+                                                     "they coincide)")]
+    elif overlay == "ab_disagreement":
+        chips = [legend.swatch(style.REGION_COLOURS[region], f"{region}: both"),
+                 legend.swatch(style.ERROR_COLOURS["A_only"], f"only A: {name_a}"),
+                 legend.swatch(style.ERROR_COLOURS["B_only"], f"only B: {name_b}")]
     elif overlay == "none":
         chips = []
     else:
-        chips = [_chip(c, f"{LABEL_NAMES[v]} ({v})") for v, c in style.LABEL_COLOURS.items()]
+        chips = [legend.swatch(c, f"{LABEL_NAMES[v]} ({v})")
+                 for v, c in style.LABEL_COLOURS.items()]
         if overlay == "both":
-            chips.append(_chip(style.TRUTH_NEUTRAL_COLOUR, "ground-truth outline (fill: "
-                                                           "prediction)"))
+            chips.append(legend.swatch(style.TRUTH_NEUTRAL_COLOUR,
+                                       "ground-truth outline (fill: prediction)"))
+    if overlay in slices.AB_OVERLAYS and volumes.truth is not None:
+        chips.append(legend.line(style.TRUTH_NEUTRAL_COLOUR, f"ground truth {region}"))
     if st.session_state.get("sl_crosshair", True):
-        chips.append(_chip(style.CROSSHAIR_COLOUR, "crosshair"))
+        chips.append(legend.swatch(style.CROSSHAIR_COLOUR, "crosshair"))
     if chips:
         st.markdown(" ".join(chips), unsafe_allow_html=True)
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from tumorscope.app import slice_run, tables
+from tumorscope.app import legend, slice_run, tables
 from tumorscope.app.caches import stamp
 from tumorscope.app.slice_run import SliceArrays
 from tumorscope.app.state import Context
@@ -141,15 +141,9 @@ def _filters(frame: pd.DataFrame) -> pd.DataFrame:
     return page
 
 
-def _chip(colour: style.Colour, text: str, *, dashed: bool = False) -> str:
-    line = "dashed" if dashed else "solid"
-    return (f"<span style='display:inline-block;width:1.6em;height:0;border-top:3px {line} "
-            f"{colour.hex};margin:0 0.35em 0 0.9em;vertical-align:0.2em'></span>{text}")
-
-
 def _legend(*, heat: bool = False) -> None:
-    chips = [_chip(style.TRUTH_OUTLINE_COLOUR, "ground truth (solid)"),
-             _chip(style.PREDICTION_OUTLINE_COLOUR, "prediction (dashed)", dashed=True)]
+    chips = [legend.line(style.TRUTH_OUTLINE_COLOUR, "ground truth (solid)"),
+             legend.line(style.PREDICTION_OUTLINE_COLOUR, "prediction (dashed)", dashed=True)]
     if heat:
         chips.append("<span style='margin-left:0.9em'>heat: tumour probability, red (low) "
                      "to yellow (1)</span>")

@@ -170,3 +170,17 @@ def regions_to_labels(regions: np.ndarray) -> np.ndarray:
     out[tc] = 1
     out[et] = 4
     return out
+
+
+def agreement_label(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Canonical label map of where two label maps agree, region by region: each region of
+    the result is the intersection of that region in ``a`` and in ``b`` (intersections of
+    nested regions stay nested, so it is a valid label map).
+
+    >>> agreement_label(np.array([0, 4, 4, 2, 1]), np.array([4, 4, 1, 1, 0])).tolist()
+    [0, 4, 1, 2, 0]
+    """
+    if np.shape(a) != np.shape(b):
+        raise LabelError(f"label maps to intersect have shapes {np.shape(a)} and "
+                         f"{np.shape(b)}; expected the same grid")
+    return regions_to_labels(labels_to_regions(a) & labels_to_regions(b))
