@@ -267,22 +267,25 @@ def paint_ab(rgb: np.ndarray, a: np.ndarray, b: np.ndarray, truth: np.ndarray | 
 
     "ab_outlines": A's outline in run A's colour, B's in run B's (drawn last, so B where the
     two lines coincide). "ab_disagreement": where both predict the region in its colour,
-    only A orange and only B violet (``mode`` filled or outlined). Both draw the truth's
-    outline in the neutral truth colour, so one sees which run is right where they differ.
+    only A orange and only B violet (``mode`` filled or outlined); filled, the agreement is
+    half as opaque as ``alpha`` and the differences more (``1 - (1 - alpha)^2``): they are
+    what this overlay is for. Both draw the truth's outline in the neutral truth colour, so
+    one sees which run is right where they differ.
     """
     in_a, in_b = region_mask(a, region), region_mask(b, region)
     if overlay == "ab_outlines":
         paint(rgb, edges(in_a), style.RUN_COLOURS["A"].rgb, 1.0)
         paint(rgb, edges(in_b), style.RUN_COLOURS["B"].rgb, 1.0)
     else:
-        parts = (((in_a & in_b), style.REGION_COLOURS[region]),
-                 ((in_a & ~in_b), style.ERROR_COLOURS["A_only"]),
-                 ((in_b & ~in_a), style.ERROR_COLOURS["B_only"]))
-        for mask, colour in parts:
+        strong = 1.0 - (1.0 - alpha) ** 2
+        parts = (((in_a & in_b), style.REGION_COLOURS[region], alpha / 2),
+                 ((in_a & ~in_b), style.ERROR_COLOURS["A_only"], strong),
+                 ((in_b & ~in_a), style.ERROR_COLOURS["B_only"], strong))
+        for mask, colour, opacity in parts:
             if mode == "outline":
                 paint(rgb, edges(mask), colour.rgb, 1.0)
             else:
-                paint(rgb, mask, colour.rgb, alpha)
+                paint(rgb, mask, colour.rgb, opacity)
     if truth is not None:
         paint(rgb, edges(region_mask(truth, region)), style.TRUTH_NEUTRAL_COLOUR.rgb, 1.0)
 

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import streamlit as st
 
+from tumorscope.app import legend, run_b, scene_link, tables
 from tumorscope.app import lesions as case_lesions
 from tumorscope.app import meshes as case_meshes
-from tumorscope.app import run_b, scene_link, tables
 from tumorscope.app.caches import stamp
 from tumorscope.app.lesions import LesionView
 from tumorscope.app.state import Context
@@ -278,9 +278,10 @@ def _ab_line(run: Run, b: run_b.RunB) -> None:
     case_id = b.case.case_id
     text = ab_dice_text(run.name, dice_of(rows_a[rows_a["case_id"] == case_id]), b.name,
                         dice_of(rows_b[rows_b["case_id"] == case_id]))
-    chips = " ".join(f":{c}-background[{label}]" for c, label in (
-        ("orange", f"only A: {run.name}"), ("violet", f"only B: {b.name}")))
-    st.markdown(f"**A/B view** · {chips} · solid: where both predict the region")
+    chips = " ".join(legend.swatch(style.ERROR_COLOURS[key], label) for key, label in (
+        ("A_only", f"only A: {run.name}"), ("B_only", f"only B: {b.name}")))
+    st.markdown(f"**A/B view** {chips} · solid: where both predict the region",
+                unsafe_allow_html=True)
     st.caption(text)
 
 
