@@ -322,6 +322,9 @@ class AugmentConfig:
     gamma_range: tuple[float, float] = _rule((0.7, 1.5), gt=0, le=10)
     bias_field: float = _probability(0.0)  # smooth multiplicative field (coil sensitivity)
     bias_field_strength: float = _rule(0.3, ge=0, le=2)  # most std of its logarithm
+    # share of the field's log-variance common to all channels: one coil records a session's
+    # sequences, so a bright patch is bright in all of them (0: each channel its own field)
+    bias_field_shared: float = _rule(0.0, ge=0, le=1)
     blur: float = _probability(0.0)  # Gaussian blur, its sigma drawn per axis
     blur_sigma_vox: tuple[float, float] = _rule((0.5, 1.0), ge=0, le=8, unit="voxels")
     sharpen: float = _probability(0.0)  # unsharp mask (sigma 1 voxel), never with blur

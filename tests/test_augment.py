@@ -103,6 +103,35 @@ def test_ranges_are_the_configs() -> None:
     assert not torch.allclose(biased, image)
 
 
+def _log_gain(cfg: AugmentConfig, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per channel, the log of how much the bias field multiplied each brain voxel of sample
+    0 (the field multiplies the signal above the channel's floor)."""
+    out = _run(cfg, image, target)[0]
+    brain = (image[0] != 0).any(0)
+    gains = []
+    for ch in range(image.shape[1]):
+        floor = min(float(image[0, ch][brain].min()), 0.0)
+        x, y = image[0, ch][brain] - floor, out[0, ch][brain] - floor
+        keep = x > 0.5
+        gains.append(torch.log(y[keep] / x[keep]))
+    n = min(len(g) for g in gains)
+    return torch.stack([g[:n] for g in gains])
+
+
+def test_a_shared_bias_field_brightens_every_channel_in_the_same_place() -> None:
+    image, target = _batch()
+    image = image.abs() + 1.0 * (image != 0)  # positive signal, as MR magnitudes are
+    corr = {}
+    for share in (0.0, 1.0):
+        gains = _log_gain(_only(bias_field=1, bias_field_strength=0.5,
+                                bias_field_shared=share), image, target)
+        corr[share] = torch.corrcoef(gains)[0, 1:]
+    # One coil: the channels' fields are one field scaled (correlation 1); independent
+    # fields are not (they differ between channels).
+    assert (corr[1.0] > 0.99).all(), corr[1.0]
+    assert (corr[0.0].abs() < 0.9).all(), corr[0.0]
+
+
 def test_intensity_curve_keeps_the_order_of_intensities() -> None:
     image, target = _batch()
     out = _run(_only(remap=1, remap_strength=1.0), image, target)[0]

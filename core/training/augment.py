@@ -168,7 +168,8 @@ def augment_batch(
 
     Spatial transforms (flips; rotation about every axis with isotropic or per-axis scaling
     and an elastic field, through one ``grid_sample``) move image and target alike. Then,
-    on the image only, per sample and per channel: a smooth multiplicative bias field,
+    on the image only, per sample and per channel: a smooth multiplicative bias field (its
+    log partly common to all channels with ``bias_field_shared``, as one coil's is),
     contrast and brightness, a random increasing intensity curve, gamma, Gaussian blur or
     unsharp-mask sharpening, thick slices along a random axis (per channel: each sequence
     has its own), and Gaussian noise.
@@ -212,6 +213,11 @@ def augment_batch(
         n = int(on.sum())
         strength = draw.uniform(0.0, cfg.bias_field_strength, n, c, *ones)
         coarse = draw.normal(n, c, *[BIAS_GRID] * dims)
+        if cfg.bias_field_shared > 0:
+            # Drawn only when asked, so a config without it keeps its seeded draws.
+            common = draw.normal(n, 1, *[BIAS_GRID] * dims)
+            share = cfg.bias_field_shared
+            coarse = math.sqrt(share) * common + math.sqrt(1.0 - share) * coarse
         log_field = F.interpolate(coarse, size=list(image.shape[2:]), mode=_LINEAR[dims],
                                   align_corners=True) * strength
         sub = image[on]
