@@ -8,10 +8,10 @@ prediction and the truth it scored, so a reader can tell a current score from an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -29,6 +29,27 @@ METADATA_COLUMNS = ("grade", "age", "synthetic")
 SCORING_VERSION = 2
 """Bumped whenever a metric's definition changes, so stored rows are scored again
 (2: every HD95 definition, lesion-wise scorings, lesions.csv)."""
+
+
+class Ranks(Protocol):
+    """The processes an evaluation shares its cases with, as
+    :class:`tumorscope.core.distributed.DistInfo` gives them (scoring needs no torch, so it
+    is handed one rather than importing it)."""
+
+    @property
+    def rank(self) -> int: ...
+
+    @property
+    def world_size(self) -> int: ...
+
+    @property
+    def main(self) -> bool: ...
+
+    def shard(self, items: Sequence[Any]) -> list[Any]: ...
+
+    def gather(self, obj: Any) -> list[Any]: ...
+
+    def barrier(self) -> None: ...
 
 
 @dataclass
@@ -114,7 +135,8 @@ def _reusable(previous: list[dict[str, Any]], lesions: list[dict[str, Any]], *,
 
 def evaluate_run(run: Run, labels_dir: str | Path | None = None, *,
                  scorings: Sequence[Scoring] = SCORINGS, challenge: Challenge = "gli",
-                 progress: bool = True) -> EvaluateReport:
+                 progress: bool = True, on_case: Callable[[str, str], None] | None = None,
+                 ranks: Ranks | None = None) -> EvaluateReport:
     """Score the run's predictions into ``metrics.csv``, ``lesions.csv`` and ``summary.json``.
 
     ``metrics.csv`` has one row per case x region with the legacy columns (every HD95
@@ -131,6 +153,12 @@ def evaluate_run(run: Run, labels_dir: str | Path | None = None, *,
 
     Raises :class:`LayoutError` naming the run when there is no prediction, or when no
     prediction could be scored (the tables are then left untouched).
+
+    ``on_case(case_id, what)`` is told of each case as it is scored, reused or skipped.
+    With ``ranks`` (under torchrun) rank r scores the run's sorted cases ``r::world_size``
+    and merges them into the tables under the run's lock; once every rank has, rank 0
+    writes ``summary.json`` from the merged tables, and every rank returns the report of
+    all of them, the same as one process scoring every case would give.
     """
     from tqdm import tqdm
 
@@ -158,25 +186,33 @@ def evaluate_run(run: Run, labels_dir: str | Path | None = None, *,
     reused: list[str] = []
     unscored: dict[str, str] = {}
     no_truth_ids: list[str] = []
-    for case_id in tqdm(ids, desc="evaluate", unit="case", disable=not progress):
+    mine = ranks.shard(ids) if ranks is not None else ids
+    main = ranks is None or ranks.main
+
+    def tell(case_id: str, what: str) -> None:
+        if on_case is not None:
+            on_case(case_id, what)
+
+    def score(case_id: str) -> str:
+        """Score one case into ``scored`` / ``reused`` / ``unscored``; what happened."""
         if case_id not in truth:
             unscored[case_id] = no_truth
             no_truth_ids.append(case_id)
-            continue
+            return "no ground truth"
         label_path, convention, meta = truth[case_id]
         pred_path = run.prediction_path(case_id)
         record = records.get(case_id)
         stale = run.prediction_problem(record, claim) if record is not None else None
         if stale is not None:
             unscored[case_id] = stale
-            continue
+            return f"not scored ({stale})"
         try:
             pred_fp = fingerprint(pred_path, record.prediction if record else None)
             if record is not None and record.prediction is not None and \
                     pred_fp["sha256"] != record.prediction.get("sha256"):
                 unscored[case_id] = ("its prediction file is not the one tumorscope predict "
                                      "wrote (changed by hand?); run tumorscope predict again")
-                continue
+                return f"not scored ({unscored[case_id]})"
             previous = old_rows.get(case_id, [])
             truth_fp = fingerprint(label_path, _truth_fingerprint(previous))
             if case_id not in problems and _reusable(
@@ -185,7 +221,7 @@ def evaluate_run(run: Run, labels_dir: str | Path | None = None, *,
                     challenge=challenge):
                 scored[case_id] = [{**r, **_truth_keys(truth_fp)} for r in previous]
                 reused.append(case_id)
-                continue
+                return "unchanged"
             gt = read_label(label_path, convention=convention)
             pr = read_label(pred_path, convention=convention)
             pred = conform_to(pr.data, pr.affine, gt.data.shape, gt.affine, path=pred_path,
@@ -194,19 +230,28 @@ def evaluate_run(run: Run, labels_dir: str | Path | None = None, *,
                                 challenge=challenge)
         except TumorscopeError as exc:
             unscored[case_id] = str(exc)
-            continue
+            return f"not scored ({exc})"
         extra = {k: meta.get(k) for k in METADATA_COLUMNS}
         keys = {"prediction_sha256": pred_fp["sha256"], **_truth_keys(truth_fp),
                 "scoring_version": SCORING_VERSION, "scorings": scoring_key,
                 "challenge": challenge, "lesions_listed": len(scores.lesions)}
         scored[case_id] = [{"case_id": case_id, **row, **extra, **keys} for row in scores.rows]
         lesions[case_id] = _lesion_rows(scores.lesions, gt.affine, keys)
-    # Rows of cases whose prediction has left the run stay, marked, rather than vanish.
-    for case_id in old_rows:
-        if case_id not in scored and case_id not in unscored and case_id not in ids:
-            unscored[case_id] = "its prediction is no longer in the run"
-    if not scored:
-        reasons = "; ".join(f"{c}: {r}" for c, r in list(unscored.items())[:3])
+        return "scored"
+
+    for case_id in tqdm(mine, desc="evaluate", unit="case", disable=not (progress and main)):
+        tell(case_id, score(case_id))
+    # Rows of cases whose prediction has left the run stay, marked, rather than vanish
+    # (rank 0 marks them: one writer per case).
+    if main:
+        for case_id in old_rows:
+            if case_id not in scored and case_id not in unscored and case_id not in ids:
+                unscored[case_id] = "its prediction is no longer in the run"
+    group = ranks if ranks is not None and ranks.world_size > 1 else None
+    everyone = _everyone(group, ids, scored, reused, unscored, no_truth_ids) \
+        if group is not None else (set(scored), reused, unscored, no_truth_ids)
+    if not everyone[0]:  # decided on all the ranks' cases, so every rank stops alike
+        reasons = "; ".join(f"{c}: {r}" for c, r in list(everyone[2].items())[:3])
         raise LayoutError(f"no prediction could be scored ({reasons}); metrics.csv left as "
                           "it was", path=run.path)
     # Cases no longer scorable keep no lesion rows: their metric rows say stale, and a lesion
@@ -215,10 +260,34 @@ def evaluate_run(run: Run, labels_dir: str | Path | None = None, *,
         if case_id in old_lesions:
             lesions[case_id] = []
     rows = run.merge_metrics(scored, unscored, lesions)
+    if group is not None:
+        group.barrier()  # every rank's cases are in the tables: the summary is of them all
+        rows = run.metrics_rows()
     current = [r for r in rows if r.get("status") == STATUS_OK]
     stale_cases = {str(r["case_id"]) for r in rows if r.get("status") != STATUS_OK}
     summary = summarise(current, scorings=chosen, challenge=challenge,
                         not_current=len(stale_cases))
-    run.write_summary(summary)
-    return EvaluateReport(rows, sorted(set(scored) - set(reused)), reused, unscored,
-                          no_truth_ids, chosen, challenge, summary)
+    if main:
+        run.write_summary(summary)
+    all_scored, all_reused, all_unscored, all_no_truth = everyone
+    return EvaluateReport(rows, sorted(set(all_scored) - set(all_reused)), all_reused,
+                          all_unscored, all_no_truth, chosen, challenge, summary)
+
+
+def _everyone(ranks: Ranks, ids: list[str], scored: dict[str, Any], reused: list[str],
+              unscored: dict[str, str], no_truth: list[str]
+              ) -> tuple[set[str], list[str], dict[str, str], list[str]]:
+    """Every rank's scored ids, reused ids, unscored cases and cases without truth, listed
+    in case order as one process would list them (a collective: every rank calls it)."""
+    shares = ranks.gather((sorted(scored), reused, unscored, no_truth))
+    position = {case_id: i for i, case_id in enumerate(ids)}
+
+    def ordered(items: list[str]) -> list[str]:
+        return sorted(items, key=lambda c: position.get(c, len(ids)))
+
+    merged = {c: why for share in shares for c, why in share[2].items()}
+    # Cases gone from the run (rank 0's, not in ids) keep their order, after the others.
+    return ({c for share in shares for c in share[0]},
+            ordered([c for share in shares for c in share[1]]),
+            {c: merged[c] for c in ordered(list(merged))},
+            ordered([c for share in shares for c in share[3]]))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from tumorscope.core import distributed
 from tumorscope.core.config import Config, config_from_dict, show
 from tumorscope.core.config import validate as validate_config
 from tumorscope.core.data.cases import MODALITIES, Case, discover
@@ -31,6 +31,7 @@ from tumorscope.core.data.nifti import atomic_write_json
 from tumorscope.core.data.patient_splits import fold_parts, read_split_file
 from tumorscope.core.data.preprocess import CachedCase, default_cache_dir, preprocess_case
 from tumorscope.core.data.slice_datasets import slice_dataset_kind
+from tumorscope.core.distributed import DistInfo
 from tumorscope.core.errors import ConfigError, LayoutError, TumorscopeError
 from tumorscope.core.models import build_model, count_parameters
 from tumorscope.core.models.checkpoints import (  # noqa: F401  (re-exported for older scripts)
@@ -198,61 +199,62 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-# ---------------------------------------------------------------- distributed
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_name: str) -> DistInfo:
-    """Join the process group when started by ``torchrun`` (WORLD_SIZE > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    if not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
-
-
 # ---------------------------------------------------------------- validation
 
 @torch.no_grad()
 def validate(model: nn.Module, cases: list[CachedCase], cfg: Config, device: torch.device,
-             amp: torch.dtype | None, loss_fn: nn.Module | None = None) -> dict[str, float]:
+             amp: torch.dtype | None, loss_fn: nn.Module | None = None, *,
+             ranks: DistInfo | None = None, progress: bool = False) -> dict[str, float]:
     """Mean Dice per region over ``cases`` on the training grid (sliding window), of the
     label maps prediction would make at the default thresholds (never the configured
     ``postprocess``: changing it must not change which checkpoint is best); with
-    ``loss_fn``, the training loss over each whole case too (``val_loss``)."""
+    ``loss_fn``, the training loss over each whole case too (``val_loss``).
+
+    Under torchrun each rank scores its share of the cases (:meth:`DistInfo.shard`) and
+    every rank gets every case's scores back in case order, so all ranks hold the same
+    means (and choose the same ``best.pt``) as one process over all the cases would.
+    ``progress`` shows rank 0's ``validating`` bar over its share.
+    """
+    from tqdm import tqdm
+
+    ranks = ranks or DistInfo()
+    chosen = cases[: cfg.train.val_cases or len(cases)]
+    mine = ranks.shard(chosen)
+    desc = "validating" if not ranks.distributed else \
+        f"validating (rank 0: {len(mine)} of {len(chosen)} cases)"
     model.eval()
-    scores: dict[str, list[float]] = {r: [] for r in REGIONS}
-    losses: list[float] = []
-    for case in cases[: cfg.train.val_cases or len(cases)]:
-        image = torch.from_numpy(np.array(case.image, dtype=np.float32))
-        logits = sliding_window_logits(model, image, roi_size_vox=cfg.data.patch_size_vox,
-                                       overlap=cfg.train.overlap,
-                                       batch_windows=cfg.train.sw_batch_size, device=device,
-                                       autocast_dtype=amp)
-        prob = torch.sigmoid(logits.float()).cpu().numpy()
-        pred = labels_to_regions(probabilities_to_labels(prob, thresholds=DEFAULT_THRESHOLDS))
-        truth = labels_to_regions(np.asarray(case.label))
-        for r, name in enumerate(REGIONS):
-            scores[name].append(dice(pred[r], truth[r]))
-        if loss_fn is not None:
-            target = torch.from_numpy(truth.astype(np.float32))[None]
-            losses.append(float(loss_fn(logits.float().cpu()[None], target)))
+    scored: list[tuple[list[float], float | None]] = []
+    for case in tqdm(mine, desc=desc, unit="case", leave=False,
+                     disable=not (progress and ranks.main)):
+        scored.append(_validate_case(model, case, cfg, device, amp, loss_fn))
+        log.info("validated %s on rank %d/%d", case.case_id, ranks.rank, ranks.world_size)
     model.train()
-    out = {f"dice_{k}": float(np.mean(v)) for k, v in scores.items()}
-    if losses:
-        out["val_loss"] = float(np.mean(losses))
+    every = ranks.gather_in_order(scored)
+    out = {f"dice_{name}": float(np.mean([dices[r] for dices, _ in every]))
+           for r, name in enumerate(REGIONS)}
+    if loss_fn is not None:
+        out["val_loss"] = float(np.mean([loss for _, loss in every]))
     return out
+
+
+def _validate_case(model: nn.Module, case: CachedCase, cfg: Config, device: torch.device,
+                   amp: torch.dtype | None, loss_fn: nn.Module | None
+                   ) -> tuple[list[float], float | None]:
+    """One validation case's Dice per region and (with ``loss_fn``) its loss."""
+    image = torch.from_numpy(np.array(case.image, dtype=np.float32))
+    logits = sliding_window_logits(model, image, roi_size_vox=cfg.data.patch_size_vox,
+                                   overlap=cfg.train.overlap,
+                                   batch_windows=cfg.train.sw_batch_size, device=device,
+                                   autocast_dtype=amp)
+    prob = torch.sigmoid(logits.float()).cpu().numpy()
+    pred = labels_to_regions(probabilities_to_labels(prob, thresholds=DEFAULT_THRESHOLDS))
+    truth = labels_to_regions(np.asarray(case.label))
+    dices = [dice(pred[r], truth[r]) for r in range(len(REGIONS))]
+    loss = None
+    if loss_fn is not None:
+        target = torch.from_numpy(truth.astype(np.float32))[None]
+        loss = float(loss_fn(logits.float().cpu()[None], target))
+    return dices, loss
 
 
 # ---------------------------------------------------------------- the loop
@@ -400,9 +402,8 @@ class TrainState:
 
 
 def _setup_device(cfg: Config, dinfo: DistInfo) -> tuple[torch.device, torch.dtype | None]:
-    device = resolve_device(cfg.train.device)
-    if device.type == "cuda" and dinfo.world_size > 1:
-        device = torch.device("cuda", dinfo.local_rank)
+    device = dinfo.device(resolve_device(cfg.train.device))
+    if device.type == "cuda" and dinfo.distributed:
         torch.cuda.set_device(device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -456,9 +457,13 @@ def _slice_data(cfg: Config, run: Run, *, resume: bool, progress: bool, dinfo: D
 
     def validate_slices(model: nn.Module, device: torch.device, amp: torch.dtype | None,
                         loss_fn: nn.Module) -> dict[str, float]:
-        predictions = predict_slices(model, val, device=device, amp=amp,
-                                     batch_size=max(cfg.data.batch_size, 8),
-                                     split_output=split_output)
+        size = max(cfg.data.batch_size, 8)
+        # Under torchrun each rank takes whole batches, cut as one process cuts them: the
+        # same slices meet in the model, so the scores are those of one process.
+        batches = [val[i:i + size] for i in range(0, len(val), size)]
+        mine = [predict_slices(model, batch, device=device, amp=amp, batch_size=size,
+                               split_output=split_output) for batch in dinfo.shard(batches)]
+        predictions = [p for batch in dinfo.gather_in_order(mine) for p in batch]
         return {**slices2d.slice_scores(val, predictions),
                 "val_loss": slices2d.validation_loss(val, predictions, loss_fn)}
 
@@ -487,8 +492,8 @@ def _case_data(cfg: Config, run: Run, *, resume: bool, progress: bool, dinfo: Di
     return TrainingData(
         sampler=PatchSampler(train_cached, cfg.data.patch_size_vox, cfg.data.batch_size,
                              cfg.data.foreground_fraction, cfg.train.seed, dinfo.rank),
-        validate=lambda model, device, amp, loss_fn: validate(model, val_cached, cfg, device,
-                                                              amp, loss_fn),
+        validate=lambda model, device, amp, loss_fn: validate(
+            model, val_cached, cfg, device, amp, loss_fn, ranks=dinfo, progress=progress),
         split={"train": [c.case_id for c in train_cases],
                "val": [c.case_id for c in val_cases],
                "test": [c.case_id for c in test_cases]},
@@ -588,7 +593,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False,
     if ckpt is not None:
         check_resumable(ckpt.get("config") or {}, cfg, step=int(ckpt.get("step", 0)),
                         path=last)
-    dinfo = init_distributed(cfg.train.device)
+    dinfo = distributed.init(cfg.train.device)
     device, amp = _setup_device(cfg, dinfo)
     two_d = Path(cfg.data.root).is_dir() and slice_dataset_kind(cfg.data.root) is not None
     data = (_slice_data if two_d else _case_data)(cfg, run, resume=resume, progress=progress,
@@ -768,14 +773,16 @@ def _end_epoch(state: TrainState, cfg: Config,
         "voxels_per_s": voxels / max(seconds, 1e-9),
     }
     if epoch % cfg.train.val_every_epochs == 0 or epoch == cfg.train.epochs:
-        metrics = validate_fn(state.eval_model, device, amp) if dinfo.main else {}
+        # Every rank validates its share and gets the same scores back (validate), so the
+        # ranks agree on best.pt and none waits alone long enough to hit a timeout.
+        metrics = validate_fn(state.eval_model, device, amp)
         row.update(metrics)
         dices = [v for k, v in metrics.items() if k.startswith("dice_")]
         row["dice_mean"] = float(np.mean(dices)) if dices else None
         score = selection_score(metrics) if metrics else -1.0
         if "macro_f1" in metrics:
             row["selection"] = score
-        if dinfo.main and score > state.best:
+        if score > state.best:  # the same on every rank: each holds every case's scores
             state.best = score
             checkpoint("best", metrics)
     return row
@@ -785,9 +792,9 @@ def _record_ddp_sync(model: nn.Module, run: Run, dinfo: DistInfo) -> None:
     """Gather every rank's weights and record how far apart they are (0 when in sync)."""
     flat = torch.cat([p.detach().float().flatten().cpu() for p in model.parameters()])
     gathered = [torch.zeros_like(flat) for _ in range(dinfo.world_size)]
-    dist.all_gather(gathered, flat)
+    dist.all_gather(gathered, flat, group=distributed.cpu_group())  # CPU tensors: gloo
     if dinfo.main:
         diff = max(float((g - gathered[0]).abs().max()) for g in gathered)
         atomic_write_json(run.ddp_check_path,
                           {"world_size": dinfo.world_size, "max_abs_weight_diff": diff})
-    dist.barrier()
+    dinfo.barrier()
