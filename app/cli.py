@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NoReturn
 from tumorscope.core.errors import ConfigError, TumorscopeError
 
 if TYPE_CHECKING:  # heavy modules load inside the subcommands
+    from tumorscope.core.distributed import DistInfo
     from tumorscope.core.prediction.predict import PredictReport
     from tumorscope.core.store import CaseRecord, Run
 
@@ -63,6 +64,13 @@ def _int_in(low: int, high: int) -> Callable[[str], object]:
 
     parse.__name__ = "integer"
     return parse
+
+
+def _mirror(text: str) -> str:
+    """An argparse ``type`` for ``--mirror``: auto, on or off."""
+    if text not in ("auto", "on", "off"):
+        raise argparse.ArgumentTypeError(f"must be auto, on or off, got {text!r}")
+    return text
 
 
 def _device(text: str) -> object:
@@ -220,6 +228,7 @@ def _fold(text: str) -> tuple[int, int]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from tumorscope.core import distributed
     from tumorscope.core.config import load_config
     from tumorscope.core.store import Run
     from tumorscope.core.training.train import train
@@ -241,9 +250,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                                   path=out)
         source = own
     cfg = load_config(source, overrides=overrides)
-    run = train(cfg, out, resume=args.resume, progress=not args.quiet, say=_say)
-    _write_curves(run)
-    print(f"run written to {run.path}")
+    with distributed.joined(cfg.train.device) as ranks:
+        run = train(cfg, out, resume=args.resume, progress=not args.quiet, say=_say)
+        if ranks.main:  # under torchrun every rank trains, rank 0 writes
+            _write_curves(run)
+            print(f"run written to {run.path}")
     return 0
 
 
@@ -315,6 +326,7 @@ def _print_predict_report(report: PredictReport) -> None:
         print(f"skipped {line}", file=sys.stderr)
     print(report.summary())
     print(f"post-processing: {report.postprocess.describe()}; {report.postprocess_source}")
+    print(report.mirror.describe())
     if report.taken_over:
         print(f"warning: {report.taken_over}", file=sys.stderr)
     print(f"{len(report.run.case_ids())} prediction(s) in {report.run.predictions_dir}")
@@ -326,16 +338,31 @@ def _warn_strays(run: Run) -> None:
               file=sys.stderr)
 
 
+def _case_lines(ranks: DistInfo, verb: str, quiet: bool) -> Callable[[str, str], None] | None:
+    """Under torchrun (unless ``quiet``) one line per case, each rank its own, prefixed
+    ``[rank r/N]``, instead of progress bars that would overwrite each other."""
+    if quiet or not ranks.distributed:
+        return None
+    return lambda case_id, what: _say(f"{ranks.tag} {verb} {case_id}: {what}")
+
+
 def _evaluate_and_print(run: Run, labels: Path | None = None, *, quiet: bool,
                         scorings: Sequence[str] | None = None, challenge: str = "gli",
-                        hd95: str = "monai") -> int:
-    """Score ``run``, print what happened and the table; the number of cases not scored."""
+                        hd95: str = "monai", ranks: DistInfo | None = None) -> int:
+    """Score ``run``, print what happened and the table; the number of cases not scored.
+    Under torchrun (``ranks``) the ranks share the cases and rank 0 prints the totals."""
+    from tumorscope.core.distributed import DistInfo
     from tumorscope.core.scoring.evaluate import evaluate_run
     from tumorscope.core.scoring.scorings import SCORINGS
 
-    _warn_strays(run)
+    ranks = ranks or DistInfo()
+    if ranks.main:
+        _warn_strays(run)
     report = evaluate_run(run, labels, scorings=scorings or SCORINGS, challenge=challenge,
-                          progress=not quiet)
+                          progress=not quiet and not ranks.distributed,
+                          on_case=_case_lines(ranks, "evaluate", quiet), ranks=ranks)
+    if not ranks.main:
+        return len(report.skipped)
     for line in report.skipped:
         print(f"not scored {line}", file=sys.stderr)
     if report.no_truth:
@@ -420,6 +447,14 @@ def _predict_slices(args: argparse.Namespace, slice_ids: list[str] | None) -> in
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from tumorscope.core import distributed
+
+    with distributed.joined(args.device) as ranks:
+        return _predict(args, ranks)
+
+
+def _predict(args: argparse.Namespace, ranks: DistInfo) -> int:
+    """``predict``; under torchrun the ranks share the cases and rank 0 prints the totals."""
     from tumorscope.core.prediction.predict import predict_run
 
     case_ids = None
@@ -434,19 +469,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
                               "--set data.test_fraction=0.2)", path=args.out)
         case_ids = split[args.split]
     if _is_slice_folder(args.input):
+        if not ranks.main:  # 2-D slices are quick: rank 0 predicts them all
+            _say(f"{ranks.tag} 2-D slice folders are predicted by rank 0 alone")
+            return 0
         return _predict_slices(args, case_ids)
     report = predict_run(args.checkpoint, args.input, args.out, cache_dir=args.cache,
                          overlap=args.overlap, mirror=args.mirror,
                          save_probabilities=args.save_probabilities, device=args.device,
-                         force=args.force, progress=not args.quiet, case_ids=case_ids,
-                         postprocess=args.postprocess)
-    _print_predict_report(report)
+                         force=args.force, progress=not args.quiet and not ranks.distributed,
+                         case_ids=case_ids, postprocess=args.postprocess, ranks=ranks,
+                         on_case=_case_lines(ranks, "predict", args.quiet))
+    if ranks.main:
+        _print_predict_report(report)
     run = report.run
     if report.taken_over:  # its scores are another model's now: do not print them as ours
         return 1
     not_scored = 0
     if any(r.label is not None for r in run.case_records().values()):
-        not_scored = _evaluate_and_print(run, quiet=args.quiet)
+        not_scored = _evaluate_and_print(run, quiet=args.quiet, ranks=ranks)
     return 1 if report.failed or not_scored else 0
 
 
@@ -463,17 +503,24 @@ def _one_run(path: Path) -> Run:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    run = _one_run(args.run)
-    if _is_slice_run(run):
-        not_scored = _evaluate_slices_and_print(run)
-        print(f"metrics written to {run.metrics_path}")
+    from tumorscope.core import distributed
+
+    # Scoring runs on the CPU: under torchrun the ranks meet over gloo, CUDA untouched.
+    with distributed.joined("cpu") as ranks:
+        run = _one_run(args.run)
+        if _is_slice_run(run):
+            if not ranks.main:  # 2-D slices are quick: rank 0 scores them all
+                return 0
+            not_scored = _evaluate_slices_and_print(run)
+            print(f"metrics written to {run.metrics_path}")
+            return 1 if not_scored else 0
+        not_scored = _evaluate_and_print(run, args.labels, quiet=args.quiet,
+                                         scorings=args.scoring, challenge=args.challenge,
+                                         hd95=args.hd95, ranks=ranks)
+        if ranks.main:
+            print(f"metrics written to {run.metrics_path}, {run.lesions_path.name} and "
+                  f"{run.summary_path.name}")
         return 1 if not_scored else 0
-    not_scored = _evaluate_and_print(run, args.labels, quiet=args.quiet,
-                                     scorings=args.scoring, challenge=args.challenge,
-                                     hd95=args.hd95)
-    print(f"metrics written to {run.metrics_path}, {run.lesions_path.name} and "
-          f"{run.summary_path.name}")
-    return 1 if not_scored else 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -578,7 +625,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # Post-processing is fitted on the validation cases (which chose best.pt too), then
     # applied unchanged to the test cases.
     fit = fit_postprocess(run.path, data_dir=args.data, cache_dir=cache,
-                          progress=not args.quiet, say=_say)
+                          progress=not args.quiet, mirror_search=args.mirror_search, say=_say)
     for line in fit.lines():
         print(line)
     scored = split.get("test") or split["val"]
@@ -592,9 +639,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"validation cases: {len(scored)} (synthetic demo cohort in {args.data}); "
               "they chose best.pt, so this is a validation figure, not a held-out test score")
     failed = len(report.failed) + _evaluate_and_print(run, quiet=args.quiet)
+    print(fit.mirror_line() + ("" if args.mirror_search else
+                               " — `tumorscope demo --mirror-search` tries it"))
     if fit.postprocess.cleans and not report.failed:
+        # With the same mirroring as the run's predictions: before and after differ only
+        # by the post-processing.
         before = predict_unprocessed(run, scored, data_dir=args.data, cache_dir=cache,
-                                     progress=not args.quiet)
+                                     progress=not args.quiet, mirror=report.mirror.on)
         failed += len(before.failed)
         print(f"post-processing on these {len(scored)} case(s): before = the same checkpoint "
               f"without it ({before.run.path}), after = the run's predictions")
@@ -629,9 +680,11 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
         return 0
     result = fit_postprocess(args.run, objective=args.objective, data_dir=args.data,
                              cache_dir=args.cache, device=args.device,
-                             progress=not args.quiet, say=_say)
+                             progress=not args.quiet, mirror_search=args.mirror_search,
+                             say=_say)
     for line in result.lines():
         print(line)
+    print(result.mirror_line())
     print(f"recorded in {result.recorded_in} (postprocess section and its fitted record); "
           f"tumorscope predict --checkpoint {result.checkpoint} applies it")
     return 1 if result.skipped else 0
@@ -824,7 +877,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job on the embedded demo cohort, end to end",
                        description="Build the synthetic demo cohort if missing, train the "
                                    "tiny-cpu preset on it (resuming an interrupted run), "
-                                   "fit post-processing on the validation cases, predict "
+                                   "fit post-processing and mirroring TTA on the validation "
+                                   "cases, predict "
                                    "the test cases, evaluate, print Dice before and after "
                                    "post-processing.")
     p.add_argument("--track", choices=("3d", "2d"), default="3d",
@@ -843,6 +897,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preset or YAML (default tiny-cpu; tiny-2d with --track 2d)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override one config key (repeatable)")
+    # Off in the demo: 8 passes a window cost about 15 s a case on 2 cores, and if chosen
+    # the test and shifted cohorts would take them too: past the demo's 8-minute budget.
+    p.add_argument("--mirror-search", dest="mirror_search", action="store_true",
+                   help="also try mirroring TTA on the validation cases (it predicts them "
+                        "again, 8 passes a window) and predict with it if it helps; off by "
+                        "default to keep the demo within minutes on a CPU")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 
@@ -882,17 +942,23 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Sliding-window inference over each brain crop, mapped "
                                    "back to the source grid and written as NIfTI with the "
                                    "source affine and header. Scores the cases that have "
-                                   "labels into metrics.csv. Finished cases are skipped.")
+                                   "labels into metrics.csv. Finished cases are skipped. "
+                                   "Runs under torchrun: the ranks share the cases.")
     p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoints/*.pt file")
     p.add_argument("--input", type=Path, required=True, help="dataset folder")
     p.add_argument("--out", type=Path, required=True, help="run folder to write into")
     p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder")
     p.add_argument("--overlap", type=_checked_as("train.overlap"), default=None,
                    help="window overlap in [0, 1)")
-    p.add_argument("--mirror", action="store_true", help="mirroring test-time augmentation")
+    p.add_argument("--mirror", type=_mirror, nargs="?", const="on", default="auto",
+                   metavar="auto|on|off",
+                   help="mirroring test-time augmentation on all 3 axes (8 passes a window): "
+                        "auto (default) as the post-processing fit chose on validation for "
+                        "this checkpoint (tumorscope postprocess RUN --fit), else off; on "
+                        "(also bare --mirror); off")
     p.add_argument("--save-probabilities", action="store_true",
                    help="also write <case>_prob.nii.gz with WT/TC/ET probabilities (and with "
-                        "--mirror tta_variance/<case>.nii.gz, the mirrored passes' variance)")
+                        "mirroring tta_variance/<case>.nii.gz, the mirrored passes' variance)")
     p.add_argument("--device", type=_device, default="auto",
                    help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--split", choices=["train", "val", "test"], default=None,
@@ -905,12 +971,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("postprocess", help="fit post-processing on a run's validation cases",
+    p = sub.add_parser("postprocess", help="fit post-processing and mirroring TTA on a run's "
+                                           "validation cases",
                        description="With --fit: predict the run's validation cases with "
                                    "best.pt and no post-processing, choose minimum component "
                                    "volumes per region and an ET-to-necrosis volume that "
-                                   "raise the objective on them, print before/after and "
-                                   "record the choice in the run's config.yaml (predict then "
+                                   "raise the objective on them; predict them mirrored too "
+                                   "and choose mirroring TTA only if it raises the "
+                                   "post-processed objective; print before/after and record "
+                                   "the choice in the run's config.yaml (predict then "
                                    "applies it to that checkpoint). Without --fit: show what "
                                    "the run records.")
     p.add_argument("run", type=Path, help="training run folder (with split.json and best.pt)")
@@ -923,6 +992,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder")
     p.add_argument("--device", type=_device, default="auto",
                    help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--no-mirror-search", dest="mirror_search", action="store_false",
+                   help="do not try mirroring TTA (it predicts the validation cases again, "
+                        "8 passes a window); the fit then records it off")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_postprocess)
 
@@ -949,7 +1021,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "in mm by every definition, sensitivity, specificity, "
                                    "volumes), brats2023 and brats2025 lesion-wise. Writes "
                                    "metrics.csv, lesions.csv (one row per lesion) and "
-                                   "summary.json into the run.")
+                                   "summary.json into the run. Runs under torchrun: the "
+                                   "ranks share the cases.")
     p.add_argument("run", type=Path, help="run folder")
     p.add_argument("--labels", type=Path, default=None,
                    help="dataset folder with ground truth (default: the labels recorded "

@@ -18,7 +18,7 @@ from tumorscope.app.caches import stamp
 from tumorscope.core.data.geometry import RasVolume, to_ras
 from tumorscope.core.data.view_folder import ViewCase, open_view_folder
 from tumorscope.core.errors import GeometryError, TumorscopeError
-from tumorscope.core.prediction.maps import read_region_maps, tta_variance_path
+from tumorscope.core.prediction.maps import read_region_maps
 from tumorscope.core.prediction.postprocess import PostProcess
 from tumorscope.core.store import CaseRecord, Run
 from tumorscope.render.slices import HeatKind as MapKind
@@ -72,7 +72,7 @@ def region_map(files: MapFiles, kind: MapKind, image: RasVolume) -> RasVolume:
 
 def map_files(run: Run, case_id: str, record: CaseRecord) -> MapFiles:
     """The maps saved beside ``case_id``'s prediction, and the thresholds it was made at."""
-    prob, var = run.probabilities_path(case_id), tta_variance_path(run, case_id)
+    prob, var = run.probabilities_path(case_id), run.tta_variance_path(case_id)
     post = PostProcess.from_settings((record.provenance or {}).get("settings") or {})
     return MapFiles(prob if prob.is_file() else None, var if var.is_file() else None,
                     post.thresholds if post is not None else (0.5, 0.5, 0.5))

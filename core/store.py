@@ -277,6 +277,12 @@ class Run:
     def probabilities_path(self, case_id: str) -> Path:
         return self.predictions_dir / f"{case_id}_prob.nii.gz"
 
+    def tta_variance_path(self, case_id: str) -> Path:
+        """The variance of the mirrored passes' probabilities (``predict --mirror`` with
+        ``--save-probabilities``): a folder of its own, so it is never listed as a
+        prediction (every other ``predictions/*.nii.gz`` but ``*_prob`` is one)."""
+        return self.predictions_dir / "tta_variance" / f"{case_id}.nii.gz"
+
     def mesh_dir(self, case_id: str) -> Path:
         return self.path / "meshes" / case_id
 
@@ -550,7 +556,7 @@ class Run:
             atomic_write_json(self.cases_path, {k: r.to_dict() for k, r in records.items()})
 
     def forget_cases(self, case_ids: Iterable[str]) -> list[str]:
-        """Remove cases from the run: record, prediction, probabilities and score rows.
+        """Remove cases from the run: record, prediction, its maps and score rows.
 
         Used only when the user asked to replace a run's predictions (``--force`` with
         another model); returns the ids removed.
@@ -563,7 +569,8 @@ class Run:
             rows = self.metrics_rows()
             for case_id in ids:
                 records.pop(case_id, None)
-                for path in (self.prediction_path(case_id), self.probabilities_path(case_id)):
+                for path in (self.prediction_path(case_id), self.probabilities_path(case_id),
+                             self.tta_variance_path(case_id)):
                     path.unlink(missing_ok=True)
             atomic_write_json(self.cases_path, {k: r.to_dict() for k, r in records.items()})
             if rows:

@@ -20,7 +20,6 @@ from streamlit.testing.v1 import AppTest
 
 from tumorscope.app.cli import main as cli_main
 from tumorscope.core.data.labels import REGIONS
-from tumorscope.core.prediction.maps import tta_variance_path
 from tumorscope.core.store import Run
 from tumorscope.render import style
 from tumorscope.render.slices2d import colour_share
@@ -176,7 +175,7 @@ def test_threshold_slider_outlines_what_thresholding_the_file_gives(heat_run: Pa
 def test_tta_disagreement_map_is_shown_and_read_out(heat_run: Path) -> None:
     at = open_slices(heat_run)
     case = Run(heat_run).case_ids()[0]
-    variance = file_map(tta_variance_path(Run(heat_run), case))
+    variance = file_map(Run(heat_run).tta_variance_path(case))
     prob = file_map(Run(heat_run).probabilities_path(case))
     before = views(at)["axial"]
     at.selectbox(key="sl_overlay").select("variance").run()

@@ -11,7 +11,7 @@ import torch
 from builders import write_case
 
 from tumorscope.app.cli import main
-from tumorscope.core.prediction.maps import MAX_VARIANCE, read_region_maps, tta_variance_path
+from tumorscope.core.prediction.maps import MAX_VARIANCE, read_region_maps
 from tumorscope.core.prediction.sliding_window import (
     sliding_window_logits,
     sliding_window_predict,
@@ -83,7 +83,7 @@ def test_maps_belong_to_the_prediction_beside_them(trained: tuple[Path, Path, Pa
     run = Run(tmp_path / "R")
     _predict(trained, run.path, "--mirror", "--save-probabilities")
     case = "BraTS2021_00000"
-    variance = read_region_maps(tta_variance_path(run, case))
+    variance = read_region_maps(run.tta_variance_path(case))
     probability = read_region_maps(run.probabilities_path(case))
     assert variance.data.shape == probability.data.shape == (*SHAPE, 3)
     assert 0 <= variance.data.min() and variance.data.max() <= MAX_VARIANCE
@@ -95,11 +95,18 @@ def test_maps_belong_to_the_prediction_beside_them(trained: tuple[Path, Path, Pa
     # Mirroring off: the settings changed, so the variance of the old passes goes.
     _predict(trained, run.path, "--save-probabilities", "--force")
     assert run.probabilities_path(case).is_file()
-    assert not tta_variance_path(run, case).exists()
+    assert not run.tta_variance_path(case).exists()
     # Mirroring on again, without probabilities asked: neither map is this prediction's.
     _predict(trained, run.path, "--mirror", "--force")
     assert not run.probabilities_path(case).exists()
-    assert not tta_variance_path(run, case).exists()
+    assert not run.tta_variance_path(case).exists()
     # Asking for the maps of a current prediction makes them, variance included.
     _predict(trained, run.path, "--mirror", "--save-probabilities")
-    assert run.probabilities_path(case).is_file() and tta_variance_path(run, case).is_file()
+    assert run.probabilities_path(case).is_file() and run.tta_variance_path(case).is_file()
+    # A case forgotten (its model replaced with --force on a subset) takes its maps along.
+    other = "BraTS2021_00001"
+    assert run.tta_variance_path(other).is_file()
+    assert run.forget_cases([other]) == [other]
+    assert not run.tta_variance_path(other).exists()
+    assert not run.probabilities_path(other).exists()
+    assert run.case_ids() == [case]

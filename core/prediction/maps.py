@@ -3,7 +3,8 @@
 ``tumorscope predict --save-probabilities`` writes ``predictions/<case>_prob.nii.gz``
 (:meth:`~tumorscope.core.store.Run.probabilities_path`): (X, Y, Z, 3) float32, the WT/TC/ET
 probabilities. With ``--mirror`` as well it writes the variance across the mirrored passes
-of each region's probability: ``predictions/tta_variance/<case>.nii.gz``, the same shape,
+of each region's probability: ``predictions/tta_variance/<case>.nii.gz``
+(:meth:`~tumorscope.core.store.Run.tta_variance_path`), the same shape,
 values in 0..0.25 (the variance of numbers in 0..1 is at most 1/4). Both are written with
 the prediction and removed when a later prediction of the case does not make them, so a
 map always belongs to the prediction beside it.
@@ -21,22 +22,9 @@ import numpy as np
 
 from tumorscope.core.data.labels import REGIONS
 from tumorscope.core.errors import CaseFileMissingError, CorruptFileError, GeometryError
-from tumorscope.core.store import Run
 
-TTA_VARIANCE_DIR = "tta_variance"
-"""A folder of its own below predictions/: the store lists every ``predictions/*.nii.gz``
-(except ``*_prob.nii.gz``) as a prediction, and a variance map is none."""
 MAX_VARIANCE = 0.25
 """The largest variance numbers in 0..1 can have (half the passes at 0, half at 1)."""
-
-
-def tta_variance_path(run: Run, case_id: str) -> Path:
-    """``RUN/predictions/tta_variance/<case>.nii.gz``.
-
-    >>> tta_variance_path(Run(Path("R")), "BraTS2021_00000").as_posix()
-    'R/predictions/tta_variance/BraTS2021_00000.nii.gz'
-    """
-    return run.predictions_dir / TTA_VARIANCE_DIR / f"{case_id}.nii.gz"
 
 
 @dataclass(frozen=True)

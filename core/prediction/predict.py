@@ -31,6 +31,7 @@ from tumorscope.core.data.preprocess import (
     source_fingerprints,
 )
 from tumorscope.core.data.volumes import uncrop
+from tumorscope.core.distributed import DistInfo
 from tumorscope.core.errors import ConfigError, TumorscopeError, check_choice
 from tumorscope.core.fingerprint import fingerprint
 from tumorscope.core.models.checkpoints import (
@@ -39,7 +40,6 @@ from tumorscope.core.models.checkpoints import (
     load_model,
     resolve_device,
 )
-from tumorscope.core.prediction.maps import tta_variance_path
 from tumorscope.core.prediction.postprocess import (
     RECORD_KEY,
     PostProcess,
@@ -54,6 +54,14 @@ log = logging.getLogger(__name__)
 POSTPROCESS_CHOICES = ("auto", "off")
 """``postprocess=`` of :func:`predict_run` besides a :class:`PostProcess`: the checkpoint's
 own (:func:`checkpoint_postprocess`), or none."""
+
+MIRROR_CHOICES = ("auto", "on", "off")
+"""``mirror=`` of :func:`predict_run`: the choice fitted for the checkpoint
+(:func:`checkpoint_mirror`), or mirroring TTA on all three axes, or none."""
+
+MIRROR_SOURCES = ("fitted", "asked", "default")
+"""Where a prediction's mirroring came from: the checkpoint's fit record, the caller, or the
+default (off) for a checkpoint without a fitted choice."""
 
 
 def predict_case(
@@ -185,6 +193,70 @@ def checkpoint_postprocess(loaded: LoadedModel) -> tuple[PostProcess, str]:
     return post, source + "".join(f"; {n}" for n in notes)
 
 
+@dataclass(frozen=True)
+class MirrorChoice:
+    """Whether a prediction mirrors (all three axes), where that came from
+    (:data:`MIRROR_SOURCES`) and why, in words."""
+
+    on: bool = False
+    source: str = "default"
+    why: str = ""
+
+    def describe(self) -> str:
+        """``mirroring on (chosen on validation: +0.0040 objective)``."""
+        return f"mirroring {'on' if self.on else 'off'}" + (f" ({self.why})" if self.why else "")
+
+
+def fitted_mirror(fitted: dict[str, Any] | None) -> MirrorChoice | None:
+    """The mirroring choice a post-processing ``fitted`` record holds, or ``None`` when it
+    holds none (a fit made without trying mirroring, or before fits tried it)."""
+    if not isinstance(fitted, dict) or not isinstance(fitted.get("mirror"), bool) \
+            or not fitted.get("mirror_searched"):
+        return None
+    scores = fitted.get("mirror_scores") or {}
+    try:
+        gain = float(scores["on"]["after"]) - float(scores["off"]["after"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    objective = fitted.get("objective")
+    what = f"{gain:+.4f} " + (f"{objective} " if objective else "") + "objective"
+    why = (f"chosen on validation: {what}" if fitted["mirror"] else
+           f"chosen on validation: mirroring would give {what}")
+    return MirrorChoice(fitted["mirror"], "fitted", why)
+
+
+def checkpoint_mirror(loaded: LoadedModel) -> MirrorChoice:
+    """Mirroring for ``mirror="auto"``: the choice recorded by the post-processing fit of the
+    training run holding the checkpoint when it was made for exactly this checkpoint (its
+    sha256), else off."""
+    train_run = training_run_of(loaded.path)
+    if train_run is None:
+        return MirrorChoice(False, "default", "no fit records a choice for this checkpoint")
+    fitted = _fit_record((train_run.config() or {}).get("postprocess"))
+    if fitted is None:
+        return MirrorChoice(False, "default", "no fit records a choice for this checkpoint "
+                                              f"(tumorscope postprocess {train_run.path} --fit)")
+    if fitted.get("checkpoint_sha256") != loaded.sha256:
+        return MirrorChoice(False, "default", f"the fit in {train_run.config_path} is for "
+                                              "another checkpoint, not used")
+    choice = fitted_mirror(fitted)
+    if choice is None:
+        return MirrorChoice(False, "default", "the fit of this checkpoint did not try "
+                                              "mirroring")
+    return choice
+
+
+def resolve_mirror(mirror: bool | str, loaded: LoadedModel) -> MirrorChoice:
+    """``mirror=`` of :func:`predict_run` (a bool or one of :data:`MIRROR_CHOICES`) as the
+    choice made for ``loaded``."""
+    if isinstance(mirror, bool):  # the keyword's meaning before auto existed
+        mirror = "on" if mirror else "off"
+    check_choice("--mirror", mirror, MIRROR_CHOICES)
+    if mirror == "auto":
+        return checkpoint_mirror(loaded)
+    return MirrorChoice(mirror == "on", "asked", "asked")
+
+
 @dataclass
 class PredictReport:
     """What one ``predict`` call did: per case reused, predicted (with why) or failed."""
@@ -200,6 +272,8 @@ class PredictReport:
     postprocess: PostProcess = field(default_factory=PostProcess)
     postprocess_source: str = ""
     """Where ``postprocess`` came from, in words (fitted for the checkpoint, its config...)."""
+    mirror: MirrorChoice = field(default_factory=MirrorChoice)
+    """The mirroring used, and where it came from."""
 
     def summary(self) -> str:
         """``reused 18, predicted 2 (inputs changed: BraTS2021_00012; new: ...)``."""
@@ -304,7 +378,7 @@ def _why_recompute(record: CaseRecord | None, run: Run, case_id: str,
     if probabilities and not run.probabilities_path(case_id).is_file():
         return "probabilities asked for"
     if probabilities and provenance["settings"].get("mirror_axes") \
-            and not tta_variance_path(run, case_id).is_file():
+            and not run.tta_variance_path(case_id).is_file():
         return "TTA variance asked for"
     return None
 
@@ -316,7 +390,7 @@ def predict_run(
     *,
     cache_dir: str | Path | None = None,
     overlap: float | None = None,
-    mirror: bool = False,
+    mirror: bool | str = "auto",
     save_probabilities: bool = False,
     device: str = "auto",
     force: bool = False,
@@ -324,6 +398,7 @@ def predict_run(
     case_ids: Sequence[str] | None = None,
     on_case: Callable[[str, str], None] | None = None,
     postprocess: PostProcess | str = "auto",
+    ranks: DistInfo | None = None,
 ) -> PredictReport:
     """Predict every case of ``input_dir`` into the run ``out_dir``.
 
@@ -337,6 +412,16 @@ def predict_run(
     ``on_case(case_id, what)`` is told of each case's outcome as it happens.
     ``postprocess`` is ``"auto"`` (the checkpoint's own, :func:`checkpoint_postprocess`),
     ``"off"`` or a :class:`PostProcess`; it is part of the settings, like the overlap.
+    ``mirror`` is ``"auto"`` (the choice fitted for the checkpoint, :func:`checkpoint_mirror`;
+    off without one), ``"on"`` / ``True`` or ``"off"`` / ``False``; the axes used are part
+    of the settings (so a changed choice predicts again) and each case's provenance says
+    where the choice came from (``mirror_source``).
+
+    ``ranks`` (:func:`tumorscope.core.distributed.init` under torchrun) shares the cases
+    out: rank r predicts the sorted cases ``r::world_size`` into the same run (each record
+    written under the run's lock), and every rank returns the report of all ranks, made
+    after all have finished; rank 0 alone removes a replaced model's leftovers. Only rank 0
+    shows the progress bar (of its share); ``on_case`` is told of each rank's own cases.
     """
     from tqdm import tqdm
 
@@ -344,8 +429,12 @@ def predict_run(
         raise ConfigError(f"--overlap must be >= 0 and < 1, got {overlap}")
     if not isinstance(postprocess, PostProcess):
         check_choice("--postprocess", postprocess, POSTPROCESS_CHOICES)
+    if not isinstance(mirror, bool):  # before loading anything
+        check_choice("--mirror", mirror, MIRROR_CHOICES)
     checkpoint = Path(checkpoint)
     loaded = load_model(checkpoint)
+    mirroring = resolve_mirror(mirror, loaded)
+    log.info("%s", mirroring.describe())
     if isinstance(postprocess, PostProcess):
         post, post_source = postprocess, "given"
     elif postprocess == "off":
@@ -357,21 +446,26 @@ def predict_run(
     run = Run(Path(out_dir))
     if run.path.exists() and not run.path.is_dir():
         raise ConfigError("is a file; --out needs a folder", path=run.path)
-    dev = resolve_device(device)
+    ranks = ranks or DistInfo()
+    dev = ranks.device(resolve_device(device))
     amp = autocast_dtype(cfg.train.amp, dev)
     ov = cfg.train.overlap if overlap is None else overlap
-    settings = inference_settings(cfg, overlap=ov, mirror=mirror, autocast=amp,
+    settings = inference_settings(cfg, overlap=ov, mirror=mirroring.on, autocast=amp,
                                   postprocess=post)
     ck_info = {"path": str(loaded.path), "sha256": loaded.sha256}
     cases = discover(input_dir)
     if case_ids is not None:
         wanted = set(case_ids)
         cases = [c for c in cases if c.case_id in wanted]
+    # Sorted by id, so that every rank cuts the same list into the same shares.
+    cases = sorted(cases, key=lambda c: c.case_id)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
 
     run.path.mkdir(parents=True, exist_ok=True)
-    report = PredictReport(run, postprocess=post, postprocess_source=post_source)
-    report.cleaned = len(run.clean_temp_files())
+    report = PredictReport(run, postprocess=post, postprocess_source=post_source,
+                           mirror=mirroring)
+    if ranks.local_rank == 0:  # one per host: a temporary names the host that wrote it
+        report.cleaned = len(run.clean_temp_files())
     with run.lock():  # check and claim at once: a concurrent predict sees this claim
         records = run.case_records()
         _check_same_model(run, records, {"checkpoint": ck_info, "settings": settings},
@@ -385,15 +479,18 @@ def predict_run(
         if on_case is not None:
             on_case(case_id, what)
 
-    for case in tqdm(cases, desc="predict", unit="case", disable=not progress):
+    failed: dict[str, str] = {}
+    for case in tqdm(ranks.shard(cases), desc="predict", unit="case",
+                     disable=not (progress and ranks.main)):
         try:
             reason = _predict_one(case, run, records.get(case.case_id), model, cfg, cache,
                                   ck_info, settings, dev=dev, amp=amp, force=force,
-                                  save_probabilities=save_probabilities, postprocess=post)
+                                  save_probabilities=save_probabilities, postprocess=post,
+                                  mirror_source=mirroring.source)
         except TumorscopeError as exc:
             kept = " (previous prediction kept)" if run.prediction_path(
                 case.case_id).is_file() else ""
-            report.failed.append(f"{case.case_id}: {exc}{kept}")
+            failed[case.case_id] = f"{case.case_id}: {exc}{kept}"
             tell(case.case_id, "failed")
             continue
         if reason is None:
@@ -402,14 +499,42 @@ def predict_run(
         else:
             report.predicted[case.case_id] = reason
             tell(case.case_id, f"predicted ({reason})")
+    report.failed = list(failed.values())
+    if ranks.distributed:  # returns once every rank has recorded its cases
+        _merge_shares(report, ranks.gather((report.reused, report.predicted, failed)),
+                      [c.case_id for c in cases])
+    if ranks.main:
+        _finish_run(report, run, cases, ck_info, settings)
+    # The other ranks wait for rank 0's check and clean-up, and report what it found.
+    report.taken_over, report.removed = ranks.gather((report.taken_over, report.removed))[0]
+    return report
 
+
+def _merge_shares(report: PredictReport,
+                  shares: list[tuple[list[str], dict[str, str], dict[str, str]]],
+                  order: list[str]) -> None:
+    """Every rank's reused / predicted / failed cases in one report, in case order (as one
+    process would list them)."""
+    position = {case_id: i for i, case_id in enumerate(order)}
+    reused = [c for share in shares for c in share[0]]
+    predicted = {c: why for share in shares for c, why in share[1].items()}
+    failed = {c: line for share in shares for c, line in share[2].items()}
+    report.reused = sorted(reused, key=position.__getitem__)
+    report.predicted = {c: predicted[c] for c in sorted(predicted, key=position.__getitem__)}
+    report.failed = [failed[c] for c in sorted(failed, key=position.__getitem__)]
+
+
+def _finish_run(report: PredictReport, run: Run, cases: list[Case], ck_info: dict[str, Any],
+                settings: dict[str, Any]) -> None:
+    """After every case is done: note a takeover by another predict, else remove the
+    predictions of a replaced model that this call did not redo."""
     claim = run.predict_claim() or {}
     if claim.get("checkpoint_sha256") != ck_info["sha256"] or claim.get("settings") != settings:
         now = describe_model({"path": claim.get("checkpoint"),
                               "sha256": claim.get("checkpoint_sha256")}, claim.get("settings"))
         report.taken_over = (f"another predict replaced this run's model while this one ran "
                              f"(now {now}); the run's predictions and scores are that model's")
-        return report
+        return
     # Predictions of a replaced model that this call did not redo no longer belong here.
     current = _model_key({"checkpoint": ck_info, "settings": settings})
     done = {c.case_id for c in cases}
@@ -419,14 +544,14 @@ def predict_run(
     if leftovers:  # only after --force, a retrained own checkpoint, or an interrupted --force
         report.removed = run.forget_cases(leftovers)
         for case_id in report.removed:
-            tta_variance_path(run, case_id).unlink(missing_ok=True)
-    return report
+            run.tta_variance_path(case_id).unlink(missing_ok=True)
 
 
 def _predict_one(case: Case, run: Run, record: CaseRecord | None, model: torch.nn.Module,
                  cfg: Config, cache: Path, ck_info: dict[str, Any], settings: dict[str, Any],
                  *, dev: torch.device, amp: torch.dtype | None, force: bool,
-                 save_probabilities: bool, postprocess: PostProcess) -> str | None:
+                 save_probabilities: bool, postprocess: PostProcess,
+                 mirror_source: str) -> str | None:
     """Predict one case unless its recorded prediction is current; return why it was
     predicted (``None`` when reused). The record is written once the files are."""
     sources = source_fingerprints(case, cache, target_spacing_mm=cfg.data.spacing_mm)
@@ -434,6 +559,9 @@ def _predict_one(case: Case, run: Run, record: CaseRecord | None, model: torch.n
         "sources": {m: fp for m, fp in sources.items() if m != "seg"},
         "checkpoint": ck_info,
         "settings": settings,
+        # Beside the settings, not in them: where the choice came from does not change the
+        # prediction, so a reused case only has its record updated.
+        "mirror_source": mirror_source,
     }
     reason = _why_recompute(record, run, case.case_id, provenance, force=force,
                             probabilities=save_probabilities)
@@ -457,7 +585,7 @@ def _predict_one(case: Case, run: Run, record: CaseRecord | None, model: torch.n
     # Maps belong to the prediction just written: ones this call does not write are of an
     # earlier model or settings, and would be shown beside a prediction they did not make.
     maps = ((run.probabilities_path(case.case_id), prob if save_probabilities else None),
-            (tta_variance_path(run, case.case_id), variance))
+            (run.tta_variance_path(case.case_id), variance))
     for path, volume in maps:
         if volume is None:
             path.unlink(missing_ok=True)

@@ -1,14 +1,21 @@
-"""Fitting post-processing on a training run's validation split, and recording it in the run.
+"""Fitting post-processing and mirroring TTA on a training run's validation split, recorded in it.
 
 The run's ``best.pt`` predicts its validation cases with post-processing off into
 ``RUN/postprocess_off/`` (a run of its own, so those predictions are reused while the
 checkpoint and the cases are unchanged). A greedy search in nnU-Net's manner then tries,
 region by region (WT, TC, ET), a grid of minimum component volumes, then a grid of volumes
 below which a case's enhancing tumour becomes necrotic core, keeping a candidate only when it
-strictly raises the objective over those cases (ties keep the simpler setting). The choice
-is written into the run's ``config.yaml`` ``postprocess`` section with a ``fitted`` record
-(checkpoint sha256, validation cases and their truth hashes, objective, before, after, date),
-under the run's lock; ``predict`` applies it to that checkpoint only.
+strictly raises the objective over those cases (ties keep the simpler setting).
+
+The same cases are also predicted with mirroring TTA (all three axes, what ``--mirror on``
+does) into ``RUN/postprocess_off_mirror/``, and scored without and with the chosen
+post-processing, so all four combinations are known; mirroring is chosen only when it
+strictly raises the objective of the post-processed prediction (it costs 8 passes a window).
+
+The choice is written into the run's ``config.yaml`` ``postprocess`` section with a
+``fitted`` record (checkpoint sha256, validation cases and their truth hashes, objective,
+before, after, ``mirror`` and ``mirror_scores``, date), under the run's lock; ``predict``
+applies it to that checkpoint only.
 """
 
 from __future__ import annotations
@@ -32,7 +39,12 @@ from tumorscope.core.errors import LayoutError, TumorscopeError, check_choice
 from tumorscope.core.fingerprint import fingerprint
 from tumorscope.core.models.checkpoints import autocast_dtype, resolve_device
 from tumorscope.core.prediction.postprocess import RECORD_KEY, PostProcess, apply_postprocess
-from tumorscope.core.prediction.predict import PredictReport, inference_settings, predict_run
+from tumorscope.core.prediction.predict import (
+    PredictReport,
+    fitted_mirror,
+    inference_settings,
+    predict_run,
+)
 from tumorscope.core.scoring.lesions import lesion_wise_region
 from tumorscope.core.scoring.metrics import dice
 from tumorscope.core.store import CaseRecord, Run
@@ -47,11 +59,15 @@ OBJECTIVES: dict[str, str] = {
 
 MIN_COMPONENT_GRID_MM3: tuple[float, ...] = (10, 25, 50, 100, 200, 500, 1000)
 ET_TO_NCR_GRID_MM3: tuple[float, ...] = (25, 50, 100, 200, 300, 500, 1000, 2000)
-SEARCH_VERSION = 1
-"""Bumped whenever the search (grids, order, objectives) changes: a recorded fit is redone."""
+SEARCH_VERSION = 2
+"""Bumped whenever the search (grids, order, objectives) changes: a recorded fit is redone.
+2: mirroring TTA is chosen too."""
 
 UNPROCESSED_DIR = "postprocess_off"
 """Sub-run of a training run holding best.pt's predictions with post-processing off."""
+
+MIRRORED_DIR = "postprocess_off_mirror"
+"""Its sibling: best.pt's predictions with post-processing off and mirroring TTA on."""
 
 CROP_MARGIN_VOX = 5
 """Margin kept around prediction and truth when scoring: beyond the 2023 code's 3-voxel
@@ -99,9 +115,22 @@ class FitResult:
     """Validation cases that could not be predicted or read, one line each."""
     truth_sha256: dict[str, str] = field(default_factory=dict)
     """Content hash of each validation case's ground truth the fit scored against."""
+    mirror: bool = False
+    """Whether ``predict --mirror auto`` mirrors with this checkpoint."""
+    mirror_searched: bool = False
+    """Whether mirroring was tried (``mirror_search``); without, ``mirror`` is False."""
+    mirrored_before: float | None = None
+    """The objective of the mirrored predictions without post-processing, when tried."""
+    mirrored_after: float | None = None
+    """... and with the chosen post-processing (``after`` is the unmirrored one's)."""
 
     def record(self) -> dict[str, Any]:
         """The ``fitted`` record of the config's ``postprocess`` section."""
+        scores = {"off": {"before": round(self.before, 6), "after": round(self.after, 6)}}
+        if self.mirror_searched and self.mirrored_before is not None \
+                and self.mirrored_after is not None:
+            scores["on"] = {"before": round(self.mirrored_before, 6),
+                            "after": round(self.mirrored_after, 6)}
         return {
             "checkpoint": str(self.checkpoint), "checkpoint_sha256": self.checkpoint_sha256,
             "val_case_ids": list(self.case_ids), "truth_sha256": dict(self.truth_sha256),
@@ -109,8 +138,18 @@ class FitResult:
             "after": round(self.after, 6),
             "regions": {r.region: {"before": round(r.before, 6), "after": round(r.after, 6)}
                         for r in self.regions},
+            "mirror": bool(self.mirror), "mirror_searched": bool(self.mirror_searched),
+            "mirror_scores": scores,
             "search_version": SEARCH_VERSION, "fitted_at": self.fitted_at,
         }
+
+    def mirror_line(self) -> str:
+        """``mirroring TTA: on (validation objective 0.8123 -> 0.8164)``: without mirroring,
+        then with it, both post-processed."""
+        if not self.mirror_searched or self.mirrored_after is None:
+            return "mirroring TTA: off (not tried on the validation cases)"
+        return (f"mirroring TTA: {'on' if self.mirror else 'off'} (validation objective "
+                f"{self.after:.4f} -> {self.mirrored_after:.4f})")
 
     def lines(self) -> list[str]:
         """The before/after table, for the command line."""
@@ -128,6 +167,14 @@ class FitResult:
                 chosen += f", ET -> NCR below {pp.et_to_ncr_below_mm3:g} mm3"
             out.append(f"{r.region:<8}{r.before:>9.4f}{r.after:>9.4f}   {chosen}")
         out.append(f"{'mean':<8}{self.before:>9.4f}{self.after:>9.4f}   {pp.describe()}")
+        if self.mirror_searched and self.mirrored_before is not None \
+                and self.mirrored_after is not None:
+            rows = ((False, self.before, self.after),
+                    (True, self.mirrored_before, self.mirrored_after))
+            out.append("mirroring TTA (all 3 axes), the same cases and post-processing:")
+            for on, before, after in rows:
+                mark = "   chosen" if on == self.mirror else ""
+                out.append(f"{'on' if on else 'off':<8}{before:>9.4f}{after:>9.4f}{mark}")
         for line in self.skipped:
             out.append(f"skipped {line}")
         return out
@@ -295,26 +342,28 @@ def _run_config(run: Run) -> Config:
 
 def predict_unprocessed(run: Run, case_ids: Sequence[str], *, data_dir: str | Path,
                         cache_dir: str | Path | None = None, device: str = "auto",
-                        progress: bool = False) -> PredictReport:
+                        progress: bool = False, mirror: bool = False) -> PredictReport:
     """Predict ``case_ids`` with the run's best.pt and post-processing off (the configured
-    thresholds, no clean-up) into ``RUN/postprocess_off/``, reusing what is current there;
-    predictions of an earlier best.pt or other settings there are replaced."""
+    thresholds, no clean-up) into ``RUN/postprocess_off/`` (with ``mirror``, mirroring TTA
+    on, into ``RUN/postprocess_off_mirror/``), reusing what is current there; predictions of
+    an earlier best.pt or other settings there are replaced."""
     cfg = _run_config(run)
     checkpoint = run.checkpoint_path("best")
     if not checkpoint.is_file():
         raise LayoutError("has no checkpoints/best.pt (train it first)", path=run.path)
     base = PostProcess(thresholds=cfg.postprocess.thresholds)
-    scratch = Run(run.path / UNPROCESSED_DIR)
+    scratch = Run(run.path / (MIRRORED_DIR if mirror else UNPROCESSED_DIR))
     claim = scratch.predict_claim() if scratch.config_path.is_file() else None
     expected = inference_settings(
-        cfg, overlap=cfg.train.overlap, mirror=False,
+        cfg, overlap=cfg.train.overlap, mirror=mirror,
         autocast=autocast_dtype(cfg.train.amp, resolve_device(device)), postprocess=base)
     stale = bool(claim) and (
         claim.get("checkpoint_sha256") != fingerprint(checkpoint)["sha256"]
         or claim.get("settings") != expected)
     return predict_run(checkpoint, data_dir, scratch.path, case_ids=case_ids,
                        cache_dir=cache_dir or cfg.data.cache_dir or default_cache_dir(),
-                       device=device, force=stale, progress=progress, postprocess=base)
+                       device=device, force=stale, progress=progress, postprocess=base,
+                       mirror=mirror)
 
 
 def recorded_fit(run: Run) -> tuple[PostProcess, dict[str, Any]] | None:
@@ -328,16 +377,24 @@ def recorded_fit(run: Run) -> tuple[PostProcess, dict[str, Any]] | None:
 
 def _reusable(recorded: tuple[PostProcess, dict[str, Any]] | None, *, sha256: str,
               case_ids: Sequence[str], truth: dict[str, str], objective: str,
-              base: PostProcess, report: PredictReport) -> bool:
-    if recorded is None or report.predicted or report.failed:
+              base: PostProcess, reports: Sequence[PredictReport],
+              mirror_search: bool) -> bool:
+    if recorded is None or any(r.predicted or r.failed for r in reports):
         return False
     post, fitted = recorded
+    mirrored = (fitted.get("mirror_scores") or {}).get("on") if isinstance(
+        fitted.get("mirror_scores"), dict) else None
     return (fitted.get("checkpoint_sha256") == sha256
             and fitted.get("val_case_ids") == list(case_ids)
             and fitted.get("truth_sha256") == truth and fitted.get("objective") == objective
             and fitted.get("search_version") == SEARCH_VERSION
             and post.thresholds == base.thresholds
-            and isinstance(fitted.get("regions"), dict))
+            and isinstance(fitted.get("regions"), dict)
+            and isinstance(fitted.get("mirror"), bool)
+            # A fit that skipped mirroring is redone when mirroring is to be tried, and the
+            # other way round (then the record says it was not tried).
+            and bool(fitted.get("mirror_searched")) == mirror_search
+            and (not mirror_search or isinstance(mirrored, dict)))
 
 
 def _from_record(post: PostProcess, fitted: dict[str, Any], *, checkpoint: Path, run: Run,
@@ -345,11 +402,16 @@ def _from_record(post: PostProcess, fitted: dict[str, Any], *, checkpoint: Path,
     regions = tuple(RegionFit(r, float(fitted["regions"][r]["before"]),
                               float(fitted["regions"][r]["after"]),
                               post.min_component_mm3[i]) for i, r in enumerate(REGIONS))
+    mirrored = (fitted.get("mirror_scores") or {}).get("on") or {}
     return FitResult(post, str(fitted["objective"]), float(fitted["before"]),
                      float(fitted["after"]), regions, tuple(case_ids), checkpoint,
                      str(fitted["checkpoint_sha256"]), run.config_path,
                      str(fitted.get("fitted_at", "")), 0, reused=True,
-                     truth_sha256=dict(fitted.get("truth_sha256") or {}))
+                     truth_sha256=dict(fitted.get("truth_sha256") or {}),
+                     mirror=bool(fitted.get("mirror")),
+                     mirror_searched=bool(fitted.get("mirror_searched")),
+                     mirrored_before=float(mirrored["before"]) if mirrored else None,
+                     mirrored_after=float(mirrored["after"]) if mirrored else None)
 
 
 def record_fit(run: Run, result: FitResult) -> None:
@@ -362,16 +424,35 @@ def record_fit(run: Run, result: FitResult) -> None:
         run.write_config(raw)
 
 
+def _predicted_cases(report: PredictReport, val: Sequence[str], data: Path
+                     ) -> tuple[dict[str, ScoredCase], dict[str, str], list[str]]:
+    """The validation cases ``report``'s run holds readable, their truth hashes, and one
+    line per case that could not be predicted or read."""
+    missing = sorted(set(val) - set(report.reused) - set(report.predicted))
+    skipped = [*report.failed, *(f"{c}: not found in {data}" for c in missing
+                                 if not any(f.startswith(f"{c}:") for f in report.failed))]
+    cases, truth, unreadable = read_scored_cases(report.run, [c for c in val
+                                                              if c not in missing])
+    skipped += [line for line in unreadable if line not in skipped]
+    return {c.case_id: c for c in cases}, truth, skipped
+
+
 def fit_postprocess(run_dir: str | Path, *, objective: str = "brats2023",
                     data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
                     device: str = "auto", progress: bool = False, refit: bool = False,
+                    mirror_search: bool = True,
                     say: Callable[[str], None] = log.info) -> FitResult:
-    """Fit post-processing for the run's best.pt on its validation split and record it.
+    """Fit post-processing and mirroring TTA for the run's best.pt on its validation split
+    and record both.
 
     ``data_dir`` holds the cases (default: the run's ``data.root``). The validation cases
     are predicted with post-processing off into ``RUN/postprocess_off/`` (reused while
-    current); the search is :func:`search_postprocess`. A recorded fit whose checkpoint,
-    cases, truth, objective and search are all unchanged is returned as it is (``reused``)
+    current); the search is :func:`search_postprocess`. With ``mirror_search`` (default) they
+    are also predicted mirrored into ``RUN/postprocess_off_mirror/`` (8 passes a window, so
+    about 8 times the time), scored without and with the chosen post-processing, and
+    mirroring is chosen when it strictly raises the post-processed objective; without it,
+    mirroring is recorded off, not tried. A recorded fit whose checkpoint, cases, truth,
+    objective, search and mirror search are all unchanged is returned as it is (``reused``)
     unless ``refit``. Raises :class:`TumorscopeError` when no validation case can be scored.
     """
     check_choice("objective", objective, OBJECTIVES)
@@ -387,22 +468,33 @@ def fit_postprocess(run_dir: str | Path, *, objective: str = "brats2023",
         f"{run.path / UNPROCESSED_DIR} (current predictions reused)")
     report = predict_unprocessed(run, val, data_dir=data, cache_dir=cache_dir, device=device,
                                  progress=progress)
-    missing = sorted(set(val) - set(report.reused) - set(report.predicted))
-    skipped = [*report.failed, *(f"{c}: not found in {data}" for c in missing
-                                 if not any(f.startswith(f"{c}:") for f in report.failed))]
-    cases, truth, unreadable = read_scored_cases(report.run, [c for c in val
-                                                              if c not in missing])
-    skipped += [line for line in unreadable if line not in skipped]
-    if not cases:
+    plain, truth, skipped = _predicted_cases(report, val, data)
+    reports = [report]
+    mirrored: dict[str, ScoredCase] = {}
+    if mirror_search:
+        say(f"mirroring TTA: the same case(s) predicted mirrored on all 3 axes, in "
+            f"{run.path / MIRRORED_DIR} (current predictions reused)")
+        t0 = time.perf_counter()
+        mreport = predict_unprocessed(run, val, data_dir=data, cache_dir=cache_dir,
+                                      device=device, progress=progress, mirror=True)
+        log.info("mirrored validation predictions: %d predicted, %d reused in %.1f s",
+                 len(mreport.predicted), len(mreport.reused), time.perf_counter() - t0)
+        reports.append(mreport)
+        mirrored, _, mskipped = _predicted_cases(mreport, val, data)
+        skipped += [f"{line} (mirrored)" for line in mskipped]
+    # Both sets are scored on the same cases, or the comparison would not be one.
+    ids = [c for c in val if c in plain and (not mirror_search or c in mirrored)]
+    if not ids:
         raise TumorscopeError(f"no validation case could be scored ({'; '.join(skipped[:3])})",
                               path=run.path)
-    ids = [c.case_id for c in cases]
+    cases = [plain[c] for c in ids]
+    truth = {c: truth[c] for c in ids}
     sha = fingerprint(checkpoint)["sha256"]
     base = PostProcess(thresholds=cfg.postprocess.thresholds)
     recorded = recorded_fit(run)
     if not refit and not skipped and _reusable(recorded, sha256=sha, case_ids=ids,
                                                truth=truth, objective=objective, base=base,
-                                               report=report):
+                                               reports=reports, mirror_search=mirror_search):
         assert recorded is not None
         return _from_record(*recorded, checkpoint=checkpoint, run=run, case_ids=ids)
     t0 = time.perf_counter()
@@ -410,9 +502,19 @@ def fit_postprocess(run_dir: str | Path, *, objective: str = "brats2023",
                                                                 base=base)
     log.info("post-processing search: %d candidates in %.1f s", tried,
              time.perf_counter() - t0)
+    mirror, m_before, m_after = False, None, None
+    if mirror_search:
+        # The post-processing is the one fitted on the unmirrored predictions: the choice is
+        # between the two final predictions predict would make with it.
+        mcases = [mirrored[c] for c in ids]
+        m_before = score_cases(mcases, objective=objective, postprocess=base)[0]
+        m_after = score_cases(mcases, objective=objective, postprocess=chosen)[0]
+        mirror = m_after > after + _EPS
     result = FitResult(chosen, objective, before, after, detail, tuple(ids), checkpoint, sha,
                        run.config_path, time.strftime("%Y-%m-%dT%H:%M:%S%z"), tried,
-                       skipped=tuple(skipped), truth_sha256=truth)
+                       skipped=tuple(skipped), truth_sha256=truth, mirror=mirror,
+                       mirror_searched=mirror_search, mirrored_before=m_before,
+                       mirrored_after=m_after)
     record_fit(run, result)
     return result
 
@@ -456,7 +558,11 @@ def describe_recorded(run_dir: str | Path) -> str:
         state = "applies to its best.pt"
     else:
         state = "best.pt has changed since, so it is not applied: fit again"
-    return (f"{run.config_path}: {post.describe()}; fitted {fitted.get('fitted_at', '?')} on "
+    choice = fitted_mirror(fitted)
+    mirroring = "mirroring TTA not tried" if choice is None else \
+        f"mirroring TTA {'on' if choice.on else 'off'} ({choice.why})"
+    return (f"{run.config_path}: {post.describe()}; {mirroring}; fitted "
+            f"{fitted.get('fitted_at', '?')} on "
             f"{len(fitted.get('val_case_ids') or [])} validation case(s), objective "
             f"{fitted.get('objective', '?')} {fitted.get('before', '?')} -> "
             f"{fitted.get('after', '?')}; {state}")
