@@ -74,8 +74,9 @@ def _record(run: Run, *, mirror: bool, sha256: str | None = None,
     record_fit(run, FitResult(
         PostProcess(), "brats2023", 0.5, 0.6, regions, tuple(run.split()["val"]), best,
         sha256 or fingerprint(best)["sha256"], fitted_at="now", mirror=mirror,
-        mirror_searched=searched, mirrored_before=0.55 if searched else None,
-        mirrored_after=(0.7 if mirror else 0.58) if searched else None))
+        mirror_searched=searched,
+        mirror_scores={"off": (0.5, 0.6), "on": (0.55, 0.7 if mirror else 0.58)} if searched
+        else {"off": (0.5, 0.6)}))
 
 
 def _settings(run_dir: Path) -> dict[str, dict]:
@@ -89,11 +90,12 @@ def test_fit_chooses_what_scoring_the_two_validation_predictions_gives(
     val = run.split()["val"]
     result = fit_postprocess(run.path, objective="legacy", cache_dir=cache)
     fitted = _fitted(run)
-    assert fitted["search_version"] == postprocess_fit.SEARCH_VERSION == 2
+    assert fitted["search_version"] == postprocess_fit.SEARCH_VERSION == 3
     assert fitted["mirror_searched"] is True and isinstance(fitted["mirror"], bool)
     assert set(fitted["mirror_scores"]) == {"off", "on"}
-    assert fitted["mirror_scores"]["off"] == {"before": fitted["before"],
-                                              "after": fitted["after"]}
+    chosen = "on" if fitted["mirror"] else "off"
+    assert fitted["mirror_scores"][chosen] == {"before": fitted["before"],
+                                               "after": fitted["after"]}
 
     # Both sub-runs hold the same validation cases, mirrored exactly in the second.
     for name, axes in ((UNPROCESSED_DIR, NO_AXES), (MIRRORED_DIR, ALL_AXES)):
@@ -101,14 +103,22 @@ def test_fit_chooses_what_scoring_the_two_validation_predictions_gives(
         assert sorted(provenance) == sorted(val)
         assert all(p["settings"]["mirror_axes"] == axes for p in provenance.values())
 
-    # The four combinations, computed here from the files, and the choice they give.
-    post = result.postprocess
-    scores = {(m, pp): _legacy_objective(run.path / d, root, val, p)
+    # Each setting's predictions get their own post-processing search (the public search
+    # on the sub-run's files, here); the four objectives computed from the files, and the
+    # choice they give. The recorded post-processing is the chosen setting's.
+    posts = {}
+    for m, d in (("off", UNPROCESSED_DIR), ("on", MIRRORED_DIR)):
+        cases, _, _ = postprocess_fit.read_scored_cases(Run(run.path / d), val)
+        posts[m] = postprocess_fit.search_postprocess(
+            cases, objective="legacy", base=PostProcess())[0]
+    scores = {(m, pp): _legacy_objective(run.path / d, root, val,
+                                         PostProcess() if pp == "before" else posts[m])
               for m, d in (("off", UNPROCESSED_DIR), ("on", MIRRORED_DIR))
-              for pp, p in (("before", PostProcess()), ("after", post))}
+              for pp in ("before", "after")}
     for (m, pp), value in scores.items():
         assert fitted["mirror_scores"][m][pp] == pytest.approx(value, abs=1e-5), (m, pp)
     assert fitted["mirror"] is (scores["on", "after"] > scores["off", "after"] + 1e-9)
+    assert result.postprocess == posts["on" if fitted["mirror"] else "off"]
     assert result.mirror_line() == (
         f"mirroring TTA: {'on' if fitted['mirror'] else 'off'} (validation objective "
         f"{scores['off', 'after']:.4f} -> {scores['on', 'after']:.4f})")
@@ -116,7 +126,7 @@ def test_fit_chooses_what_scoring_the_two_validation_predictions_gives(
     # Nothing changed: the record is reused, mirrored predictions too.
     again = fit_postprocess(run.path, objective="legacy", cache_dir=cache)
     assert again.reused and again.mirror is result.mirror
-    assert again.mirrored_after == pytest.approx(scores["on", "after"], abs=1e-5)
+    assert again.mirror_scores["on"][1] == pytest.approx(scores["on", "after"], abs=1e-5)
 
     # Without the mirror search the fit is redone and records mirroring off, not tried.
     plain = fit_postprocess(run.path, objective="legacy", cache_dir=cache,
@@ -133,17 +143,19 @@ def test_forced_choice_is_recorded_and_predict_auto_follows_it(
     capsys: pytest.CaptureFixture[str], gain: float
 ) -> None:
     run, _, cache = trained
-    real = postprocess_fit.score_cases
+    real = postprocess_fit.search_postprocess
+    calls: list[int] = []
 
-    def shifted(cases, **kw):  # the fit scores only the mirrored predictions with this
-        total, regions = real(cases, **kw)
-        return total + gain, regions
+    def shifted(cases, **kw):  # the second search is the mirrored predictions'
+        post, (before, after), regions, tried = real(cases, **kw)
+        calls.append(1)
+        return post, (before, after + (gain if len(calls) == 2 else 0.0)), regions, tried
 
-    monkeypatch.setattr(postprocess_fit, "score_cases", shifted)
+    monkeypatch.setattr(postprocess_fit, "search_postprocess", shifted)
     result = fit_postprocess(run.path, cache_dir=cache, refit=True)
     assert result.mirror is (gain > 0) and _fitted(run)["mirror"] is (gain > 0)
-    assert result.mirrored_after == pytest.approx(_fitted(run)["mirror_scores"]["on"]["after"],
-                                                  abs=1e-6)
+    assert result.mirror_scores["on"][1] == pytest.approx(
+        _fitted(run)["mirror_scores"]["on"]["after"], abs=1e-6)
 
     unlabelled = tmp_path / "unlabelled"
     write_case(unlabelled, "BraTS2021_00099", shape=SHAPE, seed=9, with_label=False)

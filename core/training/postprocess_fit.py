@@ -8,9 +8,10 @@ below which a case's enhancing tumour becomes necrotic core, keeping a candidate
 strictly raises the objective over those cases (ties keep the simpler setting).
 
 The same cases are also predicted with mirroring TTA (all three axes, what ``--mirror on``
-does) into ``RUN/postprocess_off_mirror/``, and scored without and with the chosen
-post-processing, so all four combinations are known; mirroring is chosen only when it
-strictly raises the objective of the post-processed prediction (it costs 8 passes a window).
+does) into ``RUN/postprocess_off_mirror/`` and searched the same way; mirroring is chosen
+only when its post-processed objective is strictly above the unmirrored one's (it costs 8
+passes a window), and the post-processing recorded is the one fitted on the predictions
+``predict`` will make.
 
 The choice is written into the run's ``config.yaml`` ``postprocess`` section with a
 ``fitted`` record (checkpoint sha256, validation cases and their truth hashes, objective,
@@ -59,9 +60,10 @@ OBJECTIVES: dict[str, str] = {
 
 MIN_COMPONENT_GRID_MM3: tuple[float, ...] = (10, 25, 50, 100, 200, 500, 1000)
 ET_TO_NCR_GRID_MM3: tuple[float, ...] = (25, 50, 100, 200, 300, 500, 1000, 2000)
-SEARCH_VERSION = 2
+SEARCH_VERSION = 3
 """Bumped whenever the search (grids, order, objectives) changes: a recorded fit is redone.
-2: mirroring TTA is chosen too."""
+2: mirroring TTA is chosen too; 3: the mirrored predictions get a post-processing search
+of their own."""
 
 UNPROCESSED_DIR = "postprocess_off"
 """Sub-run of a training run holding best.pt's predictions with post-processing off."""
@@ -96,7 +98,9 @@ class RegionFit:
 
 @dataclass(frozen=True)
 class FitResult:
-    """What a fit chose and why: the objective over the validation cases before and after."""
+    """What a fit chose and why: the objective over the validation cases before and after
+    the chosen post-processing, of the predictions ``predict`` will make (mirrored when
+    ``mirror``)."""
 
     postprocess: PostProcess
     objective: str
@@ -119,18 +123,16 @@ class FitResult:
     """Whether ``predict --mirror auto`` mirrors with this checkpoint."""
     mirror_searched: bool = False
     """Whether mirroring was tried (``mirror_search``); without, ``mirror`` is False."""
-    mirrored_before: float | None = None
-    """The objective of the mirrored predictions without post-processing, when tried."""
-    mirrored_after: float | None = None
-    """... and with the chosen post-processing (``after`` is the unmirrored one's)."""
+    mirror_scores: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Mirroring "off" / "on" -> the objective (before, after) of those predictions, each
+    after the post-processing fitted on them (each setting gets its own search: one fitted
+    on the other's predictions would be unfair to it); only "off" when not tried."""
 
     def record(self) -> dict[str, Any]:
         """The ``fitted`` record of the config's ``postprocess`` section."""
-        scores = {"off": {"before": round(self.before, 6), "after": round(self.after, 6)}}
-        if self.mirror_searched and self.mirrored_before is not None \
-                and self.mirrored_after is not None:
-            scores["on"] = {"before": round(self.mirrored_before, 6),
-                            "after": round(self.mirrored_after, 6)}
+        scores = {k: {"before": round(b, 6), "after": round(a, 6)}
+                  for k, (b, a) in (self.mirror_scores or {"off": (self.before, self.after)}
+                                    ).items()}
         return {
             "checkpoint": str(self.checkpoint), "checkpoint_sha256": self.checkpoint_sha256,
             "val_case_ids": list(self.case_ids), "truth_sha256": dict(self.truth_sha256),
@@ -146,10 +148,10 @@ class FitResult:
     def mirror_line(self) -> str:
         """``mirroring TTA: on (validation objective 0.8123 -> 0.8164)``: without mirroring,
         then with it, both post-processed."""
-        if not self.mirror_searched or self.mirrored_after is None:
+        if not self.mirror_searched or "on" not in self.mirror_scores:
             return "mirroring TTA: off (not tried on the validation cases)"
         return (f"mirroring TTA: {'on' if self.mirror else 'off'} (validation objective "
-                f"{self.after:.4f} -> {self.mirrored_after:.4f})")
+                f"{self.mirror_scores['off'][1]:.4f} -> {self.mirror_scores['on'][1]:.4f})")
 
     def lines(self) -> list[str]:
         """The before/after table, for the command line."""
@@ -167,11 +169,10 @@ class FitResult:
                 chosen += f", ET -> NCR below {pp.et_to_ncr_below_mm3:g} mm3"
             out.append(f"{r.region:<8}{r.before:>9.4f}{r.after:>9.4f}   {chosen}")
         out.append(f"{'mean':<8}{self.before:>9.4f}{self.after:>9.4f}   {pp.describe()}")
-        if self.mirror_searched and self.mirrored_before is not None \
-                and self.mirrored_after is not None:
-            rows = ((False, self.before, self.after),
-                    (True, self.mirrored_before, self.mirrored_after))
-            out.append("mirroring TTA (all 3 axes), the same cases and post-processing:")
+        if self.mirror_searched and "on" in self.mirror_scores:
+            rows = ((False, *self.mirror_scores["off"]), (True, *self.mirror_scores["on"]))
+            out.append("mirroring TTA (all 3 axes), the same cases, each with the "
+                       "post-processing fitted on it:")
             for on, before, after in rows:
                 mark = "   chosen" if on == self.mirror else ""
                 out.append(f"{'on' if on else 'off':<8}{before:>9.4f}{after:>9.4f}{mark}")
@@ -402,7 +403,7 @@ def _from_record(post: PostProcess, fitted: dict[str, Any], *, checkpoint: Path,
     regions = tuple(RegionFit(r, float(fitted["regions"][r]["before"]),
                               float(fitted["regions"][r]["after"]),
                               post.min_component_mm3[i]) for i, r in enumerate(REGIONS))
-    mirrored = (fitted.get("mirror_scores") or {}).get("on") or {}
+    scores = fitted.get("mirror_scores") or {}
     return FitResult(post, str(fitted["objective"]), float(fitted["before"]),
                      float(fitted["after"]), regions, tuple(case_ids), checkpoint,
                      str(fitted["checkpoint_sha256"]), run.config_path,
@@ -410,8 +411,8 @@ def _from_record(post: PostProcess, fitted: dict[str, Any], *, checkpoint: Path,
                      truth_sha256=dict(fitted.get("truth_sha256") or {}),
                      mirror=bool(fitted.get("mirror")),
                      mirror_searched=bool(fitted.get("mirror_searched")),
-                     mirrored_before=float(mirrored["before"]) if mirrored else None,
-                     mirrored_after=float(mirrored["after"]) if mirrored else None)
+                     mirror_scores={k: (float(v["before"]), float(v["after"]))
+                                    for k, v in scores.items()})
 
 
 def record_fit(run: Run, result: FitResult) -> None:
@@ -449,8 +450,9 @@ def fit_postprocess(run_dir: str | Path, *, objective: str = "brats2023",
     are predicted with post-processing off into ``RUN/postprocess_off/`` (reused while
     current); the search is :func:`search_postprocess`. With ``mirror_search`` (default) they
     are also predicted mirrored into ``RUN/postprocess_off_mirror/`` (8 passes a window, so
-    about 8 times the time), scored without and with the chosen post-processing, and
-    mirroring is chosen when it strictly raises the post-processed objective; without it,
+    about 8 times the time) and searched alike, and mirroring (with the post-processing
+    fitted on the mirrored predictions) is chosen when it strictly raises the post-processed
+    objective; without it,
     mirroring is recorded off, not tried. A recorded fit whose checkpoint, cases, truth,
     objective, search and mirror search are all unchanged is returned as it is (``reused``)
     unless ``refit``. Raises :class:`TumorscopeError` when no validation case can be scored.
@@ -502,19 +504,22 @@ def fit_postprocess(run_dir: str | Path, *, objective: str = "brats2023",
                                                                 base=base)
     log.info("post-processing search: %d candidates in %.1f s", tried,
              time.perf_counter() - t0)
-    mirror, m_before, m_after = False, None, None
+    mirror, scores = False, {"off": (before, after)}
     if mirror_search:
-        # The post-processing is the one fitted on the unmirrored predictions: the choice is
-        # between the two final predictions predict would make with it.
+        # The mirrored predictions get a search of their own: the choice is between the two
+        # final predictions predict would make, each with the post-processing fitted on it.
         mcases = [mirrored[c] for c in ids]
-        m_before = score_cases(mcases, objective=objective, postprocess=base)[0]
-        m_after = score_cases(mcases, objective=objective, postprocess=chosen)[0]
+        mchosen, (m_before, m_after), mdetail, mtried = search_postprocess(
+            mcases, objective=objective, base=base)
+        scores["on"] = (m_before, m_after)
+        tried += mtried
         mirror = m_after > after + _EPS
+        if mirror:
+            chosen, before, after, detail = mchosen, m_before, m_after, mdetail
     result = FitResult(chosen, objective, before, after, detail, tuple(ids), checkpoint, sha,
                        run.config_path, time.strftime("%Y-%m-%dT%H:%M:%S%z"), tried,
                        skipped=tuple(skipped), truth_sha256=truth, mirror=mirror,
-                       mirror_searched=mirror_search, mirrored_before=m_before,
-                       mirrored_after=m_after)
+                       mirror_searched=mirror_search, mirror_scores=scores)
     record_fit(run, result)
     return result
 
