@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -480,25 +481,44 @@ def predict_run(
             on_case(case_id, what)
 
     failed: dict[str, str] = {}
-    for case in tqdm(ranks.shard(cases), desc="predict", unit="case",
-                     disable=not (progress and ranks.main)):
-        try:
-            reason = _predict_one(case, run, records.get(case.case_id), model, cfg, cache,
-                                  ck_info, settings, dev=dev, amp=amp, force=force,
-                                  save_probabilities=save_probabilities, postprocess=post,
-                                  mirror_source=mirroring.source)
-        except TumorscopeError as exc:
-            kept = " (previous prediction kept)" if run.prediction_path(
-                case.case_id).is_file() else ""
-            failed[case.case_id] = f"{case.case_id}: {exc}{kept}"
-            tell(case.case_id, "failed")
-            continue
-        if reason is None:
-            report.reused.append(case.case_id)
-            tell(case.case_id, "reused")
-        else:
-            report.predicted[case.case_id] = reason
-            tell(case.case_id, f"predicted ({reason})")
+    mine = ranks.shard(cases)
+
+    def prepare(case: Case) -> _Prepared:
+        return _prepare(case, run, records.get(case.case_id), cfg, cache, ck_info, settings,
+                        force=force, save_probabilities=save_probabilities,
+                        mirror_source=mirroring.source)
+
+    # One case ahead: the next case's files are read, hashed and preprocessed in a thread
+    # while this one is inferred (file decoding and torch both release the GIL), as
+    # nnU-Net's background preprocessing does; only one waits, so memory holds two cases.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tumorscope-prefetch")
+    ahead: Future[_Prepared] | None = pool.submit(prepare, mine[0]) if mine else None
+    try:
+        for i, case in enumerate(tqdm(mine, desc="predict", unit="case",
+                                      disable=not (progress and ranks.main))):
+            assert ahead is not None
+            current = ahead
+            ahead = pool.submit(prepare, mine[i + 1]) if i + 1 < len(mine) else None
+            try:
+                reason = _predict_one(current.result(), case, run, model, cfg, settings,
+                                      dev=dev, amp=amp, save_probabilities=save_probabilities,
+                                      postprocess=post)
+            except TumorscopeError as exc:
+                kept = " (previous prediction kept)" if run.prediction_path(
+                    case.case_id).is_file() else ""
+                failed[case.case_id] = f"{case.case_id}: {exc}{kept}"
+                tell(case.case_id, "failed")
+                continue
+            if reason is None:
+                report.reused.append(case.case_id)
+                tell(case.case_id, "reused")
+            else:
+                report.predicted[case.case_id] = reason
+                tell(case.case_id, f"predicted ({reason})")
+    finally:
+        # Interrupted or failed: the case being read ahead finishes reading (its cache
+        # files are written atomically) and nothing of it is written to the run.
+        pool.shutdown(wait=True, cancel_futures=True)
     report.failed = list(failed.values())
     if ranks.distributed:  # returns once every rank has recorded its cases
         _merge_shares(report, ranks.gather((report.reused, report.predicted, failed)),
@@ -547,13 +567,24 @@ def _finish_run(report: PredictReport, run: Run, cases: list[Case], ck_info: dic
             run.tta_variance_path(case_id).unlink(missing_ok=True)
 
 
-def _predict_one(case: Case, run: Run, record: CaseRecord | None, model: torch.nn.Module,
-                 cfg: Config, cache: Path, ck_info: dict[str, Any], settings: dict[str, Any],
-                 *, dev: torch.device, amp: torch.dtype | None, force: bool,
-                 save_probabilities: bool, postprocess: PostProcess,
-                 mirror_source: str) -> str | None:
-    """Predict one case unless its recorded prediction is current; return why it was
-    predicted (``None`` when reused). The record is written once the files are."""
+@dataclass(frozen=True)
+class _Prepared:
+    """What is known of a case before inference: its provenance, why it is predicted
+    (``None``: its recorded prediction is current), its new record, its preprocessed
+    volumes (only when predicted)."""
+
+    provenance: dict[str, Any]
+    reason: str | None
+    record: CaseRecord | None
+    new_record: CaseRecord
+    cached: Any = None
+
+
+def _prepare(case: Case, run: Run, record: CaseRecord | None, cfg: Config, cache: Path,
+             ck_info: dict[str, Any], settings: dict[str, Any], *, force: bool,
+             save_probabilities: bool, mirror_source: str) -> _Prepared:
+    """Hash the case's files, decide whether it is predicted, and preprocess it if so: all
+    but the inference, so it can run a case ahead (no torch here)."""
     sources = source_fingerprints(case, cache, target_spacing_mm=cfg.data.spacing_mm)
     provenance = {
         "sources": {m: fp for m, fp in sources.items() if m != "seg"},
@@ -567,11 +598,23 @@ def _predict_one(case: Case, run: Run, record: CaseRecord | None, model: torch.n
                             probabilities=save_probabilities)
     new_record = CaseRecord.of_case(
         case, provenance=provenance, prediction=record.prediction if record is not None else None)
+    cached = None if reason is None else preprocess_case(
+        case, cache, target_spacing_mm=cfg.data.spacing_mm)
+    return _Prepared(provenance, reason, record, new_record, cached)
+
+
+def _predict_one(prepared: _Prepared, case: Case, run: Run, model: torch.nn.Module,
+                 cfg: Config, settings: dict[str, Any], *, dev: torch.device,
+                 amp: torch.dtype | None, save_probabilities: bool,
+                 postprocess: PostProcess) -> str | None:
+    """Predict one prepared case unless its recorded prediction is current; return why it
+    was predicted (``None`` when reused). The record is written once the files are."""
+    reason, record, new_record = prepared.reason, prepared.record, prepared.new_record
     if reason is None:
         if record is not None and (record.to_dict() != new_record.to_dict()):
             run.record_case(new_record)  # label path or metadata moved on; the model did not
         return None
-    cached = preprocess_case(case, cache, target_spacing_mm=cfg.data.spacing_mm)
+    cached = prepared.cached
     t0 = time.perf_counter()
     label, prob, variance = predict_case(
         model, cached, roi_size_vox=cfg.data.patch_size_vox, overlap=settings["overlap"],
