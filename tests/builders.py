@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -75,3 +77,27 @@ def drop_root_file_access() -> None:
     for cap in (cap_dac_override, cap_dac_read_search):
         if libc.prctl(pr_capbset_drop, cap, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def predict_from_truth(run: Any, data: Path, case_ids: Iterable[str],
+                       transform: Callable[[str, np.ndarray], np.ndarray]) -> None:
+    """A run whose prediction of each case is ``transform(case_id, truth)`` (a known error),
+    written as real NIfTI beside a cases.json as ``predict`` writes it, then scored by the
+    real ``evaluate``."""
+    from tumorscope.core.data.cases import discover
+    from tumorscope.core.scoring.evaluate import evaluate_run
+
+    cases = {c.case_id: c for c in discover(data)}
+    run.predictions_dir.mkdir(parents=True, exist_ok=True)
+    records = {}
+    for case_id in case_ids:
+        case = cases[case_id]
+        truth = nib.load(case.label)
+        pred = transform(case_id, np.asarray(truth.dataobj).copy())
+        nib.save(nib.Nifti1Image(pred.astype(np.uint8), truth.affine),
+                 run.prediction_path(case_id))
+        records[case_id] = {"images": {m: str(p) for m, p in case.images.items()},
+                            "label": str(case.label), "label_convention": "brats2020",
+                            "metadata": {"synthetic": True}}
+    run.write_cases(records)
+    evaluate_run(run, progress=False)

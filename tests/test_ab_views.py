@@ -14,15 +14,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from builders import write_case
+from builders import predict_from_truth, write_case
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from tumorscope.app import run_b, state
-from tumorscope.core.data.cases import discover
 from tumorscope.core.data.geometry import to_ras
 from tumorscope.core.data.labels import REGIONS, agreement_label, region_mask
-from tumorscope.core.scoring.evaluate import evaluate_run
 from tumorscope.core.store import Run
 from tumorscope.render import slices, style
 from tumorscope.render.layers import SceneOptions, scene_layers
@@ -45,17 +43,7 @@ class AB:
 
 def _predict(run: Run, data: Path, shift: int) -> None:
     """Each case's truth rolled by ``shift`` voxels as the run's prediction, then scored."""
-    run.predictions_dir.mkdir(parents=True, exist_ok=True)
-    records = {}
-    for case in discover(data):
-        truth = nib.load(case.label)
-        pred = np.roll(np.asarray(truth.dataobj), shift, axis=0).astype(np.uint8)
-        nib.save(nib.Nifti1Image(pred, truth.affine), run.prediction_path(case.case_id))
-        records[case.case_id] = {"images": {m: str(p) for m, p in case.images.items()},
-                                 "label": str(case.label), "label_convention": "brats2020",
-                                 "metadata": {"synthetic": True}}
-    run.write_cases(records)
-    evaluate_run(run, progress=False)
+    predict_from_truth(run, data, CASES, lambda _, truth: np.roll(truth, shift, axis=0))
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from builders import write_case
+from builders import predict_from_truth, write_case
 from scipy import stats
 from streamlit.testing.v1 import AppTest
 
 from tumorscope.app import state
 from tumorscope.app.cli import main
-from tumorscope.core.data.cases import discover
 from tumorscope.core.errors import ConfigError, TumorscopeError
 from tumorscope.core.scoring.compare import (
     bootstrap_ci,
@@ -32,7 +31,6 @@ from tumorscope.core.scoring.compare import (
     pairs_csv,
     run_rows,
 )
-from tumorscope.core.scoring.evaluate import evaluate_run
 from tumorscope.core.store import Run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,23 +56,12 @@ class Runs:
 
 def _predict(run: Run, data: Path, ids: list[str], *, shift: dict[str, int]) -> None:
     """Write each case's truth rolled by ``shift`` voxels as its prediction, then evaluate."""
-    cases = {c.case_id: c for c in discover(data)}
-    run.predictions_dir.mkdir(parents=True, exist_ok=True)
-    records = {}
-    for case_id in ids:
-        case = cases[case_id]
-        truth = nib.load(case.label)
-        index = CASES.index(case_id)
-        pred = np.roll(np.asarray(truth.dataobj), shift[case_id], axis=index % 3)
+    def moved(case_id: str, truth: np.ndarray) -> np.ndarray:
+        pred = np.roll(truth, shift[case_id], axis=CASES.index(case_id) % 3)
         if run.name == "model_b" and case_id == NO_ET:
             pred[11:14, 13:16, 11:14] = 4  # an enhancing speck the truth does not have
-        nib.save(nib.Nifti1Image(pred.astype(np.uint8), truth.affine),
-                 run.prediction_path(case_id))
-        records[case_id] = {"images": {m: str(p) for m, p in case.images.items()},
-                            "label": str(case.label), "label_convention": "brats2020",
-                            "metadata": {"synthetic": True}}
-    run.write_cases(records)
-    evaluate_run(run, progress=False)
+        return pred
+    predict_from_truth(run, data, ids, moved)
 
 
 @pytest.fixture(scope="module")
