@@ -64,7 +64,7 @@ def _sidebar(ctx: Context) -> None:
             st.caption(f"Run: **{names[0]}**")
         ctx.run = ctx.results.run(st.session_state["run_name"])
         assert ctx.run is not None  # names is not empty
-        ids = ctx.run.case_ids()
+        ids = ctx.run.case_ids(tables.run_cases(ctx.run))  # cases.json parsed once per mtime
         if not ids:
             return
         if st.session_state.get("case_id") not in ids:

@@ -42,11 +42,12 @@ def _check_columns(rows: list[dict[str, Any]], needed: Sequence[str], path: Path
         raise LayoutError(f"missing column(s) {missing}; found {list(rows[0])}", path=path)
 
 
-def metrics_frame(run: Run) -> pd.DataFrame:
+def metrics_frame(run: Run, rows: list[dict[str, Any]] | None = None) -> pd.DataFrame:
     """The current rows of metrics.csv as a long table (one row per case x region), numbers
     as floats. Rows that score another prediction than the run's (stale) are left out:
-    :func:`stale_scores` says which and why."""
-    rows = run.current_metrics_rows()
+    :func:`stale_scores` says which and why. ``rows``: the current rows, by a caller that
+    has read them already (:func:`scores_of`)."""
+    rows = run.current_metrics_rows() if rows is None else rows
     _check_columns(rows, ("case_id", "region", *REQUIRED_KEYS), run.metrics_path)
     frame = pd.DataFrame(rows, columns=list(rows[0]) if rows else ["case_id", "region",
                                                                     *METRIC_KEYS])
@@ -246,37 +247,51 @@ def region_volumes_ml(path: str | Path, convention: LabelConvention) -> dict[str
     return {r: float(regions[i].sum()) * voxel_ml for i, r in enumerate(REGIONS)}
 
 
-def cohort_tables(run: Run, *, volumes_ml: VolumesOf = region_volumes_ml
+def cohort_tables(run: Run, *, volumes_ml: VolumesOf = region_volumes_ml,
+                  current: list[dict[str, Any]] | None = None,
+                  records: Mapping[str, CaseRecord] | None = None
                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(long metrics table, one-row-per-patient table) of ``run``.
 
     Unscored patients' predicted volumes come from ``volumes_ml`` (the app passes a cached
     one); a prediction that cannot be read leaves its row empty (logged; the stale-score
-    list says why).
+    list says why). ``current`` (the first of :func:`scores_of`) and ``records``
+    (``run.case_records()``) may be passed by a caller that has them already.
     """
-    metrics = metrics_frame(run)
-    cases = run.case_records()
-    unscored = [c for c in run.case_ids() if c not in set(metrics["case_id"])]
+    records = run.case_records() if records is None else records
+    metrics = metrics_frame(run, current)
+    ids = run.case_ids(records)
+    scored = set(metrics["case_id"])  # once: a set per id made 1,000 patients take seconds
     predicted: dict[str, Mapping[str, float]] = {}
-    for case_id in unscored:
-        convention = cases[case_id].label_convention if case_id in cases else "brats2020"
+    for case_id in (c for c in ids if c not in scored):
+        convention = records[case_id].label_convention if case_id in records else "brats2020"
         try:
             predicted[case_id] = volumes_ml(run.prediction_path(case_id), convention)
         except TumorscopeError as exc:  # one bad file: its row stays empty, said by stale
             log.warning("%s", exc)
-    return metrics, cohort_table(metrics, cases, run.case_ids(), predicted)
+    return metrics, cohort_table(metrics, records, ids, predicted)
+
+
+def scores_of(run: Run, records: Mapping[str, CaseRecord] | None = None
+              ) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """(the current rows of metrics.csv, :func:`stale_scores`) from one read of cases.json
+    (none when ``records`` are given) and of metrics.csv: at 1,000 patients each read is a
+    noticeable part of a first paint."""
+    records = run.case_records() if records is None else records
+    rows = run.metrics_rows()
+    problems = run.score_problems(rows, records)
+    current = [r for r in rows if str(r["case_id"]) not in problems]
+    for path in run.stray_files(records):
+        problems.setdefault(path.name, "this file in predictions/ was not written by "
+                                       "tumorscope predict (no record in cases.json); ignored")
+    return current, problems
 
 
 def stale_scores(run: Run) -> dict[str, str]:
     """Patients that have no current score -> why: their score in metrics.csv is of another
     prediction, model, image or ground truth than the run holds now, or their prediction
     file is not one predict wrote."""
-    records = run.case_records()
-    problems = run.score_problems(records=records)
-    for path in run.stray_files(records):
-        problems.setdefault(path.name, "this file in predictions/ was not written by "
-                                       "tumorscope predict (no record in cases.json); ignored")
-    return problems
+    return scores_of(run)[1]
 
 
 def log_frame(run: Run) -> pd.DataFrame:

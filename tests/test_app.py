@@ -600,6 +600,43 @@ def test_a_changed_prediction_shows_no_stale_score(run_dir: Path, tmp_path: Path
     assert others["Dice WT"].notna().all()
 
 
+def test_an_input_changed_in_place_turns_its_score_stale_on_the_next_rerun(
+        run_dir: Path, tmp_path: Path) -> None:
+    """The overview's caches are keyed by one stat per image and label: a truth or an image
+    rewritten in place while the app is open leaves the table at the next rerun (the same
+    session, every cache warm), and the page says why."""
+    import nibabel as nib
+
+    base = tmp_path / "base"  # a copy of the data too: its files are changed here
+    for name in ("D", "R"):
+        shutil.copytree(run_dir.parent / name, base / name,
+                        ignore=shutil.ignore_patterns("checkpoints", "meshes"))
+    run = Run(base / "R")
+    for path in (run.cases_path, run.metrics_path):  # point the records at the copy
+        path.write_text(path.read_text().replace(str(run_dir.parent), str(base)))
+    truth_case, image_case = run.case_ids()[:2]
+    at = ok(app(run.path).run())
+    assert not at.warning, [w.value for w in at.warning]
+
+    def rewrite(path: Path) -> None:  # other voxels, the same file (its inode kept)
+        img = nib.load(path)
+        data = np.asanyarray(img.dataobj)
+        nib.save(nib.Nifti1Image(np.roll(data, 3, axis=0), img.affine, img.header), path)
+
+    rewrite(run.case_records()[truth_case].label)
+    table = ok(at.run()).dataframe[0].value.set_index("patient")
+    assert np.isnan(table.loc[truth_case, "Dice WT"])
+    assert table.loc[image_case, "Dice WT"] >= 0
+    assert any(truth_case in w.value and "ground truth changed" in w.value
+               for w in at.warning), [w.value for w in at.warning]
+
+    rewrite(run.case_records()[image_case].images["flair"])
+    table = ok(at.run()).dataframe[0].value.set_index("patient")
+    assert np.isnan(table.loc[image_case, "Dice WT"])
+    assert any(image_case in w.value and "flair image changed" in w.value
+               for w in at.warning), [w.value for w in at.warning]
+
+
 def test_a_stray_file_in_predictions_does_not_take_the_overview_down(run_dir: Path,
                                                                      tmp_path: Path) -> None:
     folder = tmp_path / "R"

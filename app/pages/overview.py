@@ -3,7 +3,10 @@ legacy scores alone or beside a lesion-wise scoring, HD95 by a named definition.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,11 +15,13 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from tumorscope.app import state, tables
+from tumorscope.app.caches import stamp
 from tumorscope.app.state import Context
 from tumorscope.core.data.labels import REGION_NAMES, REGIONS
 from tumorscope.core.scoring.distances import HD95_DEFINITIONS, hd95_column
 from tumorscope.core.scoring.metrics import METRIC_DOCS
 from tumorscope.core.scoring.scorings import SCORING_COLUMNS, SCORING_DOCS
+from tumorscope.core.store import Run
 from tumorscope.render import style
 from tumorscope.render.cohort import (
     HD95_KEYS,
@@ -38,6 +43,10 @@ SYNTHETIC_NOTE = ("Synthetic demo data: tumours grown inside the ICBM152 brain t
 META_COLUMNS = ("patient", "grade", "age", "synthetic", "ground truth", "mean Dice")
 TABLE_KEY = "overview_table"
 CHART_HEIGHT_PX = 360
+ALL_POINTS_MAX = 300
+"""Patients a region up to which a box or violin draws every patient as a point."""
+WEBGL_POINTS_FROM = 1500
+"""Points (patients x regions) from which the scatter plots are drawn with WebGL."""
 SCORING_LABELS = {"legacy": "legacy (whole volume)", "brats2023": "lesion-wise BraTS 2023",
                   "brats2025": "lesion-wise BraTS 2025"}
 LESION_PLOTS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
@@ -75,13 +84,13 @@ def sortable(view: ScoreView) -> list[str]:
 
 def render(ctx: Context) -> None:
     assert ctx.run is not None
-    metrics, table = tables.cohort(ctx.run)
+    cohort = tables.cohort_view(ctx.run)
+    metrics, table, stale = cohort.metrics, cohort.table, cohort.stale
     st.title("Cohort overview")
     scored = int(table["ground truth"].sum())
     caption = st.empty()
     if table["synthetic"].any():
         st.info(SYNTHETIC_NOTE, icon=":material/science:")
-    stale = tables.stale_scores(ctx.run)
     if stale:
         listed = "; ".join(f"{case}: {why}" for case, why in list(stale.items())[:5])
         more = f" (+{len(stale) - 5} more)" if len(stale) > 5 else ""
@@ -99,7 +108,7 @@ def render(ctx: Context) -> None:
         _summary(metrics, view)
         _patients(ctx, table, view)
     if len(metrics):
-        _score_plots(metrics, view)
+        _score_plots(metrics, view, cohort.key)
     elif not table.empty:
         st.info("No patient has ground truth, so there are no scores to plot.")
     _training(ctx)
@@ -357,7 +366,8 @@ def _patients(ctx: Context, table: pd.DataFrame, view: ScoreView) -> None:
                         "the table.")
     button.button("Open patient view", key="btn_open_patient", on_click=_open_picked,
                   icon=":material/open_in_new:", type="primary")
-    download.download_button("Table as CSV", data=csv_bytes(shown),
+    # Made when clicked, not on every rerun (1,000 patients: a 1.5-MB CSV each time).
+    download.download_button("Table as CSV", data=lambda: csv_bytes(shown),
                              file_name=f"{ctx.run.name if ctx.run else 'run'}_patients.csv",
                              mime="text/csv", key="btn_table_csv",
                              icon=":material/download:")
@@ -369,19 +379,22 @@ def _patients(ctx: Context, table: pd.DataFrame, view: ScoreView) -> None:
 
 def distribution_figure(metrics: pd.DataFrame, metric: str, *, kind: str = "box",
                         title: str) -> go.Figure:
-    """Per-region distribution of ``metric`` with every patient as a point (hover: id)."""
+    """Per-region distribution of ``metric`` with every patient as a point (hover: id); above
+    :data:`ALL_POINTS_MAX` patients a region only the outliers are points (the box or
+    violin is of every patient): thousands of jittered dots hide the shape they make."""
     figure = go.Figure()
     for region in REGIONS:
         rows = metrics[metrics["region"] == region]
+        points = "all" if len(rows) <= ALL_POINTS_MAX else "outliers"
         common = {"y": rows[metric], "name": region, "text": rows["case_id"],
                   "marker": {"color": style.REGION_COLOURS[region].hex, "size": 7},
                   "line": {"color": style.REGION_COLOURS[region].hex},
                   "hovertemplate": "%{text}<br>%{y:.3f}<extra>" + region + "</extra>"}
         if kind == "violin":
-            figure.add_trace(go.Violin(points="all", box={"visible": True}, pointpos=0,
+            figure.add_trace(go.Violin(points=points, box={"visible": True}, pointpos=0,
                                        jitter=0.4, **common))
         else:
-            figure.add_trace(go.Box(boxpoints="all", jitter=0.4, pointpos=0, **common))
+            figure.add_trace(go.Box(boxpoints=points, jitter=0.4, pointpos=0, **common))
     wrapped = wrap_title(title)
     figure.update_layout(title=wrapped, height=CHART_HEIGHT_PX, showlegend=False,
                          margin={"t": 50 + 20 * wrapped.count("<br>"), "b": 30})
@@ -405,6 +418,12 @@ def _marker(region: str) -> dict[str, object]:
             "line": {"width": 0.5, "color": style.MARKER_EDGE_COLOUR.hex}}
 
 
+def _points_trace(metrics: pd.DataFrame) -> type[go.Scatter] | type[go.Scattergl]:
+    """WebGL points for a large cohort (SVG draws thousands of markers slowly in the
+    browser); SVG otherwise, which is crisper and spends none of the page's WebGL contexts."""
+    return go.Scattergl if len(metrics) > WEBGL_POINTS_FROM else go.Scatter
+
+
 def volume_figure(metrics: pd.DataFrame) -> go.Figure:
     """Predicted against true volume per patient and region, with the identity line."""
     figure = go.Figure()
@@ -412,9 +431,10 @@ def volume_figure(metrics: pd.DataFrame) -> go.Figure:
     top = top * 1.05 if top > 0 else 1.0
     figure.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="identity",
                                 line={"color": style.REFERENCE_LINE_COLOUR.hex, "dash": "dash"}))
+    points = _points_trace(metrics)
     for region in REGIONS:
         rows = metrics[metrics["region"] == region]
-        figure.add_trace(go.Scatter(
+        figure.add_trace(points(
             x=rows["volume_truth_ml"], y=rows["volume_pred_ml"], mode="markers", name=region,
             text=rows["case_id"], marker=_marker(region),
             hovertemplate="%{text}<br>true %{x:.1f} mL<br>pred %{y:.1f} mL<extra>"
@@ -449,9 +469,10 @@ def dice_volume_figure(metrics: pd.DataFrame) -> go.Figure:
     """Dice of each region against that region's true volume: are small tumours harder? The
     Dice axis fits the points (within 0-1): a fixed 0-1 axis squashed a good cohort flat."""
     figure = go.Figure()
+    points = _points_trace(metrics)
     for region in REGIONS:
         rows = metrics[metrics["region"] == region]
-        figure.add_trace(go.Scatter(
+        figure.add_trace(points(
             x=rows["volume_truth_ml"], y=rows["dice"], mode="markers", name=region,
             text=rows["case_id"], marker=_marker(region),
             hovertemplate="%{text}<br>%{x:.1f} mL<br>Dice %{y:.3f}<extra>" + region
@@ -499,28 +520,43 @@ def training_figure(log: pd.DataFrame) -> go.Figure:
     return figure
 
 
-def _score_plots(metrics: pd.DataFrame, view: ScoreView) -> None:
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _figure(name: str, key: Hashable, _build: Callable[[], go.Figure]) -> go.Figure:
+    """The figure ``name`` of the data ``key`` names, built once: at 1,000 patients making
+    the five figures took longer than the rest of a rerun. One shared object: plotly_chart
+    copies a figure before it themes it."""
+    return _build()
+
+
+def _score_plots(metrics: pd.DataFrame, view: ScoreView, key: Hashable) -> None:
     head, kind = st.columns([4, 2], vertical_alignment="bottom")
     head.subheader("Scores per region")
     kind.segmented_control("Distribution as", ["box", "violin"], key="ov_dist", required=True)
     dist = st.session_state["ov_dist"] or "box"
+
+    def distribution(metric: str, title: str) -> go.Figure:
+        return _figure(f"{dist} {metric} {title}", key, lambda: distribution_figure(
+            metrics, metric, kind=dist, title=title))
+
     left, right = st.columns(2)
-    left.plotly_chart(distribution_figure(metrics, "dice", kind=dist, title="Dice (legacy)"),
-                      key="chart_dice")
-    right.plotly_chart(distribution_figure(metrics, view.hd95_key, kind=dist,
-                                           title=HD95_DEFINITIONS[view.hd95]),
+    left.plotly_chart(distribution("dice", "Dice (legacy)"), key="chart_dice")
+    right.plotly_chart(distribution(view.hd95_key, HD95_DEFINITIONS[view.hd95]),
                        key="chart_hd95")
     if view.scoring in LESION_PLOTS:
         left, right = st.columns(2)
-        for column, (metric, title), key in zip((left, right), LESION_PLOTS[view.scoring],
-                                                ("chart_lw_dice", "chart_lw_hd95"),
-                                                strict=True):
-            column.plotly_chart(distribution_figure(metrics, metric, kind=dist, title=title),
-                                key=key)
+        for column, (metric, title), chart in zip((left, right), LESION_PLOTS[view.scoring],
+                                                  ("chart_lw_dice", "chart_lw_hd95"),
+                                                  strict=True):
+            column.plotly_chart(distribution(metric, title), key=chart)
+    if metrics["region"].value_counts().max() > ALL_POINTS_MAX:
+        st.caption(f"Over {ALL_POINTS_MAX} patients a region: the points are the outliers "
+                   "(beyond 1.5 × the box's height); the boxes and violins are of everyone.")
     st.subheader("Volumes")
     left, right = st.columns(2)
-    left.plotly_chart(volume_figure(metrics), key="chart_volume")
-    right.plotly_chart(dice_volume_figure(metrics), key="chart_dice_volume")
+    left.plotly_chart(_figure("volume", key, lambda: volume_figure(metrics)),
+                      key="chart_volume")
+    right.plotly_chart(_figure("dice volume", key, lambda: dice_volume_figure(metrics)),
+                       key="chart_dice_volume")
 
 
 def _training(ctx: Context) -> None:
@@ -530,7 +566,15 @@ def _training(ctx: Context) -> None:
     if log.empty or "epoch" not in log:
         st.caption("This run has no training log (log.csv): it only holds predictions.")
         return
-    st.plotly_chart(training_figure(log), key="chart_training")
+    key = (str(ctx.run.path), stamp(ctx.run.log_path))  # what training_log is cached by
+    st.plotly_chart(_figure("training", key, lambda: training_figure(log)),
+                    key="chart_training")
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _run_config(run_path: str, mtime_ns: int) -> dict[str, Any] | None:
+    # Parsed once per file version, not on every rerun (~20 ms of YAML).
+    return Run(Path(run_path)).config()
 
 
 def _docs(ctx: Context) -> None:
@@ -540,7 +584,7 @@ def _docs(ctx: Context) -> None:
         st.markdown("\n".join(f"- **{name}**: {text}" for name, text in SCORING_DOCS.items()))
         st.caption("Lesion-wise HD95 definitions: " + "; ".join(
             f"{s}: {HD95_DEFINITIONS[d]}" for s, d in SCORING_HD95.items()))
-    config = ctx.run.config()
+    config = _run_config(str(ctx.run.path), stamp(ctx.run.config_path))
     if config:
         with st.expander("Run configuration"):
             st.json(config, expanded=1)
