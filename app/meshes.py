@@ -76,41 +76,21 @@ def distance_meshes(run: Run, case: CaseRecord) -> dict[str, Any]:
             if r in pred}
 
 
-@st.cache_resource(show_spinner=False, max_entries=24)
-def _errors(pred_key: tuple[str, int], truth_key: tuple[str, int], convention: str,
-            region: str) -> dict[str, Any]:
-    from tumorscope.render.mesh import error_meshes, simplify_to
-
-    pred = load_label(*pred_key, convention)
-    truth = load_label(*truth_key, convention)
-    if pred.shape != truth.shape:
-        raise GeometryError(f"prediction has shape {pred.shape} but the ground truth "
-                            f"{truth.shape}", path=pred_key[0])
-    meshes = error_meshes(pred.data, truth.data, truth.affine, name=region)
-    return {name: simplify_to(mesh, max_triangles=DISPLAY_MAX_TRIANGLES)
-            for name, mesh in meshes.items()}
-
-
-def error_meshes_of(run: Run, case: CaseRecord, region: str) -> dict[str, Any]:
-    """False-positive / false-negative voxel surfaces of one region; empty without truth."""
-    if not case.has_truth or case.label is None:
-        return {}
-    prediction_path = run.prediction_path(case.case_id)
-    return _errors((str(prediction_path), stamp(prediction_path)),
-                   (str(case.label), stamp(case.label)), case.label_convention, region)
+AB_NAMES = ("run A's prediction", "run B's prediction")
 
 
 def _label_key(path: Path) -> tuple[str, int]:
     return str(path), stamp(path)
 
 
-def _pair(a_key: tuple[str, int], b_key: tuple[str, int], conventions: tuple[str, str]
-          ) -> tuple[Any, Any]:
+def _pair(a_key: tuple[str, int], b_key: tuple[str, int], conventions: tuple[str, str],
+          what: tuple[str, str] = AB_NAMES) -> tuple[Any, Any]:
+    """Two label maps read (cached) and checked to share a grid, named ``what`` if not."""
     a = load_label(*a_key, conventions[0])  # type: ignore[arg-type]
     b = load_label(*b_key, conventions[1])  # type: ignore[arg-type]
     if a.shape != b.shape:
-        raise GeometryError(f"run B's prediction has shape {b.shape} but run A's {a.shape}",
-                            path=b_key[0])
+        raise GeometryError(f"{what[0]} has shape {a.shape} but {what[1]} {b.shape}",
+                            path=a_key[0])
     return a, b
 
 
@@ -128,11 +108,15 @@ def _agreement(a_key: tuple[str, int], b_key: tuple[str, int],
 
 @st.cache_resource(show_spinner=False, max_entries=24)
 def _differences(a_key: tuple[str, int], b_key: tuple[str, int],
-                 conventions: tuple[str, str], region: str) -> dict[str, Any]:
+                 conventions: tuple[str, str], region: str, *,
+                 keys: tuple[str, str] = ("A_only", "B_only"),
+                 what: tuple[str, str] = AB_NAMES) -> dict[str, Any]:
+    """Voxels of ``region`` in the first map only and in the second only: a prediction's
+    FP/FN against its truth, or what only run A / only run B predicts."""
     from tumorscope.render.mesh import difference_meshes, simplify_to
 
-    a, b = _pair(a_key, b_key, conventions)
-    meshes = difference_meshes(a.data, b.data, a.affine, name=region)
+    a, b = _pair(a_key, b_key, conventions, what)
+    meshes = difference_meshes(a.data, b.data, a.affine, name=region, keys=keys, what=what)
     return {name: simplify_to(mesh, max_triangles=DISPLAY_MAX_TRIANGLES)
             for name, mesh in meshes.items()}
 
@@ -152,3 +136,12 @@ def difference_meshes_of(run_a: Run, case_a: CaseRecord, run_b: Run, case_b: Cas
     return _differences(_label_key(run_a.prediction_path(case_a.case_id)),
                         _label_key(run_b.prediction_path(case_b.case_id)),
                         (case_a.label_convention, case_b.label_convention), region)
+
+
+def error_meshes_of(run: Run, case: CaseRecord, region: str) -> dict[str, Any]:
+    """False-positive / false-negative voxel surfaces of one region; empty without truth."""
+    if not case.has_truth or case.label is None:
+        return {}
+    return _differences(_label_key(run.prediction_path(case.case_id)), _label_key(case.label),
+                        (case.label_convention, case.label_convention), region,
+                        keys=("FP", "FN"), what=("prediction", "the ground truth"))
