@@ -562,9 +562,7 @@ def _finish_run(report: PredictReport, run: Run, cases: list[Case], ck_info: dic
                  if cid not in done and _model_key(rec.provenance) != current
                  and run.prediction_path(cid).is_file()]
     if leftovers:  # only after --force, a retrained own checkpoint, or an interrupted --force
-        report.removed = run.forget_cases(leftovers)
-        for case_id in report.removed:
-            run.tta_variance_path(case_id).unlink(missing_ok=True)
+        report.removed = run.forget_cases(leftovers)  # their maps too
 
 
 @dataclass(frozen=True)
