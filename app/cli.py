@@ -191,7 +191,8 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     failed: list[str] = []
     for case in tqdm(cases, desc="preprocess", unit="case", disable=args.quiet):
         try:
-            preprocess_case(case, cache_dir, target_spacing_mm=args.spacing_mm, force=args.force)
+            preprocess_case(case, cache_dir, target_spacing_mm=args.spacing_mm,
+                            bias_correction=args.bias_correction, force=args.force)
         except TumorscopeError as exc:
             failed.append(f"{case.case_id}: {exc}")
     for line in failed:
@@ -870,6 +871,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spacing-mm", type=_checked_as("data.spacing_mm"), default=None,
                    help="resample to this isotropic spacing after cropping, 0.25 to 10 mm "
                         "(default: keep)")
+    p.add_argument("--bias-correction", choices=("off", "white_matter"), default="off",
+                   help="divide out each channel's coil bias field, estimated on white "
+                        "matter, before the z-score (default off)")
     p.add_argument("--force", action="store_true", help="rebuild entries even if fresh")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_preprocess)

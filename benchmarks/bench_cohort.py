@@ -58,6 +58,8 @@ def bench_checkpoint(path: Path, preset: str, source: str | None, device: torch.
         net = build_model(cfg.model)
         state, config, model_config = net.state_dict(), cfg.to_dict(), net.config.to_dict()
     config["train"]["amp"] = "fp16" if device.type == "cuda" else "off"
+    # The peers' pipelines z-score without a bias correction: ours does the same work.
+    config["data"]["bias_correction"] = "off"
     if roi:
         config["data"]["patch_size_vox"] = [roi] * 3
     if spacing != "preset":

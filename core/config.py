@@ -266,6 +266,9 @@ class DataConfig:
     spacing_mm: float | None = _rule(None, ge=SPACING_MM_RANGE[0], le=SPACING_MM_RANGE[1],
                                      unit="mm")
     patch_size_vox: tuple[int, int, int] = _rule((128, 128, 128), ge=1, le=MAX_PATCH_VOX)
+    # divide out the coil's bias field (estimated on white matter) before the z-score
+    # (:mod:`tumorscope.core.data.bias`); "off" for data already corrected (N4)
+    bias_correction: str = _rule("off", choices=("off", "white_matter"))
     # 2-D slice datasets: every slice is resized to this square size (figshare's are 512)
     slice_size_px: int = _rule(256, ge=16, le=MAX_PATCH_VOX, unit="pixels")
     batch_size: int = _rule(2, ge=1)

@@ -101,3 +101,30 @@ def predict_from_truth(run: Any, data: Path, case_ids: Iterable[str],
                             "metadata": {"synthetic": True}}
     run.write_cases(records)
     evaluate_run(run, progress=False)
+
+
+TINY_SHAPE = (36, 36, 28)
+"""Cases of the tiny trained runs: big enough for a 16-voxel patch and a crop margin."""
+
+TINY = ["model.features=[4, 8, 16]", "data.patch_size_vox=16", "data.spacing_mm=null",
+        "data.batch_size=2", "train.steps_per_epoch=3", "train.epochs=1",
+        "train.threads=1", "optim.lr=0.01", "data.val_fraction=0.34"]
+"""Overrides of ``tiny-cpu`` that train a run in seconds: what tests train when they need a
+real checkpoint, not a good one."""
+
+
+def train_tiny(tmp_path_factory: Any, name: str, *, n_cases: int = 3,
+               overrides: Iterable[str] = ()) -> tuple[Any, Path, Path]:
+    """Train the :data:`TINY` run on ``n_cases`` cases of :data:`TINY_SHAPE`; return
+    (run, cohort folder, cache folder), each a fresh folder named after ``name``."""
+    from tumorscope.core.config import load_config
+    from tumorscope.core.training.train import train
+
+    root = tmp_path_factory.mktemp(f"{name}_cohort")
+    for i in range(n_cases):
+        write_case(root, f"BraTS2021_{i:05d}", shape=TINY_SHAPE, seed=i)
+    cache = tmp_path_factory.mktemp(f"{name}_cache")
+    cfg = load_config("tiny-cpu", overrides=[*TINY, *overrides, f"data.root={root}",
+                                             f"data.cache_dir={cache}"])
+    run = train(cfg, tmp_path_factory.mktemp(f"{name}_runs") / "run", progress=False)
+    return run, root, cache

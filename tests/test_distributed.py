@@ -121,7 +121,9 @@ def test_predict_on_two_ranks_writes_what_one_process_writes(runs: dict[str, Any
     # Each case predicted and scored once, by the rank whose share it is; totals once.
     said = runs["two_said"]
     for verb in ("predict", "evaluate"):
-        lines = re.findall(rf"^\[rank (\d)/2\] {verb} (\S+): (.*)$", said, flags=re.M)
+        # Not anchored at a line's start: the other rank's progress bar may end in "\r"
+        # just before a line, on the same pipe.
+        lines = re.findall(rf"\[rank (\d)/2\] {verb} (\S+): (.*)$", said, flags=re.M)
         assert sorted((c, int(r)) for r, c, _ in lines) == \
             [(c, i % 2) for i, c in enumerate(CASES)], said
     assert said.count("reused 0, predicted 5 (new: ") == 1
@@ -168,7 +170,8 @@ def test_ddp_training_validates_each_case_once_across_ranks(cohort: Path, tmp_pa
     ckpt = load_checkpoint(run.checkpoint_path("last"))
     cfg = config_from_dict(ckpt["config"])
     cases = {c.case_id: c for c in discover(cohort)}
-    cached = [preprocess_case(cases[c], runs["cache"], target_spacing_mm=cfg.data.spacing_mm)
+    cached = [preprocess_case(cases[c], runs["cache"], target_spacing_mm=cfg.data.spacing_mm,
+                              bias_correction=cfg.data.bias_correction)
               for c in val]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the ranks ran (train.threads=1)

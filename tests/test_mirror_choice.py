@@ -8,11 +8,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import yaml
-from builders import write_case
-from test_postprocess import SHAPE, TINY
+from builders import TINY_SHAPE, train_tiny, write_case
 
 from tumorscope.app.cli import main
-from tumorscope.core.config import load_config
 from tumorscope.core.data.labels import REGION_LABELS, REGIONS
 from tumorscope.core.errors import ConfigError
 from tumorscope.core.fingerprint import fingerprint
@@ -33,16 +31,9 @@ ALL_AXES, NO_AXES = [0, 1, 2], []
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, Path, Path]:
-    """test_postprocess.py's tiny run, with 2 of its 4 cases for validation."""
-    from tumorscope.core.training.train import train
-
-    root = tmp_path_factory.mktemp("mirror_cohort")
-    for i in range(4):
-        write_case(root, f"BraTS2021_{i:05d}", shape=SHAPE, seed=i)
-    cache = tmp_path_factory.mktemp("mirror_cache")
-    cfg = load_config("tiny-cpu", overrides=[*TINY, "data.val_fraction=0.5",
-                                             f"data.root={root}", f"data.cache_dir={cache}"])
-    run = train(cfg, tmp_path_factory.mktemp("mirror_runs") / "run", progress=False)
+    """The tiny run, with 2 of its 4 cases for validation."""
+    run, root, cache = train_tiny(tmp_path_factory, "mirror", n_cases=4,
+                                  overrides=["data.val_fraction=0.5"])
     assert len(run.split()["val"]) == 2
     return run, root, cache
 
@@ -158,7 +149,7 @@ def test_forced_choice_is_recorded_and_predict_auto_follows_it(
         _fitted(run)["mirror_scores"]["on"]["after"], abs=1e-6)
 
     unlabelled = tmp_path / "unlabelled"
-    write_case(unlabelled, "BraTS2021_00099", shape=SHAPE, seed=9, with_label=False)
+    write_case(unlabelled, "BraTS2021_00099", shape=TINY_SHAPE, seed=9, with_label=False)
     out = tmp_path / "pred"
     args = ["predict", "--checkpoint", str(run.checkpoint_path("best")), "--input",
             str(unlabelled), "--out", str(out), "--cache", str(cache), "-q"]

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import yaml
-from builders import write_case
+from builders import TINY, TINY_SHAPE, train_tiny, write_case
 
 from tumorscope.app.cli import main
 from tumorscope.core.config import load_config
@@ -259,24 +259,9 @@ def test_cropping_for_scoring_changes_no_score() -> None:
 
 # ---------------------------------------------------------------- on a trained run
 
-SHAPE = (36, 36, 28)
-TINY = ["model.features=[4, 8, 16]", "data.patch_size_vox=16", "data.spacing_mm=null",
-        "data.batch_size=2", "train.steps_per_epoch=3", "train.epochs=1",
-        "train.threads=1", "optim.lr=0.01", "data.val_fraction=0.34"]
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, Path, Path]:
-    from tumorscope.core.training.train import train
-
-    root = tmp_path_factory.mktemp("pp_cohort")
-    for i in range(3):
-        write_case(root, f"BraTS2021_{i:05d}", shape=SHAPE, seed=i)
-    cache = tmp_path_factory.mktemp("pp_cache")
-    cfg = load_config("tiny-cpu", overrides=[*TINY, f"data.root={root}",
-                                             f"data.cache_dir={cache}"])
-    run = train(cfg, tmp_path_factory.mktemp("pp_runs") / "run", progress=False)
-    return run, root, cache
+    return train_tiny(tmp_path_factory, "pp")
 
 
 def _plant_fit(run: Run, pp: PostProcess, *, sha256: str | None = None) -> None:
@@ -371,7 +356,7 @@ def test_cli_fits_on_validation_records_and_predict_uses_it(
     # predict with the run's checkpoint applies the fit, and says so (on a case without
     # labels: scoring is not what this test is about).
     unlabelled = tmp_path / "unlabelled"
-    write_case(unlabelled, "BraTS2021_00099", shape=SHAPE, seed=9, with_label=False)
+    write_case(unlabelled, "BraTS2021_00099", shape=TINY_SHAPE, seed=9, with_label=False)
     args = ["predict", "--checkpoint", str(run.checkpoint_path("best")), "--input",
             str(unlabelled), "--out", str(tmp_path / "pred"), "--cache", str(cache), "-q"]
     assert main(args) == 0

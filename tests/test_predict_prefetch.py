@@ -7,10 +7,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from builders import write_case
-from test_postprocess import SHAPE, TINY
+from builders import TINY_SHAPE, train_tiny, write_case
 
-from tumorscope.core.config import load_config
 from tumorscope.core.prediction import predict as predict_module
 from tumorscope.core.prediction.predict import predict_run
 from tumorscope.core.store import Run
@@ -20,15 +18,7 @@ CASES = [f"BraTS2021_{i:05d}" for i in range(3)]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    from tumorscope.core.training.train import train
-
-    root = tmp_path_factory.mktemp("prefetch_cohort")
-    for i, case_id in enumerate(CASES):
-        write_case(root, case_id, shape=SHAPE, seed=i)
-    cache = tmp_path_factory.mktemp("prefetch_cache")
-    cfg = load_config("tiny-cpu", overrides=[*TINY, f"data.root={root}",
-                                             f"data.cache_dir={cache}"])
-    run = train(cfg, tmp_path_factory.mktemp("prefetch_runs") / "run", progress=False)
+    run, root, cache = train_tiny(tmp_path_factory, "prefetch", n_cases=len(CASES))
     return run.checkpoint_path("best"), root, cache
 
 
@@ -71,7 +61,7 @@ def test_a_case_that_cannot_be_read_fails_alone(
     checkpoint, root, cache = trained
     data = tmp_path / "data"
     for i, case_id in enumerate(CASES):
-        write_case(data, case_id, shape=SHAPE, seed=i)
+        write_case(data, case_id, shape=TINY_SHAPE, seed=i)
     broken = data / CASES[1] / f"{CASES[1]}_t2.nii.gz"
     broken.write_bytes(broken.read_bytes()[:200])  # a truncated gzip
     report = predict_run(checkpoint, data, tmp_path / "pred", cache_dir=cache,

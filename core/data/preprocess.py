@@ -8,10 +8,11 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from tumorscope.core.data.bias import correct_bias
 from tumorscope.core.data.cases import MODALITIES, Case, load_case
 from tumorscope.core.data.nifti import atomic_save_npy, atomic_write_json, read_header
 from tumorscope.core.data.volumes import (
@@ -23,7 +24,7 @@ from tumorscope.core.data.volumes import (
     zoom_factors,
     zscore,
 )
-from tumorscope.core.errors import TumorscopeError
+from tumorscope.core.errors import TumorscopeError, check_choice
 from tumorscope.core.fingerprint import content_unchanged, fingerprint, same_content
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ CACHE_VERSION = 2
 """Bumped whenever preprocessing changes, so old cache entries are rebuilt."""
 
 CROP_MARGIN_VOX = 2
+
+BiasCorrection = Literal["off", "white_matter"]
+BIAS_CORRECTIONS: tuple[str, ...] = ("off", "white_matter")
 
 
 def default_cache_dir() -> Path:
@@ -66,10 +70,12 @@ def _fingerprint(case: Case, previous: list[dict[str, Any]] | None = None
 
 
 def source_fingerprints(case: Case, cache_dir: str | Path, *,
-                        target_spacing_mm: float | None = None) -> dict[str, dict[str, Any]]:
+                        target_spacing_mm: float | None = None,
+                        bias_correction: BiasCorrection = "off") -> dict[str, dict[str, Any]]:
     """Modality (and ``seg``) -> content fingerprint of ``case``'s files, reusing the hashes
     its cache entry holds: what a prediction records as its inputs."""
-    folder = case_cache_dir(case, cache_dir, target_spacing_mm=target_spacing_mm)
+    folder = case_cache_dir(case, cache_dir, target_spacing_mm=target_spacing_mm,
+                            bias_correction=bias_correction)
     try:
         previous = json.loads((folder / "meta.json").read_text()).get("sources")
     except (OSError, json.JSONDecodeError, AttributeError):
@@ -80,11 +86,15 @@ def source_fingerprints(case: Case, cache_dir: str | Path, *,
 
 
 def case_cache_dir(case: Case, cache_dir: str | Path, *,
-                   target_spacing_mm: float | None = None) -> Path:
+                   target_spacing_mm: float | None = None,
+                   bias_correction: BiasCorrection = "off") -> Path:
     """Folder of ``case`` in the cache; the source folder's hash keeps same-named ids apart,
-    and each target spacing has its own entry."""
+    and each target spacing and bias correction has its own entry."""
+    check_choice("bias_correction", bias_correction, BIAS_CORRECTIONS)
     digest = hashlib.sha1(str(case.folder.resolve()).encode()).hexdigest()[:10]
     grid = "native" if target_spacing_mm is None else f"{target_spacing_mm:g}mm"
+    if bias_correction != "off":
+        grid += f"-{bias_correction}"
     return Path(cache_dir) / "preprocessed" / grid / f"{case.case_id}-{digest}"
 
 
@@ -127,7 +137,7 @@ def _valid_meta(folder: Path, case: Case) -> dict[str, Any] | None:
 
 def preprocess_case(
     case: Case, cache_dir: str | Path, *, target_spacing_mm: float | None = None,
-    force: bool = False,
+    bias_correction: BiasCorrection = "off", force: bool = False,
 ) -> CachedCase:
     """Return the cached, preprocessed ``case``, building the cache entry if it is stale.
 
@@ -150,10 +160,11 @@ def preprocess_case(
     >>> preprocess_case(discover(root)[0], root / "cache").meta == cached.meta  # reused
     True
     """
-    folder = case_cache_dir(case, cache_dir, target_spacing_mm=target_spacing_mm)
+    folder = case_cache_dir(case, cache_dir, target_spacing_mm=target_spacing_mm,
+                            bias_correction=bias_correction)
     meta = None if force else _valid_meta(folder, case)
     if meta is None:
-        meta = _build(case, folder, target_spacing_mm)
+        meta = _build(case, folder, target_spacing_mm, bias_correction)
         return _open(case.case_id, folder, meta)
     try:
         _check_entry(folder, case, meta)
@@ -161,7 +172,8 @@ def preprocess_case(
     except (OSError, ValueError, EOFError, TumorscopeError) as exc:  # a damaged entry
         log.warning("%s: cache entry of %s is damaged (%s); rebuilding it", folder,
                     case.case_id, exc)
-        return _open(case.case_id, folder, _build(case, folder, target_spacing_mm))
+        return _open(case.case_id, folder, _build(case, folder, target_spacing_mm,
+                                                  bias_correction))
 
 
 def _check_entry(folder: Path, case: Case, meta: dict[str, Any]) -> None:
@@ -179,11 +191,15 @@ def _check_entry(folder: Path, case: Case, meta: dict[str, Any]) -> None:
         raise ValueError(f"recorded grid differs from that of {case.files[0].name}")
 
 
-def _build(case: Case, folder: Path, target_spacing_mm: float | None) -> dict[str, Any]:
+def _build(case: Case, folder: Path, target_spacing_mm: float | None,
+           bias_correction: BiasCorrection) -> dict[str, Any]:
     data = load_case(case)
     mask = brain_mask(data.image)
     box = bounding_box(mask, margin_vox=CROP_MARGIN_VOX)
-    image, means, stds = zscore(crop(data.image, box), crop(mask, box))
+    image, brain = crop(data.image, box), crop(mask, box)
+    if bias_correction == "white_matter":
+        image = correct_bias(image, brain, spacing_mm=data.spacing_mm)
+    image, means, stds = zscore(image, brain)
     zoom = zoom_factors(data.spacing_mm, target_spacing_mm)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_save_npy(folder / "image.npy", resample(image, zoom, order=1))
@@ -206,6 +222,7 @@ def _build(case: Case, folder: Path, target_spacing_mm: float | None) -> dict[st
                        else [target_spacing_mm] * 3),
         "zscore_mean": means.tolist(),
         "zscore_std": stds.tolist(),
+        "bias_correction": bias_correction,
         "metadata": case.metadata,
     }
     meta = _seal(meta)

@@ -167,6 +167,10 @@ def model_spec(loaded: LoadedModel, *, format: ExportFormat, file: Path,
             "spacing_mm": cfg.data.spacing_mm,
             "resample": ("none (the source spacing)" if cfg.data.spacing_mm is None else
                          f"after cropping, trilinear, to {cfg.data.spacing_mm} mm isotropic"),
+            "bias_correction": (
+                "none" if cfg.data.bias_correction == "off" else
+                "each channel divided by its coil bias field, estimated on white matter "
+                "(tumorscope.core.data.bias), before the z-score"),
             "normalisation": "z-score per channel over the brain voxels, after clipping them "
                              f"to their {CLIP_PERCENTILES[0]}-{CLIP_PERCENTILES[1]} "
                              "percentiles; voxels outside the brain set to 0",

@@ -116,6 +116,10 @@ def inference_settings(cfg: Config, *, overlap: float, mirror: bool,
                        postprocess: PostProcess | None = None) -> dict[str, Any]:
     """Everything besides the inputs and the weights that changes a prediction (the
     post-processing as :meth:`PostProcess.settings` records it; default off)."""
+    # Recorded only when on: a setting every earlier prediction lacks would make each of
+    # them look stale, though it was made exactly as it would be now.
+    bias = ({"bias_correction": cfg.data.bias_correction}
+            if cfg.data.bias_correction != "off" else {})
     return {
         "overlap": float(overlap),
         "mirror_axes": [0, 1, 2] if mirror else [],
@@ -124,6 +128,7 @@ def inference_settings(cfg: Config, *, overlap: float, mirror: bool,
         "roi_size_vox": [int(s) for s in cfg.data.patch_size_vox],
         "autocast": str(autocast).replace("torch.", "") if autocast is not None else "off",
         "preprocess_version": CACHE_VERSION,
+        **bias,
     }
 
 
@@ -583,7 +588,8 @@ def _prepare(case: Case, run: Run, record: CaseRecord | None, cfg: Config, cache
              save_probabilities: bool, mirror_source: str) -> _Prepared:
     """Hash the case's files, decide whether it is predicted, and preprocess it if so: all
     but the inference, so it can run a case ahead (no torch here)."""
-    sources = source_fingerprints(case, cache, target_spacing_mm=cfg.data.spacing_mm)
+    sources = source_fingerprints(case, cache, target_spacing_mm=cfg.data.spacing_mm,
+                                  bias_correction=cfg.data.bias_correction)
     provenance = {
         "sources": {m: fp for m, fp in sources.items() if m != "seg"},
         "checkpoint": ck_info,
@@ -597,7 +603,8 @@ def _prepare(case: Case, run: Run, record: CaseRecord | None, cfg: Config, cache
     new_record = CaseRecord.of_case(
         case, provenance=provenance, prediction=record.prediction if record is not None else None)
     cached = None if reason is None else preprocess_case(
-        case, cache, target_spacing_mm=cfg.data.spacing_mm)
+        case, cache, target_spacing_mm=cfg.data.spacing_mm,
+        bias_correction=cfg.data.bias_correction)
     return _Prepared(provenance, reason, record, new_record, cached)
 
 

@@ -516,8 +516,9 @@ def _prepare_cases(cfg: Config, run: Run, *, resume: bool, progress: bool, dinfo
     for case in tqdm(cases, desc="preprocess", unit="case",
                      disable=not (progress and dinfo.main)):
         try:
-            cached[case.case_id] = preprocess_case(case, cache_dir,
-                                                   target_spacing_mm=cfg.data.spacing_mm)
+            cached[case.case_id] = preprocess_case(
+                case, cache_dir, target_spacing_mm=cfg.data.spacing_mm,
+                bias_correction=cfg.data.bias_correction)
         except TumorscopeError as exc:  # one bad case does not stop the cohort
             if dinfo.main:
                 log.warning("skipped %s: %s", case.case_id, exc)
