@@ -24,6 +24,8 @@ from tumorscope.core.prediction.postprocess import (
 from tumorscope.core.scoring.lesions import lesion_wise_scores
 from tumorscope.core.store import Run
 from tumorscope.core.training.postprocess_fit import (
+    ET_TO_NCR_GRID_MM3,
+    MIN_COMPONENT_GRID_MM3,
     FitResult,
     RegionFit,
     ScoredCase,
@@ -229,7 +231,7 @@ def test_fit_removes_planted_false_positive_blobs(objective: str) -> None:
     assert chosen.et_to_ncr_below_mm3 == 0.0
     assert [r.region for r in detail] == ["WT", "TC", "ET"]
     assert detail[0].after > detail[0].before
-    assert tried == 1 + 3 * 7 + 8
+    assert tried == 1 + 3 * len(MIN_COMPONENT_GRID_MM3) + len(ET_TO_NCR_GRID_MM3)
     cleaned = [ScoredCase(c.case_id, apply_postprocess(c.prediction, spacing_mm=ONE,
                                                        postprocess=chosen), c.truth, ONE)
                for c in cases]

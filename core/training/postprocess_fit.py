@@ -58,9 +58,12 @@ OBJECTIVES: dict[str, str] = {
 }
 """What the fit maximises, by name."""
 
-MIN_COMPONENT_GRID_MM3: tuple[float, ...] = (10, 25, 50, 100, 200, 500, 1000)
+# Up to 8 mL: a scanner's false positive (a bright patch of cortex or choroid plexus) can be
+# a few millilitres, and the validation cases decide whether removing that much pays.
+MIN_COMPONENT_GRID_MM3: tuple[float, ...] = (10, 25, 50, 100, 200, 500, 1000, 2000, 4000,
+                                             8000)
 ET_TO_NCR_GRID_MM3: tuple[float, ...] = (25, 50, 100, 200, 300, 500, 1000, 2000)
-SEARCH_VERSION = 3
+SEARCH_VERSION = 4
 """Bumped whenever the search (grids, order, objectives) changes: a recorded fit is redone.
 2: mirroring TTA is chosen too; 3: the mirrored predictions get a post-processing search
 of their own."""
