@@ -94,3 +94,16 @@ def test_bench_app_scale_smallest(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "p95 < 100 ms" in lines["slice change (axial slider, whole-script rerun)"]
     assert "median < 2000 ms" in lines["open patient: first 3-D view, warm mesh cache"]
     assert code == 0
+
+
+def test_bench_bias_smallest(capsys: pytest.CaptureFixture[str]) -> None:
+    """Ours and N4 both remove most of a known coil field from a demo case (N4 at its
+    cheapest), and the time ratio is printed."""
+    import re
+
+    assert load("bench_bias").main(["--shrink", "8", "--n4-iterations", "5"]) == 0
+    out = capsys.readouterr().out
+    ours = float(re.search(r"white_matter: residual ([\d.]+)", out).group(1))
+    n4 = float(re.search(r"N4 .*: residual ([\d.]+)", out).group(1))
+    assert ours < 0.5 and n4 < 1.0, out
+    assert re.search(r"time: N4 / ours = [\d.]+x", out), out
