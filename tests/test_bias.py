@@ -11,7 +11,7 @@ import pytest
 from builders import TINY
 
 from tumorscope.core.config import load_config
-from tumorscope.core.data.bias import estimate_bias_field
+from tumorscope.core.data.bias import BIAS_FIELD_VERSION, estimate_bias_field
 from tumorscope.core.data.cases import MODALITIES, discover
 from tumorscope.core.data.preprocess import case_cache_dir, preprocess_case
 from tumorscope.core.errors import ConfigError
@@ -100,6 +100,22 @@ def test_a_coil_field_is_removed_through_the_cache_and_tumour_contrast_kept(
         assert contrast(corrected) == pytest.approx(contrast(clean), rel=0.2)
 
 
+def test_an_entry_corrected_by_an_earlier_estimate_is_rebuilt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tumorscope.core.data import preprocess
+
+    image, label, _ = _phantom()
+    _write(tmp_path / "data", "C1", image * _coil_field(), label)
+    case = discover(tmp_path / "data")[0]
+    first = preprocess_case(case, tmp_path / "cache", bias_correction="white_matter")
+    assert first.meta["bias_version"] == BIAS_FIELD_VERSION
+    again = preprocess_case(case, tmp_path / "cache", bias_correction="white_matter")
+    assert again.meta["meta_sha256"] == first.meta["meta_sha256"]  # reused
+    monkeypatch.setattr(preprocess, "BIAS_FIELD_VERSION", BIAS_FIELD_VERSION + 1)
+    rebuilt = preprocess_case(case, tmp_path / "cache", bias_correction="white_matter")
+    assert rebuilt.meta["bias_version"] == BIAS_FIELD_VERSION + 1
+
+
 def test_a_clean_image_keeps_a_flat_field_and_too_little_brain_gets_none() -> None:
     image, _, brain = _phantom(seed=1)
     field = estimate_bias_field(image, brain, spacing_mm=(SPACING_MM,) * 3)
@@ -141,7 +157,8 @@ def test_a_checkpoint_trained_with_it_predicts_with_it(tmp_path: Path) -> None:
     records = Run(out).cases()
     assert len(records) == 3
     for record in records.values():
-        assert record["provenance"]["settings"]["bias_correction"] == "white_matter"
+        assert record["provenance"]["settings"]["bias_correction"] == \
+            f"white_matter v{BIAS_FIELD_VERSION}"
     # Training and prediction both read the corrected entries, none uncorrected.
     grids = {p.name for p in (cache / "preprocessed").iterdir()}
     assert grids == {"native-white_matter"}, grids

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tumorscope.core.data.bias import correct_bias
+from tumorscope.core.data.bias import BIAS_FIELD_VERSION, correct_bias
 from tumorscope.core.data.cases import MODALITIES, Case, load_case
 from tumorscope.core.data.nifti import atomic_save_npy, atomic_write_json, read_header
 from tumorscope.core.data.volumes import (
@@ -118,6 +118,9 @@ def _valid_meta(folder: Path, case: Case) -> dict[str, Any] | None:
         return None
     if not isinstance(meta, dict) or meta.get("version") != CACHE_VERSION:
         return None
+    if meta.get("bias_correction", "off") != "off" and \
+            meta.get("bias_version") != BIAS_FIELD_VERSION:
+        return None  # corrected by an earlier estimate of the field
     if _seal(meta)["meta_sha256"] != meta.get("meta_sha256"):
         log.warning("%s: meta.json was changed after it was written; rebuilding the entry",
                     folder)
@@ -223,6 +226,7 @@ def _build(case: Case, folder: Path, target_spacing_mm: float | None,
         "zscore_mean": means.tolist(),
         "zscore_std": stds.tolist(),
         "bias_correction": bias_correction,
+        "bias_version": BIAS_FIELD_VERSION if bias_correction != "off" else None,
         "metadata": case.metadata,
     }
     meta = _seal(meta)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from tumorscope.core.config import Config
+from tumorscope.core.data.bias import BIAS_FIELD_VERSION
 from tumorscope.core.data.cases import Case, discover
 from tumorscope.core.data.labels import from_canonical
 from tumorscope.core.data.nifti import read_header, voxel_spacing_mm, write_nifti
@@ -118,7 +119,7 @@ def inference_settings(cfg: Config, *, overlap: float, mirror: bool,
     post-processing as :meth:`PostProcess.settings` records it; default off)."""
     # Recorded only when on: a setting every earlier prediction lacks would make each of
     # them look stale, though it was made exactly as it would be now.
-    bias = ({"bias_correction": cfg.data.bias_correction}
+    bias = ({"bias_correction": f"{cfg.data.bias_correction} v{BIAS_FIELD_VERSION}"}
             if cfg.data.bias_correction != "off" else {})
     return {
         "overlap": float(overlap),
