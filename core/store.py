@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import json
 import logging
@@ -695,7 +696,10 @@ def format_stat(stat: list[int] | None) -> str | None:
     return ":".join(str(v) for v in stat) if stat else None
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _parse(value: str) -> Any:
+    # Cached: ids, regions, statuses and hashes repeat down a table, and each text cell
+    # would otherwise raise twice before it is known to be text (1 s of 28,000 lesion rows).
     if value == "":
         return None
     try:
