@@ -107,3 +107,15 @@ def test_bench_bias_smallest(capsys: pytest.CaptureFixture[str]) -> None:
     n4 = float(re.search(r"N4 .*: residual ([\d.]+)", out).group(1))
     assert ours < 0.5 and n4 < 1.0, out
     assert re.search(r"time: N4 / ours = [\d.]+x", out), out
+
+
+def test_bench_memory_smallest(capsys: pytest.CaptureFixture[str]) -> None:
+    """The tiny network's prediction of a BraTS-size case in a child process: its peak
+    resident memory is measured (a real number, well under the CPU goal)."""
+    import re
+
+    assert load("bench_memory").main(["--network", "tiny", "--amp", "bf16"]) == 0
+    out = capsys.readouterr().out
+    assert "2 window(s) at once, autocast bf16" in out, out
+    peak = float(re.search(r"peak resident memory: ([\d.]+) GB", out).group(1))
+    assert 0.2 < peak < 2.0, out

@@ -51,6 +51,8 @@ from tumorscope.core.prediction.postprocess import (
 from tumorscope.core.prediction.sliding_window import sliding_window_predict
 from tumorscope.core.store import CaseRecord, Run
 
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+"""What ``amp`` may be: ``train.amp``'s choices (auto: bf16/fp16 on CUDA, fp32 on the CPU)."""
 log = logging.getLogger(__name__)
 
 POSTPROCESS_CHOICES = ("auto", "off")
@@ -144,7 +146,8 @@ def describe_model(checkpoint: Any, settings: dict[str, Any] | None) -> str:
     post = PostProcess.from_settings(settings)
     return (f"{name} at {ck.get('path', '?')} (sha256 {sha}), overlap "
             f"{settings.get('overlap')}, mirroring {mirror}, spacing "
-            f"{settings.get('spacing_mm') or 'native'}, post-processing "
+            f"{settings.get('spacing_mm') or 'native'}, autocast "
+            f"{settings.get('autocast', 'off')}, post-processing "
             f"{post.describe() if post is not None else '?'}")
 
 
@@ -400,6 +403,7 @@ def predict_run(
     mirror: bool | str = "auto",
     save_probabilities: bool = False,
     device: str = "auto",
+    amp: str | None = None,
     force: bool = False,
     progress: bool = True,
     case_ids: Sequence[str] | None = None,
@@ -455,7 +459,9 @@ def predict_run(
         raise ConfigError("is a file; --out needs a folder", path=run.path)
     ranks = ranks or DistInfo()
     dev = ranks.device(resolve_device(device))
-    amp = autocast_dtype(cfg.train.amp, dev)
+    if amp is not None:
+        check_choice("amp", amp, AMP_CHOICES)
+    amp = autocast_dtype(cfg.train.amp if amp is None else amp, dev)
     ov = cfg.train.overlap if overlap is None else overlap
     settings = inference_settings(cfg, overlap=ov, mirror=mirroring.on, autocast=amp,
                                   postprocess=post)

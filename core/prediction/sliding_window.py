@@ -92,6 +92,27 @@ def _pad_to(image: torch.Tensor, roi: Sequence[int]) -> tuple[torch.Tensor, list
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 
+CPU_BATCH_VOXELS = 128**3
+"""On the CPU at most this many window voxels run at once: batching windows buys a CPU no
+speed, while each 128^3 window of the default UNet holds about 1.5 GB of activations (four
+at once peaked at 8 GB on one BraTS case, one at 2.6 GB; measured by bench_memory.py)."""
+
+
+def windows_per_batch(requested: int, roi_size_vox: Sequence[int],
+                      device: torch.device) -> int:
+    """How many windows run at once: ``requested`` on a GPU; on the CPU no more than fit
+    in :data:`CPU_BATCH_VOXELS` (at least one). Results do not depend on it.
+
+    >>> windows_per_batch(4, (128, 128, 128), torch.device("cpu"))
+    1
+    >>> windows_per_batch(4, (48, 48, 48), torch.device("cpu")), windows_per_batch(
+    ...     4, (128, 128, 128), torch.device("cuda"))
+    (4, 4)
+    """
+    if device.type != "cpu":
+        return requested
+    return max(1, min(requested, CPU_BATCH_VOXELS // math.prod(int(r) for r in roi_size_vox)))
+
 
 @torch.no_grad()
 def sliding_window_logits(
@@ -171,6 +192,7 @@ def sliding_window_predict(
         raise ConfigError(f"mirror_axes must be spatial axes 0, 1, 2; got {list(mirror_axes)}")
     device = torch.device(device) if device is not None else image.device
     roi = tuple(int(r) for r in roi_size_vox)
+    batch_windows = windows_per_batch(batch_windows, roi, device)
     padded, keep = _pad_to(image.to(device), roi)
     shape = padded.shape[1:]
     weight = torch.from_numpy(gaussian_importance(roi)).to(device)
