@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,14 +28,16 @@ NETWORKS = {"tiny": "tiny-cpu", "default": "default"}
 GOAL_GB = {"cpu": 2.0, "cuda": 8.0}
 
 _CHILD = """
-import json, sys, torch
+import json, resource, sys, torch
 from tumorscope.core.prediction.predict import predict_run
 ckpt, data, out, mirror, device = sys.argv[1:6]
 if device == "cuda":
     torch.cuda.reset_peak_memory_stats()
 predict_run(ckpt, data, out, mirror=mirror, device=device, progress=False)
 peak = torch.cuda.max_memory_allocated() if device == "cuda" else 0
-print(json.dumps({"cuda_peak_bytes": peak}))
+# ru_maxrss is in KiB on Linux: this process's largest resident set.
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"cuda_peak_bytes": peak, "peak_rss_bytes": rss}))
 """
 
 
@@ -90,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             print(done.stderr[-2000:], file=sys.stderr)
             return 1
         child = json.loads(done.stdout.strip().splitlines()[-1])
-    # ru_maxrss is in KiB on Linux: the largest resident set of any waited-for child.
-    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9
+    # Measured in the child itself: RUSAGE_CHILDREN would be the largest of every child
+    # this process ever waited for.
+    peak_gb = child["peak_rss_bytes"] / 1e9
     print(f"{NETWORKS[args.network]} network, mirroring {'on' if args.mirror else 'off'}, "
           f"{sw_batch} window(s) at once, autocast {amp}, one 240x240x155 case on {args.device}")
     print(f"peak resident memory: {peak_gb:.2f} GB (goal on the CPU < {GOAL_GB['cpu']:g} GB: "
