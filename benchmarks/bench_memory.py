@@ -5,7 +5,7 @@ Usage: python benchmarks/bench_memory.py [--network default|tiny] [--data DIR] [
 
 The network is the preset's UNet, seeded (bench_cohort.bench_checkpoint), at the preset's
 window and grid; the case is the first of --data (default: one demo case made here). The
-child's peak resident memory (ru_maxrss) is printed against issue 17's goal (< 2 GB on the
+child's peak resident memory (VmHWM) is printed against issue 17's goal (< 2 GB on the
 CPU), and on CUDA torch's peak allocated device memory (goal < 8 GB at the default preset
 with mirroring). Memory, not time: nothing here depends on the machine's speed.
 """
@@ -28,15 +28,17 @@ NETWORKS = {"tiny": "tiny-cpu", "default": "default"}
 GOAL_GB = {"cpu": 2.0, "cuda": 8.0}
 
 _CHILD = """
-import json, resource, sys, torch
+import json, sys, torch
 from tumorscope.core.prediction.predict import predict_run
 ckpt, data, out, mirror, device = sys.argv[1:6]
 if device == "cuda":
     torch.cuda.reset_peak_memory_stats()
 predict_run(ckpt, data, out, mirror=mirror, device=device, progress=False)
 peak = torch.cuda.max_memory_allocated() if device == "cuda" else 0
-# ru_maxrss is in KiB on Linux: this process's largest resident set.
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# VmHWM, this process's largest resident set: ru_maxrss would carry the parent's over
+# fork and exec (a 2.5 GB test runner made a 0.5 GB child read 2.5 GB).
+status = open("/proc/self/status").read().split("VmHWM:")[1]
+rss = int(status.split()[0]) * 1024
 print(json.dumps({"cuda_peak_bytes": peak, "peak_rss_bytes": rss}))
 """
 
