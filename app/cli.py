@@ -871,7 +871,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spacing-mm", type=_checked_as("data.spacing_mm"), default=None,
                    help="resample to this isotropic spacing after cropping, 0.25 to 10 mm "
                         "(default: keep)")
-    p.add_argument("--bias-correction", choices=("off", "white_matter"), default="off",
+    p.add_argument("--bias-correction", type=_checked_as("data.bias_correction"),
+                   default="off", metavar="off|white_matter",
                    help="divide out each channel's coil bias field, estimated on white "
                         "matter, before the z-score (default off)")
     p.add_argument("--force", action="store_true", help="rebuild entries even if fresh")
@@ -960,7 +961,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "auto (default) as the post-processing fit chose on validation for "
                         "this checkpoint (tumorscope postprocess RUN --fit), else off; on "
                         "(also bare --mirror); off")
-    p.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default=None,
+    p.add_argument("--amp", type=_checked_as("train.amp"), default=None,
+                   metavar="auto|bf16|fp16|off",
                    help="autocast of the inference (default: the checkpoint's train.amp); "
                         "bf16 on the CPU cuts the default UNet's peak memory on a BraTS case "
                         "from 2.6 to 1.7 GB. Recorded with the prediction's settings")

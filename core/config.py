@@ -246,6 +246,10 @@ def _probability(default: float) -> Any:
 
 # ---------------------------------------------------------------- the sections
 
+BIAS_CORRECTIONS: tuple[str, ...] = ("off", "white_matter")
+"""What ``data.bias_correction`` may be (:mod:`tumorscope.core.data.bias`)."""
+
+
 @dataclass
 class DataConfig:
     """Where cases come from and how patches are drawn from them."""
@@ -268,7 +272,7 @@ class DataConfig:
     patch_size_vox: tuple[int, int, int] = _rule((128, 128, 128), ge=1, le=MAX_PATCH_VOX)
     # divide out the coil's bias field (estimated on white matter) before the z-score
     # (:mod:`tumorscope.core.data.bias`); "off" for data already corrected (N4)
-    bias_correction: str = _rule("off", choices=("off", "white_matter"))
+    bias_correction: str = _rule("off", choices=BIAS_CORRECTIONS)
     # 2-D slice datasets: every slice is resized to this square size (figshare's are 512)
     slice_size_px: int = _rule(256, ge=16, le=MAX_PATCH_VOX, unit="pixels")
     batch_size: int = _rule(2, ge=1)

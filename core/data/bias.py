@@ -86,14 +86,13 @@ def estimate_bias_field(
         raise GeometryError(f"reference channel {reference_channel} of an image with "
                             f"{image.shape[0]} channel(s)")
     channels = image.shape[0]
-    flat_field = np.ones(image.shape, np.float32)
     # The fit runs on every ``stride``-th voxel (about 2 mm): the field is smooth, and the
     # reference tissue is found as well there at an eighth of the cost.
     stride = tuple(max(1, round(2.0 / s)) for s in spacing_mm)
     sub = tuple(slice(None, None, k) for k in stride)
     inside = mask[sub] & np.all(image[(slice(None), *sub)] > 0, axis=0)
     if inside.sum() < 100:
-        return flat_field
+        return np.ones(image.shape, np.float32)
     factor = tuple(max(1, round(grid_mm / (s * k)))
                    for s, k in zip(spacing_mm, stride, strict=True))
     sigma = [smoothing_mm / (f * s * k) for f, s, k in zip(factor, spacing_mm, stride,
@@ -121,7 +120,7 @@ def estimate_bias_field(
             ref = ref & (np.abs(flat_c - level_c) < outlier_log)
         count = ref.sum(axis=(1, 3, 5)).astype(np.float32)
         if count.sum() < 0.01 * brain.sum():
-            return flat_field
+            return np.ones(image.shape, np.float32)
         weight = ndi.gaussian_filter(count, sigma, mode="constant")
         tiny = weight < 1e-3 * weight.max()
         for c in range(channels):
@@ -131,8 +130,6 @@ def estimate_bias_field(
             # channel's mean level, not an extrapolation.
             level = float(total.sum() / count.sum())
             log_field[c] = np.where(tiny, level, smooth / np.maximum(weight, 1e-12))
-    in_blocks = brain.any(axis=(1, 3, 5))
-    log_field -= log_field[:, in_blocks].mean(axis=1)[:, None, None, None]
     full_factor = tuple(f * k for f, k in zip(factor, stride, strict=True))
     full = log_field
     for axis, (n, f) in enumerate(zip(mask.shape, full_factor, strict=True)):
@@ -150,15 +147,16 @@ def _linear_weights(n: int, factor: int, blocks: int) -> np.ndarray:
     centres = np.arange(blocks) * factor + (factor - 1) / 2
     pos = np.clip(np.arange(n, dtype=np.float64), centres[0], centres[-1])
     weights = np.zeros((n, blocks), np.float32)
-    lo = np.clip(np.searchsorted(centres, pos, side="right") - 1, 0, max(blocks - 2, 0))
     if blocks == 1:
         weights[:, 0] = 1.0
         return weights
+    lo = np.clip(np.searchsorted(centres, pos, side="right") - 1, 0, blocks - 2)
     t = (pos - centres[lo]) / factor
     rows = np.arange(n)
     weights[rows, lo] = 1.0 - t
     weights[rows, lo + 1] = t
     return weights
+
 
 def correct_bias(image: np.ndarray, mask: np.ndarray, *,
                  spacing_mm: tuple[float, float, float]) -> np.ndarray:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tumorscope.core.config import BIAS_CORRECTIONS
 from tumorscope.core.data.bias import BIAS_FIELD_VERSION, correct_bias
 from tumorscope.core.data.cases import MODALITIES, Case, load_case
 from tumorscope.core.data.nifti import atomic_save_npy, atomic_write_json, read_header
@@ -34,8 +35,7 @@ CACHE_VERSION = 2
 
 CROP_MARGIN_VOX = 2
 
-BiasCorrection = Literal["off", "white_matter"]
-BIAS_CORRECTIONS: tuple[str, ...] = ("off", "white_matter")
+BiasCorrection = Literal["off", "white_matter"]  # one of config's BIAS_CORRECTIONS
 
 
 def default_cache_dir() -> Path:

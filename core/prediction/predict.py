@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tumorscope.core.config import Config
+from tumorscope.core.config import Config, field_spec, option_problem
 from tumorscope.core.data.bias import BIAS_FIELD_VERSION
 from tumorscope.core.data.cases import Case, discover
 from tumorscope.core.data.labels import from_canonical
@@ -51,8 +51,6 @@ from tumorscope.core.prediction.postprocess import (
 from tumorscope.core.prediction.sliding_window import sliding_window_predict
 from tumorscope.core.store import CaseRecord, Run
 
-AMP_CHOICES = ("auto", "bf16", "fp16", "off")
-"""What ``amp`` may be: ``train.amp``'s choices (auto: bf16/fp16 on CUDA, fp32 on the CPU)."""
 log = logging.getLogger(__name__)
 
 POSTPROCESS_CHOICES = ("auto", "off")
@@ -460,7 +458,9 @@ def predict_run(
     ranks = ranks or DistInfo()
     dev = ranks.device(resolve_device(device))
     if amp is not None:
-        check_choice("amp", amp, AMP_CHOICES)
+        _, problem = option_problem(amp, *field_spec("train.amp", required=True))
+        if problem is not None:
+            raise ConfigError(f"amp {problem}")
     amp = autocast_dtype(cfg.train.amp if amp is None else amp, dev)
     ov = cfg.train.overlap if overlap is None else overlap
     settings = inference_settings(cfg, overlap=ov, mirror=mirroring.on, autocast=amp,
