@@ -107,7 +107,9 @@ def slice_2d(volume: np.ndarray, view: View, index: int) -> np.ndarray:
     True
     """
     axis, row_axis, col_axis = VIEW_AXES[view]
-    plane = np.take(volume, int(index), axis=axis)
+    # Basic indexing: a view. np.take copies the whole volume first when it is not
+    # C-contiguous (nibabel's arrays are Fortran-ordered): ~20 ms a call on a BraTS case.
+    plane = volume[(slice(None),) * axis + (int(index),)]
     rest = [a for a in range(3) if a != axis]
     plane = plane.transpose(rest.index(row_axis), rest.index(col_axis))
     return plane[::-1, ::-1]
