@@ -457,7 +457,10 @@ def _intensity_problems(modality: str, path: Path,
             f"modality {modality} is constant (every voxel {_fmt(lo)}): not an MRI scan",
             path=path), []
     background, tolerance = background_level(data)
-    magnitude = np.abs(data - background)
+    # A skull-stripped scan (background 0, no negative voxel: every BraTS release) is its
+    # own magnitude: no full-volume copies, and one percentile serves both levels below.
+    plain = background == 0 and lo >= 0
+    magnitude = data if plain else np.abs(data - background)
     brain = magnitude > tolerance if tolerance > 0 else data != background
     n_brain = int(np.count_nonzero(brain))
     if n_brain < MIN_BRAIN_SHARE * data.size:
@@ -467,19 +470,22 @@ def _intensity_problems(modality: str, path: Path,
     warnings: list[str] = []
     above = magnitude[brain]
     scale = float(np.percentile(above, 99.9))
-    level = max(scale, float(np.percentile(np.abs(data[brain]), 99.9)))
+    level = scale if plain else max(scale, float(np.percentile(np.abs(data[brain]), 99.9)))
     if abs(background) > 0.01 * level:
         warnings.append(
             f"{path}: modality {modality} background is {_fmt(background)}, not 0 (the most "
             "common value on the volume's border): expected a skull-stripped scan with zeros "
             "outside the brain; the brain mask takes this value as background")
     # Interpolation leaves a few slightly negative voxels in real releases: not worth a word.
-    negative = int(np.count_nonzero(data < -0.01 * scale))
+    # (Each count is skipped when the extremes already say it is 0.)
+    negative = int(np.count_nonzero(data < -0.01 * scale)) if lo < -0.01 * scale else 0
     if negative:
         warnings.append(
             f"{path}: modality {modality} has {negative} negative voxel(s) (min {_fmt(lo)}): "
             "expected MRI intensities >= 0")
-    outliers = int(np.count_nonzero(above > EXTREME_FACTOR * scale))
+    farthest = max(abs(lo - background), abs(hi - background))
+    outliers = (int(np.count_nonzero(above > EXTREME_FACTOR * scale))
+                if farthest > EXTREME_FACTOR * scale else 0)
     if outliers:
         worst = lo if abs(lo - background) > abs(hi - background) else hi
         warnings.append(
