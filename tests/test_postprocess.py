@@ -238,6 +238,36 @@ def test_fit_removes_planted_false_positive_blobs(objective: str) -> None:
     assert score_cases(cleaned, objective=objective)[0] == pytest.approx(after)
 
 
+@pytest.mark.parametrize("objective", ["brats2023", "legacy"])
+def test_a_tc_clean_up_may_not_buy_et_gains_with_tc_losses(objective: str) -> None:
+    # Each case: a large tumour, and a second small tumour whose non-enhancing core (about
+    # 110 mm3 of label 1) the prediction finds only in part (33 mm3), and calls enhancing.
+    # Removing TC components below 200 mm3 would delete that partly found core (TC loses)
+    # with its false ET (ET gains more); ET's own clean-up relabels the false ET as core,
+    # which loses nothing.
+    cases = []
+    for i in range(3):
+        truth = _tumour((48, 48, 40), centre=(16 + i, 20, 20))
+        small = _ball(truth.shape, (38, 36, 20), 6)
+        truth[small] = 2
+        truth[_ball(truth.shape, (38, 36, 20), 3)] = 1
+        pred = truth.copy()
+        pred[_ball(truth.shape, (38, 36, 20), 3)] = 2
+        pred[_ball(truth.shape, (38, 36, 20), 2)] = 4
+        cases.append(ScoredCase(f"C{i}", pred, truth, ONE))
+    total, means = score_cases(cases, objective=objective,
+                               postprocess=PostProcess(min_component_mm3=(0, 200, 0)))
+    plain_total, plain = score_cases(cases, objective=objective)
+    # what the guard is for: the TC cut raises the mean while lowering TC
+    assert total > plain_total and means[1] < plain[1]
+    chosen, (before, after), detail, _ = search_postprocess(cases, objective=objective)
+    assert chosen.min_component_mm3[1] == 0.0, chosen
+    assert after > before
+    assert detail[1].after >= detail[1].before  # TC not lowered
+    et = chosen.min_component_mm3[2] or chosen.et_to_ncr_below_mm3
+    assert et > 0, chosen  # the false ET went through ET's own clean-up
+
+
 def test_fit_keeps_the_no_op_when_nothing_helps() -> None:
     cases = _val_cases(fp_blobs=False)
     chosen, (before, after), _, _ = search_postprocess(cases)

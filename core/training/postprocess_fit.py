@@ -63,10 +63,11 @@ OBJECTIVES: dict[str, str] = {
 MIN_COMPONENT_GRID_MM3: tuple[float, ...] = (10, 25, 50, 100, 200, 500, 1000, 2000, 4000,
                                              8000)
 ET_TO_NCR_GRID_MM3: tuple[float, ...] = (25, 50, 100, 200, 300, 500, 1000, 2000)
-SEARCH_VERSION = 4
+SEARCH_VERSION = 5
 """Bumped whenever the search (grids, order, objectives) changes: a recorded fit is redone.
 2: mirroring TTA is chosen too; 3: the mirrored predictions get a post-processing search
-of their own."""
+of their own; 4: the grid reaches 8 mL; 5: a region's clean-up must not lower that region's
+own score."""
 
 UNPROCESSED_DIR = "postprocess_off"
 """Sub-run of a training run holding best.pt's predictions with post-processing off."""
@@ -264,9 +265,13 @@ def search_postprocess(
     Starting from ``base``'s thresholds with no clean-up, each region in turn (WT, TC, ET)
     tries every minimum component volume of the grid, the others held at what was chosen
     so far; then the ET-to-NCR volumes. A candidate replaces the current choice only when it
-    raises the mean objective by more than 1e-9, and grids are tried smallest first, so a
-    tie keeps the simpler (smaller, or no) setting. Returns ``(chosen, (before, after),
-    per-region detail, candidates tried)``.
+    raises the mean objective by more than 1e-9 without lowering the score of the region it
+    cleans (ET for ET-to-NCR), and grids are tried smallest first, so a tie keeps the
+    simpler (smaller, or no) setting. The guard matters because removing a TC component
+    removes the enhancing tumour inside it too: without it, the TC step could buy ET's gain
+    (fewer false-positive ET specks) with TC's loss, and delete small real cores on new
+    scans, where ET's own step would have relabelled only the specks. Returns ``(chosen,
+    (before, after), per-region detail, candidates tried)``.
     """
     check_choice("objective", objective, OBJECTIVES)
     if not cases:
@@ -274,7 +279,11 @@ def search_postprocess(
     score = _Scorer(cases, objective)
     current = PostProcess(thresholds=(base or PostProcess()).thresholds)
     best, regions_before = score(current)
-    before, tried = best, 1
+    before, tried, regions = best, 1, regions_before
+
+    def better(total: float, means: tuple[float, ...], index: int) -> bool:
+        return total > best + _EPS and means[index] >= regions[index] - _EPS
+
     grid = sorted({float(v) for v in min_component_grid_mm3 if v > 0})
     for index in range(len(REGIONS)):
         chosen = current
@@ -282,18 +291,18 @@ def search_postprocess(
             sizes = list(current.min_component_mm3)
             sizes[index] = volume
             candidate = replace(current, min_component_mm3=tuple(sizes))
-            total, _ = score(candidate)
+            total, means = score(candidate)
             tried += 1
-            if total > best + _EPS:
-                best, chosen = total, candidate
+            if better(total, means, index):
+                best, chosen, regions = total, candidate, means
         current = chosen
     chosen = current
     for volume in sorted({float(v) for v in et_to_ncr_grid_mm3 if v > 0}):
         candidate = replace(current, et_to_ncr_below_mm3=volume)
-        total, _ = score(candidate)
+        total, means = score(candidate)
         tried += 1
-        if total > best + _EPS:
-            best, chosen = total, candidate
+        if better(total, means, REGIONS.index("ET")):
+            best, chosen, regions = total, candidate, means
     after, regions_after = score(chosen)
     detail = tuple(RegionFit(r, b, a, chosen.min_component_mm3[i])
                    for i, (r, b, a) in enumerate(zip(REGIONS, regions_before, regions_after,
