@@ -351,8 +351,8 @@ def test_kinds_are_dealt_in_blocks_of_ten() -> None:
     for seed in (0, 1, 7):
         kinds = [demo._kind(seed, i) for i in range(20)]
         for block in (kinds[:10], kinds[10:]):
-            assert block.count("lgg") == 1
-            assert block.count("small") == 2
+            assert block.count("lgg") == 2
+            assert block.count("small") == 1
             assert block.count("multifocal") == 2
 
 
