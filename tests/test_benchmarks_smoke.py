@@ -70,6 +70,18 @@ def test_bench_train_peer_smallest(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
 
 
+def test_bench_train_compares_layouts_at_each_precision(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    load("bench_train").main(["--features", "4", "8", "--patch", "16", "--batch", "1",
+                              "--steps", "1", "--no-compile"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if "ratio to fp32 eager" in line]
+    # fp32 and bf16, each eager and channels-last; the first row is the reference itself
+    assert len(rows) == 4, out
+    assert rows[0].split()[:2] == ["fp32", "eager:"] and rows[0].endswith("1.00x")
+    assert sum("channels_last_3d" in r for r in rows) == 2
+
+
 APP_SCALE_STEPS = (
     "overview, first run in this process (imports)", "overview, first paint (caches cleared)",
     "overview, rerun", "patients table, sort by another column",
