@@ -42,6 +42,7 @@ from tumorscope.core.models.checkpoints import (
     load_model,
     resolve_device,
 )
+from tumorscope.core.models.unet import run_format
 from tumorscope.core.prediction.postprocess import (
     RECORD_KEY,
     PostProcess,
@@ -487,6 +488,9 @@ def predict_run(
             "checkpoint": ck_info["path"], "checkpoint_sha256": ck_info["sha256"],
             "input": str(Path(input_dir).resolve()), "settings": settings})
     model = loaded.model.to(dev)
+    layout = run_format(3, dev, channels_last=cfg.train.channels_last)  # as it trained
+    if layout is not None:
+        model = model.to(memory_format=layout)
 
     def tell(case_id: str, what: str) -> None:
         if on_case is not None:

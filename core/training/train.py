@@ -34,6 +34,7 @@ from tumorscope.core.data.slice_datasets import slice_dataset_kind
 from tumorscope.core.distributed import DistInfo
 from tumorscope.core.errors import ConfigError, LayoutError, TumorscopeError
 from tumorscope.core.models import build_model, count_parameters
+from tumorscope.core.models.unet import run_format
 from tumorscope.core.models.checkpoints import (  # noqa: F401  (re-exported for older scripts)
     autocast_dtype,
     device_problem,
@@ -548,9 +549,10 @@ def _prepare_cases(cfg: Config, run: Run, *, resume: bool, progress: bool, dinfo
 def _build_state(cfg: Config, device: torch.device, amp: torch.dtype | None = None, *,
                  pos_weight: tuple[float, ...] | None = None) -> tuple[TrainState, nn.Module]:
     model = build_model(cfg.model).to(device)
-    if device.type == "cuda" and cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last_3d
-                         if model.config.spatial_dims == 3 else torch.channels_last)
+    layout = run_format(model.config.spatial_dims, device,
+                        channels_last=cfg.train.channels_last)
+    if layout is not None:
+        model = model.to(memory_format=layout)
     loss_fn: nn.Module = build_loss(cfg.loss, model.config, pos_weight=pos_weight)
     optimizer = make_optimizer(cfg, model.parameters())
     total_steps = cfg.train.epochs * cfg.train.steps_per_epoch
@@ -726,9 +728,9 @@ def _train_step(state: TrainState, net: nn.Module, loss_fn: nn.Module,
     generator = torch.Generator()
     generator.manual_seed(cfg.train.seed * 1_000_003 + dinfo.rank * 7919 + state.step)
     image, target = augment_batch(image, target, cfg.augment, generator=generator)
-    if device.type == "cuda" and cfg.train.channels_last:
-        image = image.contiguous(memory_format=torch.channels_last_3d if image.ndim == 5
-                                 else torch.channels_last)
+    layout = run_format(image.ndim - 2, device, channels_last=cfg.train.channels_last)
+    if layout is not None:
+        image = image.contiguous(memory_format=layout)
     with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
         loss = loss_fn(net(image), target, classes)
     if not torch.isfinite(loss.detach()):
