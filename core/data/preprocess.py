@@ -6,7 +6,9 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +29,7 @@ from tumorscope.core.data.volumes import (
 )
 from tumorscope.core.errors import TumorscopeError, check_choice
 from tumorscope.core.fingerprint import content_unchanged, fingerprint, same_content
+from tumorscope.core.workers import each_in_workers, worker_count
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +180,59 @@ def preprocess_case(
                     case.case_id, exc)
         return _open(case.case_id, folder, _build(case, folder, target_spacing_mm,
                                                   bias_correction))
+
+
+def is_cached(case: Case, cache_dir: str | Path, *, target_spacing_mm: float | None = None,
+              bias_correction: BiasCorrection = "off") -> bool:
+    """Whether ``case`` has a current entry (its sources unchanged; the arrays are checked
+    when it is opened): what :func:`preprocess_cases` leaves out of its workers."""
+    return _valid_meta(case_cache_dir(case, cache_dir, target_spacing_mm=target_spacing_mm,
+                                      bias_correction=bias_correction), case) is not None
+
+
+def _build_quietly(case: Case, cache_dir: Path, target_spacing_mm: float | None,
+                   bias_correction: BiasCorrection) -> None:
+    """A worker's unit: build the entry; a bad case is left for the caller's own pass to
+    report, in its own words."""
+    try:
+        preprocess_case(case, cache_dir, target_spacing_mm=target_spacing_mm,
+                        bias_correction=bias_correction)
+    except TumorscopeError:
+        pass
+
+
+def preprocess_cases(cases: Sequence[Case], cache_dir: str | Path, *,
+                     target_spacing_mm: float | None = None,
+                     bias_correction: BiasCorrection = "off", progress: bool = False,
+                     workers: bool = True,
+                     ) -> list[tuple[Case, CachedCase | TumorscopeError]]:
+    """:func:`preprocess_case` of every case, in order, each its entry or its error: with
+    ``workers``, the entries missing or stale are first built in worker processes (one per
+    core, :mod:`tumorscope.core.workers`); then every case is opened (or built) here, so a
+    bad case fails here with the error it always gives."""
+    from tqdm import tqdm
+
+    build = [c for c in cases if not is_cached(c, cache_dir, target_spacing_mm=target_spacing_mm,
+                                                bias_correction=bias_correction)]
+    done: set[str] = set()
+    with tqdm(total=len(cases), desc="preprocess", unit="case", disable=not progress) as bar:
+        if workers and worker_count(len(build)) > 1:
+            unit = partial(_build_quietly, cache_dir=Path(cache_dir),
+                           target_spacing_mm=target_spacing_mm, bias_correction=bias_correction)
+            for case, _ in each_in_workers(unit, build):
+                done.add(case.case_id)
+                bar.update(1)
+        out: list[tuple[Case, CachedCase | TumorscopeError]] = []
+        for case in cases:
+            try:
+                out.append((case, preprocess_case(case, cache_dir,
+                                                  target_spacing_mm=target_spacing_mm,
+                                                  bias_correction=bias_correction)))
+            except TumorscopeError as exc:
+                out.append((case, exc))
+            if case.case_id not in done:
+                bar.update(1)
+    return out
 
 
 def _check_entry(folder: Path, case: Case, meta: dict[str, Any]) -> None:

@@ -29,12 +29,11 @@ from tumorscope.core.data.cases import MODALITIES, Case, discover
 from tumorscope.core.data.labels import REGIONS, labels_to_regions
 from tumorscope.core.data.nifti import atomic_write_json
 from tumorscope.core.data.patient_splits import fold_parts, read_split_file
-from tumorscope.core.data.preprocess import CachedCase, default_cache_dir, preprocess_case
+from tumorscope.core.data.preprocess import CachedCase, default_cache_dir, preprocess_cases
 from tumorscope.core.data.slice_datasets import slice_dataset_kind
 from tumorscope.core.distributed import DistInfo
 from tumorscope.core.errors import ConfigError, LayoutError, TumorscopeError
 from tumorscope.core.models import build_model, count_parameters
-from tumorscope.core.models.unet import run_format
 from tumorscope.core.models.checkpoints import (  # noqa: F401  (re-exported for older scripts)
     autocast_dtype,
     device_problem,
@@ -49,6 +48,7 @@ from tumorscope.core.models.losses import (
     dataset_pos_weight,
     dataset_pos_weight_request,
 )
+from tumorscope.core.models.unet import run_format
 from tumorscope.core.prediction.postprocess import DEFAULT_THRESHOLDS, probabilities_to_labels
 from tumorscope.core.prediction.sliding_window import sliding_window_logits
 from tumorscope.core.scoring.metrics import dice
@@ -509,20 +509,20 @@ def _prepare_cases(cfg: Config, run: Run, *, resume: bool, progress: bool, dinfo
                    ) -> tuple[list[Case], list[Case], list[Case], dict[str, CachedCase]]:
     """Preprocess every labelled case (a bad one is skipped, named) and split them; a
     resumed run keeps the split it started with."""
-    from tqdm import tqdm
 
     cases = [c for c in discover(cfg.data.root) if c.label is not None]
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir()
     cached: dict[str, CachedCase] = {}
-    for case in tqdm(cases, desc="preprocess", unit="case",
-                     disable=not (progress and dinfo.main)):
-        try:
-            cached[case.case_id] = preprocess_case(
-                case, cache_dir, target_spacing_mm=cfg.data.spacing_mm,
-                bias_correction=cfg.data.bias_correction)
-        except TumorscopeError as exc:  # one bad case does not stop the cohort
+    # Under torchrun every rank has its own core(s) already: no worker processes then.
+    outcomes = preprocess_cases(cases, cache_dir, target_spacing_mm=cfg.data.spacing_mm,
+                                bias_correction=cfg.data.bias_correction,
+                                progress=progress and dinfo.main, workers=not dinfo.distributed)
+    for case, outcome in outcomes:
+        if isinstance(outcome, TumorscopeError):  # one bad case does not stop the cohort
             if dinfo.main:
-                log.warning("skipped %s: %s", case.case_id, exc)
+                log.warning("skipped %s: %s", case.case_id, outcome)
+        else:
+            cached[case.case_id] = outcome
     good = [c for c in cases if c.case_id in cached]
     recorded = run.split() if resume else {}
     if recorded.get("train") and recorded.get("val"):
