@@ -5,13 +5,16 @@ process does on one core; the demo's machine has two. Each unit must be independ
 others and of the process it runs in (a case is drawn from its own seeded stream, written
 atomically), so results are the same bytes whichever way they are run.
 
-Workers are forked (Linux), as multiprocessing's default there: ``spawn`` would run the
-caller's main script again in each worker, which a script without an ``if __name__ ==
-"__main__"`` guard (or ``python -`` on standard input) cannot survive. The units use numpy,
-scipy and zlib only, never torch's thread pool, so a parent that has run torch is safe to
-fork. Where fork is not offered (macOS, Windows) everything runs in this process.
-An interrupted parent takes its workers with it (they share its terminal's Ctrl-C, and the
-pool waits for them); what they had written completely stays, the rest is redone next time.
+Workers are forked, on Linux only (multiprocessing's default there before Python 3.14):
+``spawn`` would run the caller's main script again in each worker, which a script without
+an ``if __name__ == "__main__"`` guard (or ``python -`` on standard input) cannot survive,
+and fork is unsafe on macOS. The units use numpy, scipy and zlib only, never torch's thread
+pool, so a parent that has run torch is safe to fork. Elsewhere everything runs in this
+process.
+
+Workers ignore Ctrl-C: an interrupted parent cancels the units not yet handed out and waits
+for those in progress (a few seconds), so no file is left half-written; what was written
+stays, the rest is done on the next run.
 """
 
 from __future__ import annotations
@@ -19,9 +22,13 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import TypeVar
+
+from tumorscope.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +39,7 @@ WORKERS_ENV = "TUMORSCOPE_WORKERS"
 """Environment variable capping the worker processes (1: everything in this process)."""
 
 MIN_ITEMS = 3
-"""Fewer units than this run in this process: starting a worker costs about a second."""
+"""Fewer units than this run in this process: a pool is not worth it for one or two."""
 
 
 def usable_cpus() -> int:
@@ -43,26 +50,41 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def _cap() -> int:
+    raw = os.environ.get(WORKERS_ENV, "").strip()
+    if not raw:
+        return usable_cpus()
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{WORKERS_ENV} must be a whole number of worker processes >= 1 "
+                          f"(1: none, all in this process), got {raw!r}")
+    return int(raw)
+
+
 def worker_count(n_items: int) -> int:
     """How many processes ``n_items`` units get: one per usable core, at most one per unit,
-    capped by ``TUMORSCOPE_WORKERS``; 1 (no worker at all) below :data:`MIN_ITEMS` units.
+    capped by ``TUMORSCOPE_WORKERS``; 1 (no worker at all) below :data:`MIN_ITEMS` units
+    or off Linux.
 
     >>> worker_count(1)
     1
     """
-    if n_items < MIN_ITEMS or "fork" not in multiprocessing.get_all_start_methods():
+    if n_items < MIN_ITEMS or not sys.platform.startswith("linux"):
         return 1
-    cap = os.environ.get(WORKERS_ENV, "").strip()
-    limit = int(cap) if cap.isdigit() and int(cap) > 0 else usable_cpus()
-    return max(1, min(n_items, usable_cpus(), limit))
+    return max(1, min(n_items, usable_cpus(), _cap()))
+
+
+def _ignore_interrupts() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def each_in_workers(fn: Callable[[T], R], items: Sequence[T], *,
-                    workers: int | None = None) -> Iterator[tuple[T, R | BaseException]]:
+                    workers: int | None = None) -> Iterator[tuple[T, R | Exception]]:
     """``(item, fn(item))`` for every item as each finishes (the exception raised instead
     of a result, if any); in this process when one worker would do. ``fn`` must be a
-    module-level function and items picklable."""
-    n = worker_count(len(items)) if workers is None else max(1, min(workers, len(items)))
+    module-level function (or a partial of one) and items picklable."""
+    n = worker_count(len(items))
+    if workers is not None:
+        n = min(n, max(1, workers))
     if n <= 1:
         for item in items:
             try:
@@ -71,14 +93,16 @@ def each_in_workers(fn: Callable[[T], R], items: Sequence[T], *,
                 yield item, exc
         return
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=n, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=n, mp_context=context,
+                             initializer=_ignore_interrupts) as pool:
         futures: dict[Future[R], T] = {pool.submit(fn, item): item for item in items}
         try:
             for future in as_completed(futures):
                 error = future.exception()
                 yield futures[future], (future.result() if error is None else error)
         except BaseException:
-            for future in futures:
-                future.cancel()
+            running = sum(not f.done() and f.running() for f in futures)
+            log.warning("interrupted: waiting for the %d unit(s) in progress to finish",
+                        running)
+            pool.shutdown(wait=True, cancel_futures=True)
             raise
-

@@ -111,8 +111,9 @@ def slice_2d(volume: np.ndarray, view: View, index: int) -> np.ndarray:
     # C-contiguous (nibabel's arrays are Fortran-ordered): ~20 ms a call on a BraTS case.
     plane = volume[(slice(None),) * axis + (int(index),)]
     rest = [a for a in range(3) if a != axis]
-    plane = plane.transpose(rest.index(row_axis), rest.index(col_axis))
-    return plane[::-1, ::-1]
+    plane = plane.transpose(rest.index(row_axis), rest.index(col_axis))[::-1, ::-1]
+    plane.flags.writeable = False  # a view of the caller's (often cached) volume
+    return plane
 
 
 def display_position(shape: Sequence[int], view: View, xyz: Sequence[int]) -> tuple[int, int]:

@@ -56,8 +56,19 @@ def test_prediction_is_the_same_labels_in_both_layouts(
     plain_ckpt = ckpt.with_name("plain.pt")
     torch.save(payload, plain_ckpt)
     out = tmp_path_factory.mktemp("layout-out")
-    fast = predict_run(ckpt, data, out / "fast", cache_dir=cache, progress=False,
-                       postprocess="off")
+    import tumorscope.core.prediction.predict as predict_module
+
+    chosen: list[object] = []
+
+    def spy(*args: object, **kwargs: object) -> object:
+        chosen.append(run_format(*args, **kwargs))
+        return chosen[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(predict_module, "run_format", spy)
+        fast = predict_run(ckpt, data, out / "fast", cache_dir=cache, progress=False,
+                           postprocess="off")
+    assert chosen == [torch.channels_last_3d]  # the checkpoint's channels_last, on the CPU
     plain = predict_run(plain_ckpt, data, out / "plain", cache_dir=cache, progress=False,
                         postprocess="off")
     assert fast.predicted and sorted(fast.predicted) == sorted(plain.predicted)

@@ -24,3 +24,4 @@ def test_plane_is_a_view_of_the_volume_with_the_display_orientation(view: str,
             rest.index(row_axis), rest.index(col_axis))[::-1, ::-1]
         np.testing.assert_array_equal(plane, expected)
         assert np.shares_memory(plane, source), "the plane was copied out of the volume"
+        assert not plane.flags.writeable  # a view of the caller's volume is not to be drawn on

@@ -4,6 +4,7 @@ bytes as in one process, a bad case still fails alone and in its own words."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -15,7 +16,7 @@ from tumorscope.core import workers
 from tumorscope.core.data.cases import discover
 from tumorscope.core.data.preprocess import preprocess_cases
 from tumorscope.core.data.synthetic import make_demo_cohort
-from tumorscope.core.errors import TumorscopeError
+from tumorscope.core.errors import ConfigError, TumorscopeError
 
 
 def _pid_or_fail(item: int) -> int:
@@ -41,6 +42,10 @@ def test_worker_count_follows_items_cores_and_the_cap(monkeypatch: pytest.Monkey
     assert workers.worker_count(100) == 1
     monkeypatch.delenv(workers.WORKERS_ENV)
     assert workers.worker_count(100) == workers.usable_cpus()
+    for bad in ("0", "-1", "two"):
+        monkeypatch.setenv(workers.WORKERS_ENV, bad)
+        with pytest.raises(ConfigError, match=rf"TUMORSCOPE_WORKERS must be .* got '{bad}'"):
+            workers.worker_count(100)
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -66,13 +71,16 @@ def test_cohort_from_workers_is_the_same_bytes(cohorts: tuple[Path, Path]) -> No
 
 
 def test_preprocessing_in_workers_equals_one_process_and_a_bad_case_fails_alone(
-        cohorts: tuple[Path, Path], tmp_path: Path) -> None:
+        cohorts: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     data = tmp_path / "data"
     shutil.copytree(cohorts[0], data)
     broken = next(data.glob("TSDemo_00001/*_t2.nii.gz"))
     broken.write_bytes(broken.read_bytes()[:4000])  # truncated gzip
     cases = discover(data)
-    built = preprocess_cases(cases, tmp_path / "a", target_spacing_mm=2.0)
+    with caplog.at_level(logging.INFO, logger="tumorscope.core.data.preprocess"):
+        built = preprocess_cases(cases, tmp_path / "a", target_spacing_mm=2.0)
+    if workers.usable_cpus() >= 2:  # the entries were built out of this process
+        assert "preprocessed 3 case(s) in 2 worker process(es)" in caplog.text, caplog.text
     alone = preprocess_cases(cases, tmp_path / "b", target_spacing_mm=2.0, workers=False)
     assert [c.case_id for c, _ in built] == [c.case_id for c in cases]
     for (case, a), (_, b) in zip(built, alone, strict=True):

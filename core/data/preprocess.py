@@ -185,20 +185,26 @@ def preprocess_case(
 def is_cached(case: Case, cache_dir: str | Path, *, target_spacing_mm: float | None = None,
               bias_correction: BiasCorrection = "off") -> bool:
     """Whether ``case`` has a current entry (its sources unchanged; the arrays are checked
-    when it is opened): what :func:`preprocess_cases` leaves out of its workers."""
-    return _valid_meta(case_cache_dir(case, cache_dir, target_spacing_mm=target_spacing_mm,
-                                      bias_correction=bias_correction), case) is not None
+    when it is opened): what :func:`preprocess_cases` leaves out of its workers. A source
+    that cannot be read now (permissions, gone) counts as not cached: building it then
+    raises the error that names it."""
+    try:
+        return _valid_meta(case_cache_dir(case, cache_dir, target_spacing_mm=target_spacing_mm,
+                                          bias_correction=bias_correction), case) is not None
+    except TumorscopeError:
+        return False
 
 
 def _build_quietly(case: Case, cache_dir: Path, target_spacing_mm: float | None,
-                   bias_correction: BiasCorrection) -> None:
+                   bias_correction: BiasCorrection) -> int:
     """A worker's unit: build the entry; a bad case is left for the caller's own pass to
-    report, in its own words."""
+    report, in its own words. Returns the process id that did the work."""
     try:
         preprocess_case(case, cache_dir, target_spacing_mm=target_spacing_mm,
                         bias_correction=bias_correction)
     except TumorscopeError:
         pass
+    return os.getpid()
 
 
 def preprocess_cases(cases: Sequence[Case], cache_dir: str | Path, *,
@@ -214,14 +220,23 @@ def preprocess_cases(cases: Sequence[Case], cache_dir: str | Path, *,
 
     build = [c for c in cases if not is_cached(c, cache_dir, target_spacing_mm=target_spacing_mm,
                                                 bias_correction=bias_correction)]
-    done: set[str] = set()
+    done: set[str] = set()  # built by a worker
+    counted: set[str] = set()  # shown on the bar
     with tqdm(total=len(cases), desc="preprocess", unit="case", disable=not progress) as bar:
         if workers and worker_count(len(build)) > 1:
             unit = partial(_build_quietly, cache_dir=Path(cache_dir),
                            target_spacing_mm=target_spacing_mm, bias_correction=bias_correction)
-            for case, _ in each_in_workers(unit, build):
-                done.add(case.case_id)
+            pids: set[int] = set()
+            for case, outcome in each_in_workers(unit, build):
+                if isinstance(outcome, int):
+                    pids.add(outcome)
+                    done.add(case.case_id)
+                else:  # not a bad case (those return): the pass below builds it here
+                    log.warning("%s: a worker process failed to preprocess it (%s); "
+                                "preprocessing it here", case.case_id, outcome)
+                counted.add(case.case_id)
                 bar.update(1)
+            log.info("preprocessed %d case(s) in %d worker process(es)", len(done), len(pids))
         out: list[tuple[Case, CachedCase | TumorscopeError]] = []
         for case in cases:
             try:
@@ -230,7 +245,7 @@ def preprocess_cases(cases: Sequence[Case], cache_dir: str | Path, *,
                                                   bias_correction=bias_correction)))
             except TumorscopeError as exc:
                 out.append((case, exc))
-            if case.case_id not in done:
+            if case.case_id not in counted:
                 bar.update(1)
     return out
 

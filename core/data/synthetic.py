@@ -1171,7 +1171,8 @@ def make_demo_cohort(out_dir: str | Path, *, n_cases: int = 20, seed: int = 0,
     # write the same bytes as this process would. They are forked after the template is
     # loaded, so they share it instead of each loading it (1.2 s).
     if missing:
-        _template(), _ventricle_anatomy()
+        _template()
+        _ventricle_anatomy()
     unit = partial(_write_case, out_dir=out_dir, seed=seed)
     with tqdm(total=n_cases, initial=n_cases - len(missing), desc=f"{style} cases",
               unit="case", disable=not progress) as bar:

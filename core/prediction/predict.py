@@ -488,7 +488,8 @@ def predict_run(
             "checkpoint": ck_info["path"], "checkpoint_sha256": ck_info["sha256"],
             "input": str(Path(input_dir).resolve()), "settings": settings})
     model = loaded.model.to(dev)
-    layout = run_format(3, dev, channels_last=cfg.train.channels_last)  # as it trained
+    dims = getattr(getattr(model, "config", None), "spatial_dims", 3)
+    layout = run_format(dims, dev, channels_last=cfg.train.channels_last)  # as it trained
     if layout is not None:
         model = model.to(memory_format=layout)
 
