@@ -175,14 +175,21 @@ def test_bad_checkpoint_is_one_line_error(tmp_path: Path,
 
 def test_ctrl_c_saves_last_checkpoint_and_exits_cleanly(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "interrupted"
+    # SIGINT back to its default in the child: a suite started in the background (`cmd &`)
+    # runs with SIGINT ignored, which children inherit, and Python then never raises
+    # KeyboardInterrupt.
     proc = subprocess.Popen(_train_cli(data, tmp_path / "cache", out, "train.epochs=500"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout is not None
     assert proc.stdout.readline().startswith("cases: 3 train, 1 validation")
     assert proc.stdout.readline().startswith("model: UNet")
     line = proc.stdout.readline()  # printed just before the first step
     assert line.startswith("training steps 0 to 2000"), line
-    time.sleep(1.0)
+    # Interrupt once an epoch is logged (a machine's first steps can take seconds).
+    deadline = time.monotonic() + 120
+    while not (out / "log.csv").is_file() and time.monotonic() < deadline:
+        time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
