@@ -181,20 +181,16 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from tumorscope.core.data.cases import discover
-    from tumorscope.core.data.preprocess import default_cache_dir, preprocess_case
+    from tumorscope.core.data.preprocess import default_cache_dir, preprocess_cases
 
     cache_dir = Path(args.cache) if args.cache else default_cache_dir()
     cases = discover(args.folder)
-    failed: list[str] = []
-    for case in tqdm(cases, desc="preprocess", unit="case", disable=args.quiet):
-        try:
-            preprocess_case(case, cache_dir, target_spacing_mm=args.spacing_mm,
-                            bias_correction=args.bias_correction, force=args.force)
-        except TumorscopeError as exc:
-            failed.append(f"{case.case_id}: {exc}")
+    outcomes = preprocess_cases(cases, cache_dir, target_spacing_mm=args.spacing_mm,
+                                bias_correction=args.bias_correction, force=args.force,
+                                progress=not args.quiet)
+    failed = [f"{case.case_id}: {outcome}" for case, outcome in outcomes
+              if isinstance(outcome, TumorscopeError)]
     for line in failed:
         print(f"skipped {line}", file=sys.stderr)
     print(f"{len(cases) - len(failed)} case(s) cached in {cache_dir}, {len(failed)} skipped")

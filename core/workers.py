@@ -77,14 +77,12 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def each_in_workers(fn: Callable[[T], R], items: Sequence[T], *,
-                    workers: int | None = None) -> Iterator[tuple[T, R | Exception]]:
+def each_in_workers(fn: Callable[[T], R], items: Sequence[T]
+                    ) -> Iterator[tuple[T, R | Exception]]:
     """``(item, fn(item))`` for every item as each finishes (the exception raised instead
     of a result, if any); in this process when one worker would do. ``fn`` must be a
     module-level function (or a partial of one) and items picklable."""
     n = worker_count(len(items))
-    if workers is not None:
-        n = min(n, max(1, workers))
     if n <= 1:
         for item in items:
             try:

@@ -196,12 +196,12 @@ def is_cached(case: Case, cache_dir: str | Path, *, target_spacing_mm: float | N
 
 
 def _build_quietly(case: Case, cache_dir: Path, target_spacing_mm: float | None,
-                   bias_correction: BiasCorrection) -> int:
+                   bias_correction: BiasCorrection, force: bool) -> int:
     """A worker's unit: build the entry; a bad case is left for the caller's own pass to
     report, in its own words. Returns the process id that did the work."""
     try:
         preprocess_case(case, cache_dir, target_spacing_mm=target_spacing_mm,
-                        bias_correction=bias_correction)
+                        bias_correction=bias_correction, force=force)
     except TumorscopeError:
         pass
     return os.getpid()
@@ -209,23 +209,24 @@ def _build_quietly(case: Case, cache_dir: Path, target_spacing_mm: float | None,
 
 def preprocess_cases(cases: Sequence[Case], cache_dir: str | Path, *,
                      target_spacing_mm: float | None = None,
-                     bias_correction: BiasCorrection = "off", progress: bool = False,
-                     workers: bool = True,
+                     bias_correction: BiasCorrection = "off", force: bool = False,
+                     progress: bool = False, workers: bool = True,
                      ) -> list[tuple[Case, CachedCase | TumorscopeError]]:
     """:func:`preprocess_case` of every case, in order, each its entry or its error: with
-    ``workers``, the entries missing or stale are first built in worker processes (one per
-    core, :mod:`tumorscope.core.workers`); then every case is opened (or built) here, so a
-    bad case fails here with the error it always gives."""
+    ``workers``, the entries missing or stale (every entry with ``force``) are first built
+    in worker processes (one per core, :mod:`tumorscope.core.workers`); then every case is
+    opened (or built) here, so a bad case fails here with the error it always gives."""
     from tqdm import tqdm
 
-    build = [c for c in cases if not is_cached(c, cache_dir, target_spacing_mm=target_spacing_mm,
-                                                bias_correction=bias_correction)]
-    done: set[str] = set()  # built by a worker
+    build = [c for c in cases if force or not is_cached(
+        c, cache_dir, target_spacing_mm=target_spacing_mm, bias_correction=bias_correction)]
+    done: set[str] = set()  # built by a worker, so opened here without ``force``
     counted: set[str] = set()  # shown on the bar
     with tqdm(total=len(cases), desc="preprocess", unit="case", disable=not progress) as bar:
         if workers and worker_count(len(build)) > 1:
             unit = partial(_build_quietly, cache_dir=Path(cache_dir),
-                           target_spacing_mm=target_spacing_mm, bias_correction=bias_correction)
+                           target_spacing_mm=target_spacing_mm, bias_correction=bias_correction,
+                           force=force)
             pids: set[int] = set()
             for case, outcome in each_in_workers(unit, build):
                 if isinstance(outcome, int):
@@ -240,9 +241,10 @@ def preprocess_cases(cases: Sequence[Case], cache_dir: str | Path, *,
         out: list[tuple[Case, CachedCase | TumorscopeError]] = []
         for case in cases:
             try:
-                out.append((case, preprocess_case(case, cache_dir,
-                                                  target_spacing_mm=target_spacing_mm,
-                                                  bias_correction=bias_correction)))
+                out.append((case, preprocess_case(
+                    case, cache_dir, target_spacing_mm=target_spacing_mm,
+                    bias_correction=bias_correction,
+                    force=force and case.case_id not in done)))
             except TumorscopeError as exc:
                 out.append((case, exc))
             if case.case_id not in counted:
