@@ -37,7 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "sl_modality": "flair", "sl_overlay": "prediction", "sl_style": "filled",
     "sl_alpha": style.OVERLAY_OPACITY, "sl_region": "WT", "sl_threshold": 0.5,
     "sl_layout": "three", "sl_big_view": "axial", "sl_zoom": 1.0, "sl_click": "crosshair",
-    "sl_crosshair": True, "sl_measure": (),
+    "sl_crosshair": True, "sl_measure": (), "sl_browser": True,
     "vw_source": "results", "vw_dir": "", "vw_case": None,
 }
 

@@ -419,8 +419,9 @@ def measure_browser(run_dir: Path, real: Sequence[str], repeats: int,
 
     sys.path.insert(0, str(BENCHMARKS.parent / "tests"))
     import nibabel as nib
-    from bench_slices_browser import step_ms
+    from bench_slices_browser import canvas_step_ms
     from test_app_browser import (
+        CANVAS_FRAMES,
         PAGE_READY_MS,
         VIEWPORT,
         crosshair_voxel,
@@ -540,28 +541,34 @@ def measure_browser(run_dir: Path, real: Sequence[str], repeats: int,
                 return (time.perf_counter() - start) * 1e3, float("nan")
 
             many("slices page, first load", to_slices, 1)
-            frame = page.locator("iframe[title*='image_coordinates']").first \
-                .element_handle().content_frame()
-            # One way, so every step draws a slice not seen before: down (Page Down) from
-            # the upper half of the volume, up from the lower.
+            frames = [page.locator(CANVAS_FRAMES).nth(i).element_handle().content_frame()
+                      for i in (0, 2)]
+            # One way, so every step draws a slice not seen before: down from the upper
+            # half of the volume, up from the lower; keys pressed on the axial view, which
+            # draws its slices itself (the app's default, Fast scroll).
             z = int(crosshair_voxel(page).strip(" ()").split(",")[2])
             shown = page.get_by_role("heading", name="Slices").first.inner_text()
             depth = nib.load(Run(run_dir).prediction_path(shown.split("·")[-1].strip())).shape[2]
-            key = "PageDown" if z >= depth / 2 else "PageUp"
-            page.evaluate("() => document.activeElement && document.activeElement.blur()")
+            key = "ArrowDown" if z >= depth / 2 else "ArrowUp"
+            axial = page.frame_locator(CANVAS_FRAMES).first.locator("canvas#view")
+            axial.focus()
+            linked: list[float] = []
 
             def slice_step(_: int) -> tuple[float, float]:
-                # Key press to the new picture loaded (bench_slices_browser.step_ms: the
-                # fragment's rerun).
+                # Key press to the new slice on the axial canvas, and to the sagittal
+                # view's crosshair redrawn there (bench_slices_browser.canvas_step_ms).
                 start, mark = time.perf_counter(), len(app.finished)
-                ms = step_ms(page, frame, lambda: page.keyboard.press(key))
+                ms, link = canvas_step_ms(page, frames, lambda: axial.press(key))
+                linked.append(link)
                 ended = app.finished[mark] if len(app.finished) > mark else math.nan
                 return ms, (ended - start) * 1e3
 
             for _ in range(2):  # warm-up steps
                 slice_step(0)
-            many("slice change (Page Down/Up, to the new picture)", slice_step, slice_steps,
+            linked.clear()
+            many("slice change (arrow key on the view, new slice)", slice_step, slice_steps,
                  SLICE_GOAL_MS, on="p95")
+            steps.append(Step("  ... and the other views' crosshair there", list(linked)))
         finally:
             browser.close()
     return steps

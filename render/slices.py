@@ -29,6 +29,14 @@ from PIL import Image, ImageDraw, ImageFont
 from tumorscope.core.data.labels import region_mask
 
 from . import style
+from .overlay_codes import (  # noqa: F401  (the viewer's names for them)
+    AB_OVERLAYS,
+    OVERLAYS,
+    Overlay,
+    OverlayStyle,
+    overlay_codes,
+    paint_codes,
+)
 
 View = Literal["axial", "coronal", "sagittal"]
 VIEWS: tuple[View, ...] = ("axial", "coronal", "sagittal")
@@ -44,13 +52,6 @@ EDGE_LETTERS: dict[View, tuple[str, str, str, str]] = {
     "sagittal": ("A", "P", "S", "I"),
 }
 
-Overlay = Literal["prediction", "truth", "both", "disagreement", "ab_outlines",
-                  "ab_disagreement", "none"]
-OVERLAYS: tuple[Overlay, ...] = ("prediction", "truth", "both", "disagreement", "ab_outlines",
-                                 "ab_disagreement", "none")
-AB_OVERLAYS: tuple[Overlay, ...] = ("ab_outlines", "ab_disagreement")
-"""Overlays of two runs' predictions (A = ``prediction``, B = ``prediction_b``)."""
-OverlayStyle = Literal["outline", "filled"]
 
 CROSSHAIR_ALPHA = 0.55
 DISPLAY_PX = 480
@@ -214,85 +215,6 @@ def window(plane: np.ndarray, *, level: float, width: float) -> np.ndarray:
     return np.round(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def edges(label: np.ndarray) -> np.ndarray:
-    """Boolean outline of a 2-D label plane: nonzero pixels with a 4-neighbour of another value.
-
-    Works on label maps (boundaries between labels count) and on boolean masks alike.
-
-    >>> m = np.zeros((5, 5), int); m[1:4, 1:4] = 2
-    >>> int(edges(m).sum()), bool(edges(m)[2, 2])
-    (8, False)
-    """
-    label = np.asarray(label)
-    padded = np.pad(label, 1, mode="edge")
-    centre = padded[1:-1, 1:-1]
-    differs = ((padded[:-2, 1:-1] != centre) | (padded[2:, 1:-1] != centre)
-               | (padded[1:-1, :-2] != centre) | (padded[1:-1, 2:] != centre))
-    return (label != 0) & differs
-
-
-def paint(rgb: np.ndarray, mask: np.ndarray, colour: Sequence[int], alpha: float) -> None:
-    """Alpha-blend ``colour`` over ``rgb`` (float, H x W x 3, in place) where ``mask`` is set."""
-    if alpha <= 0 or not mask.any():
-        return
-    rgb[mask] = (1.0 - alpha) * rgb[mask] + alpha * np.asarray(colour, dtype=np.float32)
-
-
-def paint_labels(rgb: np.ndarray, label: np.ndarray, *, mode: OverlayStyle,
-                 alpha: float) -> None:
-    """Canonical labels (1, 2, 4) in render.style's label colours, filled or outlined.
-
-    Outlines are drawn opaque: one pixel wide, any translucency would make them vanish.
-    """
-    outline = edges(label) if mode == "outline" else None
-    for value, colour in style.LABEL_COLOURS.items():
-        mask = label == value
-        if outline is not None:
-            paint(rgb, mask & outline, colour.rgb, 1.0)
-        else:
-            paint(rgb, mask, colour.rgb, alpha)
-
-
-def paint_disagreement(rgb: np.ndarray, prediction: np.ndarray, truth: np.ndarray, *,
-                       mode: OverlayStyle, alpha: float) -> None:
-    """False positives (predicted, not true) red and false negatives (missed) blue."""
-    for key, mask in (("FP", prediction & ~truth), ("FN", truth & ~prediction)):
-        colour = style.ERROR_COLOURS[key].rgb
-        if mode == "outline":
-            paint(rgb, edges(mask), colour, 1.0)
-        else:
-            paint(rgb, mask, colour, alpha)
-
-
-def paint_ab(rgb: np.ndarray, a: np.ndarray, b: np.ndarray, truth: np.ndarray | None, *,
-             overlay: Overlay, mode: OverlayStyle, alpha: float, region: str) -> None:
-    """Two runs' predictions of ``region`` (canonical label planes ``a`` and ``b``).
-
-    "ab_outlines": A's outline in run A's colour, B's in run B's (drawn last, so B where the
-    two lines coincide). "ab_disagreement": where both predict the region in its colour,
-    only A orange and only B violet (``mode`` filled or outlined); filled, the agreement is
-    half as opaque as ``alpha`` and the differences more (``1 - (1 - alpha)^2``): they are
-    what this overlay is for. Both draw the truth's outline in the neutral truth colour, so
-    one sees which run is right where they differ.
-    """
-    in_a, in_b = region_mask(a, region), region_mask(b, region)
-    if overlay == "ab_outlines":
-        paint(rgb, edges(in_a), style.RUN_COLOURS["A"].rgb, 1.0)
-        paint(rgb, edges(in_b), style.RUN_COLOURS["B"].rgb, 1.0)
-    else:
-        strong = 1.0 - (1.0 - alpha) ** 2
-        parts = (((in_a & in_b), style.REGION_COLOURS[region], alpha / 2),
-                 ((in_a & ~in_b), style.ERROR_COLOURS["A_only"], strong),
-                 ((in_b & ~in_a), style.ERROR_COLOURS["B_only"], strong))
-        for mask, colour, opacity in parts:
-            if mode == "outline":
-                paint(rgb, edges(mask), colour.rgb, 1.0)
-            else:
-                paint(rgb, mask, colour.rgb, opacity)
-    if truth is not None:
-        paint(rgb, edges(region_mask(truth, region)), style.TRUTH_NEUTRAL_COLOUR.rgb, 1.0)
-
-
 @lru_cache(maxsize=4)
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
@@ -385,8 +307,9 @@ def render_view(
     else:
         rgb = np.repeat(window(plane(image), level=level, width=width)[..., None],
                         3, axis=2).astype(np.float32)
-        _paint_overlay(rgb, pred, true, plane(prediction_b), overlay=overlay,
-                       overlay_style=overlay_style, alpha=alpha, region=region)
+        paint_codes(rgb, overlay_codes(pred, true, plane(prediction_b), overlay=overlay,
+                                       overlay_style=overlay_style, alpha=alpha,
+                                       region=region))
         out = _resize(rgb.astype(np.uint8), size)
     if crosshair:
         _draw_crosshair(out, view, image.shape, xyz, port)
@@ -394,31 +317,6 @@ def render_view(
     if marks is not None:
         out = _draw_measure(out, marks, measure_text, port)
     return _draw_letters(out, EDGE_LETTERS[view], size_px=max(12, display_px // 24))
-
-
-def _paint_overlay(rgb: np.ndarray, pred: np.ndarray | None, true: np.ndarray | None,
-                   pred_b: np.ndarray | None = None, *, overlay: Overlay,
-                   overlay_style: OverlayStyle, alpha: float, region: str) -> None:
-    if overlay in AB_OVERLAYS:
-        if pred is not None and pred_b is not None:
-            paint_ab(rgb, pred, pred_b, true, overlay=overlay, mode=overlay_style,
-                     alpha=alpha, region=region)
-            return
-        overlay = "prediction"
-    if true is None and overlay in ("truth", "both", "disagreement"):
-        overlay = "prediction"
-    if overlay == "prediction" and pred is not None:
-        paint_labels(rgb, pred, mode=overlay_style, alpha=alpha)
-    elif overlay == "truth" and true is not None:
-        paint_labels(rgb, true, mode=overlay_style, alpha=alpha)
-    elif overlay == "both" and pred is not None and true is not None:
-        paint_labels(rgb, pred, mode="filled", alpha=alpha)
-        # Truth boundaries in render's neutral truth colour: label-coloured outlines would
-        # vanish into a fill of the same colour exactly where the two agree.
-        paint(rgb, edges(true), style.TRUTH_NEUTRAL_COLOUR.rgb, 1.0)
-    elif overlay == "disagreement" and pred is not None and true is not None:
-        paint_disagreement(rgb, region_mask(pred, region), region_mask(true, region),
-                           mode=overlay_style, alpha=alpha)
 
 
 def view_size(shape: Sequence[int], spacing_mm: Sequence[float], view: View,

@@ -102,9 +102,17 @@ def chart_title(at: AppTest, key: str) -> str:
 
 
 def image_urls(at: AppTest) -> list[str]:
-    """The PNGs (data URLs) of the slice viewer's three clickable views, in page order."""
-    return [json.loads(e.proto.json_args)["src"] for e in at.main.get("component_instance")
-            if "click_" in e.proto.id]
+    """What each of the slice viewer's views shows, in page order: a server-drawn view's PNG
+    (a data URL), or what a browser-drawn one is told to draw (its arguments as JSON: the
+    blobs' names, slice, crosshair, viewport)."""
+    out = []
+    for e in at.main.get("component_instance"):
+        args = json.loads(e.proto.json_args)
+        if "click_" in e.proto.id:
+            out.append(args["src"])
+        elif "canvas_" in e.proto.id:
+            out.append(json.dumps(args, sort_keys=True))
+    return out
 
 
 def open_patient(at: AppTest, case_id: str) -> AppTest:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import base64
 import contextlib
 import io
 import os
@@ -117,12 +118,24 @@ def click_first_row(page: Any) -> None:
     page.mouse.click(box["x"] + 16, box["y"] + row_px + row_px / 2)
 
 
+CANVAS_FRAMES = "iframe[title*='slice_canvas']"
+SERVER_FRAMES = "iframe[title*='image_coordinates']"
+DRAWN_JS = "() => window.tumorscope && window.tumorscope.drawn > 0"
+
+
 def slice_views(page: Any) -> list[Any]:
-    """The three clickable slice images (each in its component iframe), once painted."""
+    """The three clickable slice views once painted: canvases drawn in the browser (the
+    default), or the server's pictures (Fast scroll off)."""
     page.wait_for_function(
-        "() => document.querySelectorAll('iframe[title*=\"image_coordinates\"]').length >= 3",
+        "([a, b]) => document.querySelectorAll(a).length >= 3 || "
+        "document.querySelectorAll(b).length >= 3", arg=[CANVAS_FRAMES, SERVER_FRAMES],
         timeout=PAGE_READY_MS)
-    frames = page.locator("iframe[title*='image_coordinates']")
+    if page.locator(CANVAS_FRAMES).count() >= 3:
+        frames = [page.frame_locator(CANVAS_FRAMES).nth(i) for i in range(3)]
+        for i in range(3):
+            frame_of(page, i).wait_for_function(DRAWN_JS, timeout=PAGE_READY_MS)
+        return [f.locator("canvas#view") for f in frames]
+    frames = page.locator(SERVER_FRAMES)
     views = [frames.nth(i).content_frame.locator("img#image") for i in range(3)]
     for view in views:
         view.wait_for(timeout=PAGE_READY_MS)
@@ -301,6 +314,91 @@ def picture_src(page: Any, index: int) -> str:
         .locator("img#image").get_attribute("src", timeout=PAGE_READY_MS) or ""
 
 
+def canvas_pixels(view: Any) -> np.ndarray:
+    """What a browser-drawn view's canvas holds, (H, W, 3) at its own resolution."""
+    w, h, data = view.evaluate(
+        "c => [c.width, c.height, Array.from(c.getContext('2d')"
+        ".getImageData(0, 0, c.width, c.height).data)]")
+    return np.asarray(data, np.uint8).reshape(h, w, 4)[..., :3]
+
+
+def frame_of(page: Any, index: int) -> Any:
+    """The ``index``-th browser-drawn view's frame (asked afresh: Streamlit may remount it)."""
+    page.wait_for_function(f"n => document.querySelectorAll({CANVAS_FRAMES!r}).length > n",
+                           arg=index, timeout=PAGE_READY_MS)
+    return page.locator(CANVAS_FRAMES).nth(index).element_handle(
+        timeout=PAGE_READY_MS).content_frame()
+
+
+@pytest.mark.browser
+def test_slice_canvas_draws_what_the_server_draws_and_steps_at_once(
+        heat_run_dir: Path, tmp_path: Path) -> None:
+    """The default views are drawn in the browser: pixel for pixel the server's picture
+    (but for the edge letters' font); a key press or a wheel notch on a view steps its slice
+    there, and the sliders, the readout and the other views follow."""
+    from playwright.sync_api import sync_playwright
+
+    out = Path(os.environ.get("TUMORSCOPE_SCREENSHOTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    with streamlit_server(heat_run_dir, tmp_path / "streamlit.log") as url, \
+            sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.goto(f"{url}/slices")
+            wait_until_drawn(page, "Slices", plots=0)
+            axial = slice_views(page)[0]
+            drawn = canvas_pixels(axial)
+            page.locator(".st-key-sl_browser label").first.click()  # Fast scroll off
+            page.wait_for_function(f"() => document.querySelectorAll({SERVER_FRAMES!r})"
+                                   ".length >= 3", timeout=PAGE_READY_MS)
+            slice_views(page)
+            src = picture_src(page, 0)
+            server = np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+                                .convert("RGB"))
+            page.locator(".st-key-sl_browser label").first.click()  # and on again
+            page.wait_for_function(f"() => document.querySelectorAll({CANVAS_FRAMES!r})"
+                                   ".length >= 3", timeout=PAGE_READY_MS)
+            views = slice_views(page)
+            x, y, z = (int(v) for v in crosshair_voxel(page).strip(" ()").split(","))
+            sagittal_drawn = frame_of(page, 2).evaluate("() => window.tumorscope.drawn")
+
+            views[0].focus()
+            views[0].press("ArrowUp")
+            frame_of(page, 0).wait_for_function(f"() => window.tumorscope.slice === {z + 1}",
+                                                timeout=5000)
+            page.wait_for_function(  # the view told Python: the readout follows
+                f"() => document.body.innerText.includes('voxel (RAS) ({x}, {y}, {z + 1})')",
+                timeout=30_000)
+            frame_of(page, 2).wait_for_function(
+                f"() => window.tumorscope.drawn > {sagittal_drawn}", timeout=30_000)
+            box = views[0].bounding_box()
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.mouse.wheel(0, 100)  # one notch towards the user: a slice down
+            frame_of(page, 0).wait_for_function(f"() => window.tumorscope.slice === {z}",
+                                                timeout=5000)
+            page.wait_for_function(
+                f"() => document.body.innerText.includes('voxel (RAS) ({x}, {y}, {z})')",
+                timeout=30_000)
+            wait_until_drawn(page, "Slices", plots=0)
+            check_content(shoot(page, out / "app-slices-canvas.png"), page.inner_text("body"),
+                          ["Slices", "wheel or arrow keys", "voxel (RAS)"])
+            thumb = page.locator(".st-key-sl_z [data-testid='stSliderThumbValue']").first
+            assert thumb.inner_text() == str(z)  # the slider followed the view
+        finally:
+            browser.close()
+    assert drawn.shape == server.shape, (drawn.shape, server.shape)
+    differs = np.abs(drawn.astype(int) - server.astype(int)).max(axis=-1) > 1
+    # The edge letters are set in the browser's font: leave their corners of the picture out.
+    h, w = differs.shape
+    letters = np.zeros_like(differs)
+    band = 40
+    letters[:, :band] = letters[:, -band:] = letters[:band, :] = letters[-band:, :] = True
+    inside = differs[~letters]
+    assert inside.mean() < 0.001, f"{inside.mean():.4%} of the pixels differ"
+    assert server.std() > 10 and differs[letters].mean() < 0.2
+
+
 def warm_share(pixels: np.ndarray) -> float:
     """Share of red-to-yellow pixels (the heat ramp); grey MRI has R = G = B."""
     rgb = pixels.astype(int)
@@ -328,6 +426,11 @@ def test_slice_viewer_heat_overlay_and_zoom(heat_run_dir: Path, tmp_path: Path) 
             page = browser.new_page(viewport=VIEWPORT)
             page.goto(f"{url}/slices")
             wait_until_drawn(page, "Slices", plots=0)
+            slice_views(page)
+            # The server's pictures (what heat maps always use): Fast scroll off.
+            page.locator(".st-key-sl_browser label").first.click()
+            page.wait_for_function(f"() => document.querySelectorAll({SERVER_FRAMES!r})"
+                                   ".length >= 3", timeout=PAGE_READY_MS)
             slice_views(page)
             old = picture_src(page, 0)
             choose(page, "Overlay", "None")

@@ -79,9 +79,10 @@ def ok(at: AppTest) -> AppTest:
     return at
 
 
-def open_slices(run: Path) -> AppTest:
+def open_slices(run: Path, *, browser: bool = True) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)
     at.session_state["results_dir"] = str(run)
+    at.session_state["sl_browser"] = browser  # False: the server draws every picture
     at.session_state["_goto"] = "slices"  # what the patient page's button asks for
     return ok(at.run())
 
@@ -103,6 +104,26 @@ def views(at: AppTest) -> dict[str, np.ndarray]:
         png = base64.b64decode(src.split(",", 1)[1])
         view = element.proto.id.split("click_")[1].split("-")[0].removesuffix("_large")
         out[view] = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    return out
+
+
+def canvas_args(at: AppTest) -> dict[str, dict]:
+    """What each browser-drawn view is told to draw, by view."""
+    out = {}
+    for element in at.main.get("component_instance"):
+        if "canvas_" in element.proto.id:
+            view = element.proto.id.split("canvas_")[1].split("-")[0].removesuffix("_large")
+            out[view] = json.loads(element.proto.json_args)
+    return out
+
+
+def shown_views(at: AppTest) -> list[str]:
+    """The views on the page, drawn by the server or in the browser, in page order."""
+    out = []
+    for element in at.main.get("component_instance"):
+        for kind in ("click_", "canvas_"):
+            if kind in element.proto.id:
+                out.append(element.proto.id.split(kind)[1].split("-")[0].removesuffix("_large"))
     return out
 
 
@@ -173,7 +194,7 @@ def test_threshold_slider_outlines_what_thresholding_the_file_gives(heat_run: Pa
 
 
 def test_tta_disagreement_map_is_shown_and_read_out(heat_run: Path) -> None:
-    at = open_slices(heat_run)
+    at = open_slices(heat_run, browser=False)  # the prediction's picture, then the heat's
     case = Run(heat_run).case_ids()[0]
     variance = file_map(Run(heat_run).tta_variance_path(case))
     prob = file_map(Run(heat_run).probabilities_path(case))
@@ -207,11 +228,14 @@ def test_a_run_without_maps_says_how_to_make_them(heat_run: Path, tmp_path: Path
 
 
 def test_zoom_centres_on_the_crosshair_and_clicks_follow_it(heat_run: Path) -> None:
-    at = open_slices(heat_run)
+    at = open_slices(heat_run, browser=False)
     full = views(at)["axial"]
     at.select_slider(key="sl_zoom").set_value(2.0).run()
     zoomed = views(ok(at))["axial"]
     assert zoomed.shape == full.shape and not np.array_equal(zoomed, full)
+    at.toggle(key="sl_browser").set_value(True).run()  # the browser's view: the same part
+    port = canvas_args(ok(at))["axial"]["port"]
+    assert port[2:] == [round(SHAPE[1] / 2), round(SHAPE[0] / 2)]
     x, y, z = position(at)
     click(at, "axial", 0.5, 0.5, stamp=1)  # the centre of a centred view: the crosshair
     assert all(abs(a - b) <= 1 for a, b in zip(position(at), (x, y, z), strict=True))
@@ -238,11 +262,11 @@ def test_step_buttons_move_one_slice_and_stop_at_the_ends(heat_run: Path) -> Non
     x, y, z = position(at)
     at.segmented_control(key="sl_layout").set_value("one").run()
     at.selectbox(key="sl_big_view").select("coronal").run()
-    assert list(views(ok(at))) == ["coronal"]
+    assert shown_views(ok(at)) == ["coronal"]
     at.button(key="btn_coronal_up").click().run()
     assert at.slider(key="sl_y").value == y + 1
     at.segmented_control(key="sl_layout").set_value("three").run()
-    assert list(views(ok(at))) == ["axial", "coronal", "sagittal"]
+    assert shown_views(ok(at)) == ["axial", "coronal", "sagittal"]
     assert position(at) == (x, y + 1, z)  # the views not drawn kept their slices
 
 
@@ -258,7 +282,7 @@ def test_a_nifti_folder_opens_view_only_with_no_score(scans: Path) -> None:
     assert "no prediction and no scores" in text
     assert not re.search(r"Dice|HD95|metrics", text) and not at.dataframe
     assert "prediction:" not in captions(at) and "truth:" in captions(at)
-    assert len(views(at)) == 3
+    assert len(shown_views(at)) == 3
     assert [t.key for t in at.sidebar.text_input] == ["vw_dir"]  # no results folder, no run
 
 

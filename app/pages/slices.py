@@ -6,7 +6,7 @@ the view-only page (:mod:`tumorscope.app.pages.viewer`), which has no prediction
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import numpy as np
 import streamlit as st
 from streamlit_image_coordinates import streamlit_image_coordinates
 
-from tumorscope.app import legend, run_b, tables
+from tumorscope.app import legend, run_b, slice_canvas, tables
 from tumorscope.app import lesions as case_lesions
 from tumorscope.app import volumes as volumes_cache
 from tumorscope.app.caches import stamp
@@ -49,6 +49,14 @@ CLICK_KEYS = {view: f"click_{view}" for view in VIEW_SLIDERS}
 LARGE_CLICK_KEYS = {view: f"click_{view}_large" for view in VIEW_SLIDERS}
 """The same in the one-large-view layout: a view of its own (the component sizes its frame
 to its first picture's column, and would keep the large frame in the three-view layout)."""
+CANVAS_KEYS = {view: f"canvas_{view}" for view in VIEW_SLIDERS}
+"""Widget keys of the views drawn in the browser (:mod:`tumorscope.app.slice_canvas`): a
+click as in CLICK_KEYS, and the slice the view was stepped to (``slice``, ``slice_event``)."""
+LARGE_CANVAS_KEYS = {view: f"canvas_{view}_large" for view in VIEW_SLIDERS}
+SEQ_KEYS = {view: f"sl_seq_{view}" for view in VIEW_SLIDERS}
+"""(seq, slice) last sent to each browser view: seq grows when the slice is moved by anything
+but that view itself, which then takes it (its own steps stand until Python has seen them)."""
+BROWSER_KEY = "sl_browser"
 PORT_KEYS = {view: f"sl_port_{view}" for view in VIEW_SLIDERS}
 """What each view showed when last drawn (a :class:`~tumorscope.render.slices.Viewport` as a
 tuple): a click is a fraction of that picture."""
@@ -151,10 +159,12 @@ def _follow_clicks(shape: tuple[int, int, int]) -> None:
     taken once, by its time stamp: the component keeps returning its last click. The click
     is a fraction of the picture as it was drawn (its viewport, kept per view).
     """
-    for view, key in [*CLICK_KEYS.items(), *LARGE_CLICK_KEYS.items()]:
+    for view, key in [*CLICK_KEYS.items(), *LARGE_CLICK_KEYS.items(), *CANVAS_KEYS.items(),
+                      *LARGE_CANVAS_KEYS.items()]:
         click = st.session_state.get(key)
         seen_key = f"seen_{key}"
-        if not click or click.get("unix_time") == st.session_state.get(seen_key):
+        if not click or "unix_time" not in click or \
+                click.get("unix_time") == st.session_state.get(seen_key):
             continue
         st.session_state[seen_key] = click.get("unix_time")
         if not click.get("width") or not click.get("height"):
@@ -169,6 +179,33 @@ def _follow_clicks(shape: tuple[int, int, int]) -> None:
             st.session_state[MEASURE_KEY] = points
         else:
             _jump(slices.voxel_at(shape, view, xyz, **where))
+
+
+def _follow_steps(shape: tuple[int, int, int]) -> dict[View, int]:
+    """A browser view stepped to another slice moves its slider there (before the sliders
+    are drawn); each step report is taken once. Returns the slices so taken, per view."""
+    taken: dict[View, int] = {}
+    for view, key in [*CANVAS_KEYS.items(), *LARGE_CANVAS_KEYS.items()]:
+        value = st.session_state.get(key)
+        seen_key = f"seen_step_{key}"
+        if not value or "slice_event" not in value or \
+                value["slice_event"] == st.session_state.get(seen_key):
+            continue
+        st.session_state[seen_key] = value["slice_event"]
+        axis = slices.AXIS_OF_VIEW[view]
+        index = int(np.clip(int(value["slice"]), 0, shape[axis] - 1))
+        st.session_state[POSITION_KEYS[axis]] = index
+        taken[view] = index
+    return taken
+
+
+def _seq(view: View, index: int, taken: dict[View, int]) -> int:
+    """The seq to send ``view`` with slice ``index`` (see SEQ_KEYS)."""
+    seq, sent = st.session_state.get(SEQ_KEYS[view]) or (0, None)
+    if sent is not None and index != sent and taken.get(view) != index:
+        seq += 1
+    st.session_state[SEQ_KEYS[view]] = (seq, index)
+    return seq
 
 
 def _lesion_picker(run: Run, case: CaseRecord) -> None:
@@ -246,8 +283,9 @@ def _slice_views(volumes: ViewerVolumes, *, file_stem: str) -> None:
     """The views with their sliders, legend and readout: a fragment, so a slice change or a
     click redraws only this, not the page and the controls around it."""
     keep_alive(POSITION_KEYS)  # the one-view layout leaves two sliders undrawn
+    taken = _follow_steps(volumes.image.shape)
     _follow_clicks(volumes.image.shape)
-    views = _views(volumes)
+    views = _views(volumes, taken)
     _legend(volumes)
     _readout(volumes)
     _measure_readout(volumes)
@@ -256,7 +294,7 @@ def _slice_views(volumes: ViewerVolumes, *, file_stem: str) -> None:
     st.download_button(
         "Slices (PNG)", key="btn_slices_png", mime="image/png", icon=":material/image:",
         file_name=f"{file_stem}_x{s['sl_x']}_y{s['sl_y']}_z{s['sl_z']}.png",
-        data=lambda: png_bytes(slices.combine_views(views)))
+        data=lambda: png_bytes(slices.combine_views(views())))
 
 
 def _auto_window(path: Path) -> tuple[float, float]:
@@ -342,8 +380,8 @@ def _window_controls(path: Path, volumes: ViewerVolumes) -> None:
 
 
 def _layout_controls() -> None:
-    layout, which, zoom, click, cross = st.columns([2, 2, 3, 2.6, 1.4],
-                                                   vertical_alignment="bottom")
+    layout, which, zoom, click, cross, browser = st.columns([2, 2, 3, 2.6, 1.4, 1.6],
+                                                            vertical_alignment="bottom")
     layout.segmented_control("Layout", ["three", "one"], key="sl_layout", required=True,
                              format_func={"three": "3 views", "one": "1 large"}.__getitem__)
     which.selectbox("Large view", slices.VIEWS, key="sl_big_view",
@@ -357,6 +395,11 @@ def _layout_controls() -> None:
                             help="Measure: click two points (in any view) for their distance "
                                  "in mm, from the image's affine; a third click starts over.")
     cross.toggle("Crosshair", key="sl_crosshair")
+    browser.toggle("Fast scroll", key=BROWSER_KEY,
+                   help="Views drawn in the browser from the volume, sent once: the mouse "
+                        "wheel and the arrow keys on a view step through its slices with no "
+                        "wait for the server (the sliders follow). Off, or with a heat map "
+                        "or while measuring, the server draws each picture.")
 
 
 def _step(key: str, delta: int, size: int) -> None:
@@ -383,7 +426,17 @@ def _heat(volumes: ViewerVolumes) -> tuple[slices.HeatLayer | None, np.ndarray |
         probability
 
 
-def _views(volumes: ViewerVolumes) -> dict[View, np.ndarray]:
+def _in_browser(heat: slices.HeatLayer | None) -> bool:
+    """Whether the views are drawn in the browser: unless turned off, for every overlay
+    but the heat maps, and not while measuring (the marks are drawn on the server)."""
+    s = st.session_state
+    return bool(s.get(BROWSER_KEY, True)) and heat is None and s.get("sl_click") != "measure"
+
+
+def _views(volumes: ViewerVolumes, taken: dict[View, int] | None = None
+           ) -> Callable[[], dict[View, np.ndarray]]:
+    """Draw the views with their sliders; returns what draws them as pictures (the PNG
+    download, made only when asked for)."""
     s = st.session_state
     xyz = (int(s["sl_x"]), int(s["sl_y"]), int(s["sl_z"]))
     shape = volumes.image.shape
@@ -397,7 +450,26 @@ def _views(volumes: ViewerVolumes) -> dict[View, np.ndarray]:
         heat, probability = None, None
     measure = s.get(MEASURE_KEY) or []
     distance = _distance_text(volumes, measure)
-    images: dict[View, np.ndarray] = {}
+    labels = {"truth": volumes.truth.data if volumes.truth is not None else None,
+              "prediction": volumes.prediction.data if volumes.prediction is not None
+              else None,
+              "prediction_b": (volumes.prediction_b.data if volumes.prediction_b is not None
+                               else None)}
+    overlay = dict(overlay=s["sl_overlay"] if heat is None else "none",
+                   overlay_style=s["sl_style"] or "filled", alpha=float(s["sl_alpha"]),
+                   region=s["sl_region"])
+    display_px = slices.LARGE_DISPLAY_PX if one else slices.DISPLAY_PX
+    crosshair = bool(s.get("sl_crosshair", True))
+
+    def picture(view: View) -> np.ndarray:
+        return slices.render_view(
+            volumes.image.data, view, xyz, spacing_mm=volumes.image.spacing_mm,
+            level=float(s["sl_level"]), width=float(s["sl_width"]), **labels, **overlay,
+            crosshair=crosshair, display_px=display_px, zoom=zoom, heat=heat,
+            probability=probability, threshold=float(s.get("sl_threshold", 0.5)),
+            measure=tuple(measure), measure_text=distance)
+
+    browser = _in_browser(heat)
     # Images in one row and sliders in the next, so the sliders line up whatever the views'
     # heights (axial is 240 x 240 mm, coronal and sagittal 240 x 155 mm in BraTS).
     columns = st.columns([3, 1] if one else 3)
@@ -405,30 +477,28 @@ def _views(volumes: ViewerVolumes) -> dict[View, np.ndarray]:
     for i, view in enumerate(shown):
         port = slices.viewport(shape, view, xyz, zoom)  # what render_view shows at zoom
         s[PORT_KEYS[view]] = (port.row0, port.col0, port.rows, port.cols)
-        images[view] = slices.render_view(
-            volumes.image.data, view, xyz, spacing_mm=volumes.image.spacing_mm,
-            level=float(s["sl_level"]), width=float(s["sl_width"]),
-            truth=volumes.truth.data if volumes.truth is not None else None,
-            prediction=volumes.prediction.data if volumes.prediction is not None else None,
-            prediction_b=(volumes.prediction_b.data if volumes.prediction_b is not None
-                          else None),
-            overlay=s["sl_overlay"] if heat is None else "none",
-            overlay_style=s["sl_style"] or "filled", alpha=float(s["sl_alpha"]),
-            region=s["sl_region"], crosshair=bool(s.get("sl_crosshair", True)),
-            display_px=slices.LARGE_DISPLAY_PX if one else slices.DISPLAY_PX,
-            zoom=zoom, heat=heat, probability=probability,
-            threshold=float(s.get("sl_threshold", 0.5)),
-            measure=tuple(measure), measure_text=distance)
         key, label = VIEW_SLIDERS[view]
         axis = slices.AXIS_OF_VIEW[view]
         with columns[i]:
-            # Clickable (a small component): a click sets the crosshair, see _follow_clicks.
-            # PNG level 1: a fast, lossless encoding about a third of the raw size.
-            streamlit_image_coordinates(images[view], width="stretch",
-                                        key=(LARGE_CLICK_KEYS if one else CLICK_KEYS)[view],
-                                        png_compression_level=1, cursor="crosshair")
+            if browser:
+                slice_canvas.slice_canvas(
+                    view=view, case=str(s.get("sl_case")), image=volumes.image.data,
+                    spacing_mm=volumes.image.spacing_mm, xyz=xyz,
+                    seq=_seq(view, xyz[axis], taken or {}), level=float(s["sl_level"]),
+                    width=float(s["sl_width"]), **labels, **overlay, crosshair=crosshair,
+                    display_px=display_px, zoom=zoom,
+                    key=(LARGE_CANVAS_KEYS if one else CANVAS_KEYS)[view])
+            else:
+                # Clickable (a small component): a click sets the crosshair, see
+                # _follow_clicks. PNG level 1: a fast, lossless encoding about a third of
+                # the raw size.
+                streamlit_image_coordinates(picture(view), width="stretch",
+                                            key=(LARGE_CLICK_KEYS if one else CLICK_KEYS)[view],
+                                            png_compression_level=1, cursor="crosshair")
             caption = f"{view} · click to " + ("measure" if s.get("sl_click") == "measure"
                                                else "move the crosshair")
+            if browser:
+                caption += " · wheel or arrow keys: step"
             if zoom > 1:
                 caption += f" · {zoom:g}× around the crosshair"
             st.caption(caption)
@@ -436,7 +506,7 @@ def _views(volumes: ViewerVolumes) -> dict[View, np.ndarray]:
             _slice_stepper(view, key, label, shape[axis], shortcuts=i == 0)
     if heat is not None and probability is not None:
         _threshold_counts(shown, probability, xyz)
-    return images
+    return lambda: {view: picture(view) for view in shown}
 
 
 def _slice_stepper(view: View, key: str, label: str, size: int, *, shortcuts: bool) -> None:
