@@ -17,7 +17,7 @@ import streamlit as st
 
 from tumorscope.app import tables
 from tumorscope.app.caches import stamp
-from tumorscope.app.state import POSITION_KEYS, crosshair_case_key
+from tumorscope.app.state import POSITION_KEYS, crosshair_case_key, set_position
 from tumorscope.core.data.cases import MODALITIES
 from tumorscope.core.errors import TumorscopeError
 from tumorscope.core.store import CaseRecord, Run
@@ -125,8 +125,7 @@ def centre_crosshair(run: Run, case: CaseRecord, marker: LesionMarker) -> tuple[
         return tuple(int(st.session_state.get(k, 0)) for k in POSITION_KEYS)  # type: ignore[return-value]
     affine, shape = file_grid(str(path), stamp(path))
     voxel = lesion_tables.ras_voxel(marker.centroid_mm, np.asarray(affine), shape)
-    for key, value in zip(POSITION_KEYS, voxel, strict=True):
-        st.session_state[key] = int(value)
+    set_position(voxel)
     st.session_state["sl_case"] = crosshair_case_key(run, case.case_id)
     return voxel
 

@@ -17,7 +17,7 @@ import streamlit as st
 
 from tumorscope.app import lesions as case_lesions
 from tumorscope.app.caches import stamp
-from tumorscope.app.state import POSITION_KEYS, crosshair_case_key
+from tumorscope.app.state import POSITION_KEYS, crosshair_case_key, set_position
 from tumorscope.core.store import CaseRecord, Run
 from tumorscope.render.layers import Layer, picked_point
 from tumorscope.render.lesions import ras_grid, ras_voxel
@@ -164,7 +164,6 @@ def move_crosshair(run: Run, case: CaseRecord,
     if grid is None:
         return None
     voxel = ras_voxel(world_mm, *grid)
-    for key, value in zip(POSITION_KEYS, voxel, strict=True):
-        st.session_state[key] = int(value)
+    set_position(voxel)
     st.session_state["sl_case"] = crosshair_case_key(run, case.case_id)
     return voxel

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,22 @@ GOTO_KEY = "_goto"
 
 POSITION_KEYS = ("sl_x", "sl_y", "sl_z")
 """The slice viewer's crosshair: RAS voxel indices (its three sliders' keys)."""
+MOVES_KEY = "sl_moves"
+"""How many times the crosshair was moved by anything but a browser-drawn view's own steps:
+such a view takes Python's slice when this changes, and drops a step report made before."""
+
+
+def set_position(xyz: Sequence[int]) -> None:
+    """Move the slice viewer's crosshair to the RAS voxel ``xyz`` (every writer but a view's
+    own steps goes through here, so the browser-drawn views follow it)."""
+    for key, value in zip(POSITION_KEYS, xyz, strict=True):
+        st.session_state[key] = int(value)
+    position_moved()
+
+
+def position_moved() -> None:
+    """Count a move of the crosshair (a slider's callback calls it; see MOVES_KEY)."""
+    st.session_state[MOVES_KEY] = int(st.session_state.get(MOVES_KEY, 0)) + 1
 
 
 def crosshair_case_key(run: Run, case_id: str) -> str:

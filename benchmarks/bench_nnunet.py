@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import statistics
 import sys
@@ -21,6 +22,7 @@ from tumorscope.core.data.cases import MODALITIES, discover
 from tumorscope.core.data.preprocess import preprocess_case
 from tumorscope.core.data.synthetic import make_demo_cohort
 from tumorscope.core.models import build_model
+from tumorscope.core.models.unet import run_format
 from tumorscope.core.prediction.sliding_window import (
     gaussian_importance,
     sliding_window_logits,
@@ -250,9 +252,17 @@ def main(argv: list[str] | None = None) -> int:
     nnunet = nnunet_predictor(net, plans, device, mirror_axes=axes, step=step)
     predictor = mirrored(net, axes)
 
-    def ours(x: torch.Tensor = image) -> torch.Tensor:
-        return sliding_window_logits(net, x, roi_size_vox=roi, overlap=step, batch_windows=1,
+    def ours(x: torch.Tensor = image, model: torch.nn.Module = net) -> torch.Tensor:
+        return sliding_window_logits(model, x, roi_size_vox=roi, overlap=step, batch_windows=1,
                                      mirror_axes=axes, autocast_dtype=amp)
+
+    # What `predict` runs: the network in the memory format it trained in (channels-last
+    # for 3-D, train.channels_last); a copy, so the peers keep the layout they are given.
+    layout = run_format(3, device, channels_last=cfg.train.channels_last)
+    net_run = copy.deepcopy(net).to(memory_format=layout) if layout is not None else net
+
+    def ours_run(x: torch.Tensor = image) -> torch.Tensor:
+        return ours(x, net_run)
 
     def monai(x: torch.Tensor = image, weight: torch.Tensor | None = None) -> torch.Tensor:
         with torch.no_grad(), torch.autocast(device.type, dtype=amp or torch.float32,
@@ -273,13 +283,20 @@ def main(argv: list[str] | None = None) -> int:
           f"window), 1 window per batch (nnU-Net runs one at a time), {windows} windows, "
           f"{'fp16 autocast' if amp else 'fp32'}")
     one = image[(slice(None), *(slice(0, r) for r in roi))].contiguous()
-    for fn in (ours, monai, peer):  # warm-up on one window: lazy set-up, cudnn autotuning
+    for fn in (ours, ours_run, monai, peer):  # warm-up on one window: lazy set-up, autotuning
         synced(device, lambda f=fn: f(one))()
     times, last = interleaved({"ours": synced(device, ours), "nnunet": synced(device, peer),
-                               "monai": synced(device, monai)}, args.repeats)
+                               "monai": synced(device, monai),
+                               "ours_run": synced(device, ours_run)}, args.repeats)
     print(ratio_line("nnU-Net predict_sliding_window_return_logits / ours", times["nnunet"],
                      times["ours"]))
     print(ratio_line("MONAI sliding_window_inference / ours", times["monai"], times["ours"]))
+    if layout is not None:
+        print(f"ours as predict runs it ({layout}, the peers given the network as built):")
+        print(ratio_line("  nnU-Net / ours", times["nnunet"], times["ours_run"]))
+        print(ratio_line("  MONAI / ours", times["monai"], times["ours_run"]))
+        run_diff = (last["ours_run"].float() - last["ours"].float()).abs().max().item()
+        print(f"  agreement with ours as built: max |logit d| {run_diff:.1e}")
 
     out_ours, out_monai, out_nnunet = last["ours"], last["monai"], last["nnunet"]
     monai_diff = (out_ours.float() - out_monai.float()).abs().max().item()

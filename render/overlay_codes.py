@@ -88,6 +88,9 @@ class _Codes:
     def add(self, mask: np.ndarray, colour: style.Colour, alpha: float) -> None:
         if alpha <= 0 or not mask.any():
             return
+        # What lets one code per voxel stand for the painting: a translucent mask never
+        # lies over an earlier one (only opaque outlines paint over).
+        assert alpha >= 1.0 or not self.codes[mask].any(), "translucent masks overlap"
         self.palette.append((tuple(int(c) for c in colour.rgb), float(alpha)))  # type: ignore[arg-type]
         self.codes[mask] = len(self.palette)
 

@@ -19,7 +19,7 @@ four edges and :func:`render_view` prints them on the image.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal
 
@@ -292,10 +292,12 @@ def render_view(
     port = viewport(image.shape, view, xyz, zoom)
     crop = (slice(port.row0, port.row0 + port.rows), slice(port.col0, port.col0 + port.cols))
 
-    def plane(volume: np.ndarray | None) -> np.ndarray | None:
-        return None if volume is None else slice_2d(volume, view, index)[crop]
+    def plane(volume: np.ndarray | None, *, whole: bool = False) -> np.ndarray | None:
+        if volume is None:
+            return None
+        return slice_2d(volume, view, index) if whole else slice_2d(volume, view, index)[crop]
 
-    pred, true = plane(prediction), plane(truth)
+    true = plane(truth)
     # Every zoom fills the picture of the whole plane: the view keeps its size on screen
     # (a window of whole voxels is stretched by less than a voxel to fit).
     size = view_size(image.shape, spacing_mm, view, display_px)
@@ -307,9 +309,13 @@ def render_view(
     else:
         rgb = np.repeat(window(plane(image), level=level, width=width)[..., None],
                         3, axis=2).astype(np.float32)
-        paint_codes(rgb, overlay_codes(pred, true, plane(prediction_b), overlay=overlay,
-                                       overlay_style=overlay_style, alpha=alpha,
-                                       region=region))
+        # Outlines traced on the whole plane, then cut: where a zoomed view's edge cuts a
+        # region, that is not the region's boundary (and the browser's canvas, which traces
+        # whole volumes, agrees).
+        coded = overlay_codes(plane(prediction, whole=True), plane(truth, whole=True),
+                              plane(prediction_b, whole=True), overlay=overlay,
+                              overlay_style=overlay_style, alpha=alpha, region=region)
+        paint_codes(rgb, replace(coded, codes=coded.codes[crop]))
         out = _resize(rgb.astype(np.uint8), size)
     if crosshair:
         _draw_crosshair(out, view, image.shape, xyz, port)

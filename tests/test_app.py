@@ -259,8 +259,8 @@ def test_clicking_a_view_moves_the_crosshair(run_dir: Path) -> None:
     before = image_urls(at)
     # What the browser sends for a click at a quarter from the left, a third from the top of
     # the axial view (shown 300 x 300 px): the patient's right, anterior half.
-    at.session_state["click_axial"] = {"x": 75, "y": 100, "width": 300, "height": 300,
-                                       "unix_time": 1}
+    at.session_state["canvas_axial"] = {"x": 75, "y": 100, "width": 300, "height": 300,
+                                        "unix_time": 1}
     at = ok(at.run())
     moved = tuple(at.slider(key=k).value for k in ("sl_x", "sl_y", "sl_z"))
     assert moved == (shape[0] - 1 - int(0.25 * shape[0]), shape[1] - 1 - int(shape[1] / 3), z)

@@ -5,17 +5,17 @@ its slice is taken from Python only when something else moved it."""
 from __future__ import annotations
 
 import gzip
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
-from test_slice_viewer import APP, SHAPE, TIMEOUT_S, build_heat_run, ok, position
+from test_slice_viewer import APP, SHAPE, TIMEOUT_S, build_heat_run, canvas_args, ok, position
 
 from tumorscope.app import slice_canvas
 from tumorscope.render import slices
 from tumorscope.render.overlay_codes import OVERLAYS, overlay_codes, paint_codes
+from tumorscope.render.slices import _resize
 
 
 def labels(seed: int, shape: tuple[int, int, int] = (18, 20, 12)) -> np.ndarray:
@@ -67,18 +67,23 @@ def test_blobs_hold_the_windowed_image_and_are_named_by_content(
                                   overlay_style="filled", alpha=0.5, region="WT") == (None, ())
 
 
+def test_nearest_tables_are_what_pil_enlarges_by() -> None:
+    """The canvas shows the voxel PIL's NEAREST resize would (the server's pictures): at
+    exact halves too, where a plain (x + 0.5) * n / size rounds the other way."""
+    for n in (40, 44, 155, 240):
+        for size in (436, 480, 900):
+            row = np.zeros((1, n, 3), np.uint8)
+            row[0, :, 0], row[0, :, 1] = np.arange(n) % 256, np.arange(n) // 256
+            out = _resize(row, (1, size))[0]
+            assert slice_canvas.nearest_index(n, size) == (
+                out[:, 0].astype(int) + 256 * out[:, 1].astype(int)).tolist(), (n, size)
+    naive = [min(39, int((x + 0.5) * 40 / 436)) for x in range(436)]
+    assert naive != slice_canvas.nearest_index(40, 436)  # the case the tables are for
+
+
 @pytest.fixture(scope="module")
 def heat_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_heat_run(tmp_path_factory.getbasetemp() / "heat_run")
-
-
-def canvases(at: AppTest) -> dict[str, dict]:
-    out = {}
-    for element in at.main.get("component_instance"):
-        if "canvas_" in element.proto.id:
-            view = element.proto.id.split("canvas_")[1].split("-")[0]
-            out[view] = json.loads(element.proto.json_args)
-    return out
 
 
 def test_a_views_own_steps_move_the_sliders_and_stand(heat_run: Path, tmp_path: Path,
@@ -88,7 +93,7 @@ def test_a_views_own_steps_move_the_sliders_and_stand(heat_run: Path, tmp_path: 
     at.session_state["results_dir"] = str(heat_run)
     at.session_state["_goto"] = "slices"
     at = ok(at.run())
-    drawn = canvases(at)
+    drawn = canvas_args(at)
     assert list(drawn) == ["axial", "coronal", "sagittal"]
     x, y, z = position(at)
     axial = drawn["axial"]
@@ -100,34 +105,48 @@ def test_a_views_own_steps_move_the_sliders_and_stand(heat_run: Path, tmp_path: 
     assert drawn["coronal"]["codes"] == axial["codes"]  # filled: one blob for all views
 
     # The browser stepped the axial view 3 slices up: Python takes it, the other views'
-    # crosshairs follow, and the axial view is not told to jump (its seq stays).
-    at.session_state["canvas_axial"] = {"slice": z + 3, "slice_event": "test-1"}
+    # crosshairs follow, and no view is told to jump (seq, the count of moves, stays).
+    seq, case = axial["seq"], axial["case"]
+    at.session_state["canvas_axial"] = {"slice": z + 3, "slice_event": "t-1", "seq": seq,
+                                        "case": case}
     at = ok(at.run())
     assert position(at) == (x, y, z + 3)
-    after = canvases(at)
-    assert after["axial"]["seq"] == axial["seq"] and after["axial"]["slice"] == z + 3
+    after = canvas_args(at)
+    assert after["axial"]["seq"] == seq and after["axial"]["slice"] == z + 3
     assert after["sagittal"]["xyz"] == [x, y, z + 3]
     assert any(f"voxel (RAS) ({x}, {y}, {z + 3})" in c.value for c in at.caption)
     at = ok(at.run())  # the same report, seen again, moves nothing
     assert position(at) == (x, y, z + 3)
 
-    # Moved by the slider: the view is told to take the slice (its seq grows).
+    # Moved by the slider: every view is told to take Python's slices (seq grows), and a
+    # report made before that move (an older seq), or on another case, is dropped.
     at.slider(key="sl_z").set_value(z).run()
-    moved = canvases(ok(at))["axial"]
-    assert moved["slice"] == z and moved["seq"] == axial["seq"] + 1
+    moved = canvas_args(ok(at))["axial"]
+    assert moved["slice"] == z and moved["seq"] == seq + 1
+    at.session_state["canvas_axial"] = {"slice": z + 5, "slice_event": "t-2", "seq": seq,
+                                        "case": case}
+    assert position(ok(at.run())) == (x, y, z)
+    at.session_state["canvas_axial"] = {"slice": z + 5, "slice_event": "t-3",
+                                        "seq": seq + 1, "case": "another case"}
+    assert position(ok(at.run())) == (x, y, z)
+    at.session_state["canvas_axial"] = {"slice": z + 5, "slice_event": "t-4",
+                                        "seq": seq + 1, "case": case}
+    assert position(ok(at.run())) == (x, y, z + 5)
 
     # A click in the coronal view moves x and z; the coronal slice (y) stays.
     at.session_state["canvas_coronal"] = {"x": 0, "y": 0, "width": 300, "height": 200,
-                                          "unix_time": 5, "slice": y, "slice_event": "c-1"}
+                                          "unix_time": 5, "slice": y, "slice_event": "c-1",
+                                          "seq": seq + 1, "case": case}
     at = ok(at.run())
     assert position(at) == (SHAPE[0] - 1, y, SHAPE[2] - 1)
+    assert canvas_args(at)["axial"]["seq"] == seq + 2
 
     # Outlines are traced per view, the grey blob follows the window; off: server pictures.
     at.segmented_control(key="sl_style").set_value("outline").run()
-    outlined = canvases(ok(at))
+    outlined = canvas_args(ok(at))
     assert outlined["axial"]["codes"] != outlined["coronal"]["codes"]
     at.slider(key="sl_level").set_value(at.slider(key="sl_level").value * 0.8).run()
-    assert canvases(ok(at))["axial"]["grey"] != outlined["axial"]["grey"]
+    assert canvas_args(ok(at))["axial"]["grey"] != outlined["axial"]["grey"]
     at.toggle(key="sl_browser").set_value(False).run()
-    assert not canvases(ok(at))
+    assert not canvas_args(ok(at))
     assert sum("click_" in e.proto.id for e in at.main.get("component_instance")) == 3

@@ -19,10 +19,13 @@ from tumorscope.app import lesions as case_lesions
 from tumorscope.app import volumes as volumes_cache
 from tumorscope.app.caches import stamp
 from tumorscope.app.state import (
+    MOVES_KEY,
     POSITION_KEYS,
     Context,
     crosshair_case_key,
     keep_alive,
+    position_moved,
+    set_position,
     shown_path,
 )
 from tumorscope.app.viewer_data import ViewerVolumes, region_map, run_volumes
@@ -53,10 +56,11 @@ CANVAS_KEYS = {view: f"canvas_{view}" for view in VIEW_SLIDERS}
 """Widget keys of the views drawn in the browser (:mod:`tumorscope.app.slice_canvas`): a
 click as in CLICK_KEYS, and the slice the view was stepped to (``slice``, ``slice_event``)."""
 LARGE_CANVAS_KEYS = {view: f"canvas_{view}_large" for view in VIEW_SLIDERS}
-SEQ_KEYS = {view: f"sl_seq_{view}" for view in VIEW_SLIDERS}
-"""(seq, slice) last sent to each browser view: seq grows when the slice is moved by anything
-but that view itself, which then takes it (its own steps stand until Python has seen them)."""
+"""The same in the one-large-view layout (a component of its own, as LARGE_CLICK_KEYS)."""
 BROWSER_KEY = "sl_browser"
+"""The Fast scroll toggle: views drawn in the browser (True, the default) or on the server."""
+CANVAS_FAILED_KEY = "sl_canvas_failed"
+"""Why the browser-drawn views could not be served in this session (then the server draws)."""
 PORT_KEYS = {view: f"sl_port_{view}" for view in VIEW_SLIDERS}
 """What each view showed when last drawn (a :class:`~tumorscope.render.slices.Viewport` as a
 tuple): a click is a fraction of that picture."""
@@ -124,8 +128,7 @@ def tumour_mask(volumes: ViewerVolumes) -> np.ndarray | None:
 
 
 def _jump(position: Sequence[int]) -> None:
-    for key, value in zip(POSITION_KEYS, position, strict=True):
-        st.session_state[key] = int(value)
+    set_position(position)
 
 
 def reset_on_new_case(case_key: str, volumes: ViewerVolumes) -> None:
@@ -181,31 +184,22 @@ def _follow_clicks(shape: tuple[int, int, int]) -> None:
             _jump(slices.voxel_at(shape, view, xyz, **where))
 
 
-def _follow_steps(shape: tuple[int, int, int]) -> dict[View, int]:
+def _follow_steps(shape: tuple[int, int, int]) -> None:
     """A browser view stepped to another slice moves its slider there (before the sliders
-    are drawn); each step report is taken once. Returns the slices so taken, per view."""
-    taken: dict[View, int] = {}
-    for view, key in [*CANVAS_KEYS.items(), *LARGE_CANVAS_KEYS.items()]:
-        value = st.session_state.get(key)
+    are drawn); each step report is taken once, and only if it was made on the crosshair
+    as it is (no move since, see MOVES_KEY), on this case, by a view of this layout."""
+    s = st.session_state
+    keys = LARGE_CANVAS_KEYS if len(_shown_views()) == 1 else CANVAS_KEYS
+    for view, key in keys.items():
+        value = s.get(key)
         seen_key = f"seen_step_{key}"
-        if not value or "slice_event" not in value or \
-                value["slice_event"] == st.session_state.get(seen_key):
+        if not value or "slice_event" not in value or value["slice_event"] == s.get(seen_key):
             continue
-        st.session_state[seen_key] = value["slice_event"]
+        s[seen_key] = value["slice_event"]
+        if value.get("seq") != s.get(MOVES_KEY, 0) or value.get("case") != s.get("sl_case"):
+            continue  # overruled: the view takes Python's slice on its next render
         axis = slices.AXIS_OF_VIEW[view]
-        index = int(np.clip(int(value["slice"]), 0, shape[axis] - 1))
-        st.session_state[POSITION_KEYS[axis]] = index
-        taken[view] = index
-    return taken
-
-
-def _seq(view: View, index: int, taken: dict[View, int]) -> int:
-    """The seq to send ``view`` with slice ``index`` (see SEQ_KEYS)."""
-    seq, sent = st.session_state.get(SEQ_KEYS[view]) or (0, None)
-    if sent is not None and index != sent and taken.get(view) != index:
-        seq += 1
-    st.session_state[SEQ_KEYS[view]] = (seq, index)
-    return seq
+        s[POSITION_KEYS[axis]] = int(np.clip(int(value["slice"]), 0, shape[axis] - 1))
 
 
 def _lesion_picker(run: Run, case: CaseRecord) -> None:
@@ -283,9 +277,9 @@ def _slice_views(volumes: ViewerVolumes, *, file_stem: str) -> None:
     """The views with their sliders, legend and readout: a fragment, so a slice change or a
     click redraws only this, not the page and the controls around it."""
     keep_alive(POSITION_KEYS)  # the one-view layout leaves two sliders undrawn
-    taken = _follow_steps(volumes.image.shape)
+    _follow_steps(volumes.image.shape)
     _follow_clicks(volumes.image.shape)
-    views = _views(volumes, taken)
+    views = _views(volumes)
     _legend(volumes)
     _readout(volumes)
     _measure_readout(volumes)
@@ -404,6 +398,7 @@ def _layout_controls() -> None:
 
 def _step(key: str, delta: int, size: int) -> None:
     st.session_state[key] = int(np.clip(int(st.session_state[key]) + delta, 0, size - 1))
+    position_moved()
 
 
 def _shown_views() -> tuple[View, ...]:
@@ -426,15 +421,28 @@ def _heat(volumes: ViewerVolumes) -> tuple[slices.HeatLayer | None, np.ndarray |
         probability
 
 
-def _in_browser(heat: slices.HeatLayer | None) -> bool:
-    """Whether the views are drawn in the browser: unless turned off, for every overlay
-    but the heat maps, and not while measuring (the marks are drawn on the server)."""
+def _in_browser(heat: slices.HeatLayer | None, shape: Sequence[int],
+                spacing_mm: Sequence[float], shown: Sequence[View], display_px: int,
+                zoom: float) -> bool:
+    """Whether the views are drawn in the browser: unless turned off (or not servable here),
+    for every overlay but the heat maps, not while a distance is measured or shown (its
+    marks are drawn on the server), and not when a view is drawn smaller than its voxels
+    (the server smooths those; the browser samples nearest-neighbour only)."""
     s = st.session_state
-    return bool(s.get(BROWSER_KEY, True)) and heat is None and s.get("sl_click") != "measure"
+    if not s.get(BROWSER_KEY, True) or s.get(CANVAS_FAILED_KEY) or heat is not None:
+        return False
+    if s.get("sl_click") == "measure" or s.get(MEASURE_KEY):
+        return False
+    xyz = tuple(int(s[k]) for k in POSITION_KEYS)
+    for view in shown:
+        port = slices.viewport(shape, view, xyz, zoom)
+        height, width = slices.view_size(shape, spacing_mm, view, display_px)
+        if width < port.cols or height < port.rows:
+            return False
+    return True
 
 
-def _views(volumes: ViewerVolumes, taken: dict[View, int] | None = None
-           ) -> Callable[[], dict[View, np.ndarray]]:
+def _views(volumes: ViewerVolumes) -> Callable[[], dict[View, np.ndarray]]:
     """Draw the views with their sliders; returns what draws them as pictures (the PNG
     download, made only when asked for)."""
     s = st.session_state
@@ -469,7 +477,7 @@ def _views(volumes: ViewerVolumes, taken: dict[View, int] | None = None
             probability=probability, threshold=float(s.get("sl_threshold", 0.5)),
             measure=tuple(measure), measure_text=distance)
 
-    browser = _in_browser(heat)
+    browser = _in_browser(heat, shape, volumes.image.spacing_mm, shown, display_px, zoom)
     # Images in one row and sliders in the next, so the sliders line up whatever the views'
     # heights (axial is 240 x 240 mm, coronal and sagittal 240 x 155 mm in BraTS).
     columns = st.columns([3, 1] if one else 3)
@@ -481,14 +489,21 @@ def _views(volumes: ViewerVolumes, taken: dict[View, int] | None = None
         axis = slices.AXIS_OF_VIEW[view]
         with columns[i]:
             if browser:
-                slice_canvas.slice_canvas(
-                    view=view, case=str(s.get("sl_case")), image=volumes.image.data,
-                    spacing_mm=volumes.image.spacing_mm, xyz=xyz,
-                    seq=_seq(view, xyz[axis], taken or {}), level=float(s["sl_level"]),
-                    width=float(s["sl_width"]), **labels, **overlay, crosshair=crosshair,
-                    display_px=display_px, zoom=zoom,
-                    key=(LARGE_CANVAS_KEYS if one else CANVAS_KEYS)[view])
-            else:
+                try:
+                    slice_canvas.slice_canvas(
+                        view=view, case=str(s.get("sl_case")), image=volumes.image.data,
+                        spacing_mm=volumes.image.spacing_mm, xyz=xyz, port=port,
+                        seq=int(s.get(MOVES_KEY, 0)), level=float(s["sl_level"]),
+                        width=float(s["sl_width"]), **labels, **overlay, crosshair=crosshair,
+                        display_px=display_px,
+                        key=(LARGE_CANVAS_KEYS if one else CANVAS_KEYS)[view])
+                except OSError as exc:
+                    # The blobs cannot be written (a read-only or full cache folder): the
+                    # server draws the pictures for the rest of the session.
+                    s[CANVAS_FAILED_KEY] = (f"Fast scroll is off: cannot write to "
+                                            f"{slice_canvas.served_dir()} ({exc.strerror or exc})")
+                    browser = False
+            if not browser:
                 # Clickable (a small component): a click sets the crosshair, see
                 # _follow_clicks. PNG level 1: a fast, lossless encoding about a third of
                 # the raw size.
@@ -499,6 +514,8 @@ def _views(volumes: ViewerVolumes, taken: dict[View, int] | None = None
                                                else "move the crosshair")
             if browser:
                 caption += " · wheel or arrow keys: step"
+            elif s.get(CANVAS_FAILED_KEY) and i == 0:
+                st.warning(s[CANVAS_FAILED_KEY], icon=":material/speed:")
             if zoom > 1:
                 caption += f" · {zoom:g}× around the crosshair"
             st.caption(caption)
@@ -511,7 +528,7 @@ def _views(volumes: ViewerVolumes, taken: dict[View, int] | None = None
 
 def _slice_stepper(view: View, key: str, label: str, size: int, *, shortcuts: bool) -> None:
     """A slice's slider and -/+ buttons; the first view's buttons answer Page Down/Up."""
-    st.slider(label, 0, size - 1, key=key)
+    st.slider(label, 0, size - 1, key=key, on_change=position_moved)
     down, up = st.columns(2)
     down.button("", key=f"btn_{view}_down", icon=":material/remove:", on_click=_step,
                 args=(key, -1, size), width="stretch", help=f"{view}: one slice down",

@@ -31,8 +31,20 @@ const loading = new Map(); // blob url -> Promise
 // What tests and benchmarks read: how many pictures were drawn, of which slice.
 window.tumorscope = {drawn: 0, slice: 0, view: null, drawMs: 0, error: null};
 
+function use(url) {
+  // Most recently used last; what the current arguments name is never dropped.
+  const bytes = loaded.get(url);
+  loaded.delete(url);
+  loaded.set(url, bytes);
+  return bytes;
+}
+
+function wanted(a) {
+  return [a.grey].concat(a.codes ? [a.codes] : []);
+}
+
 function fetchBlob(url) {
-  if (loaded.has(url)) return Promise.resolve(loaded.get(url));
+  if (loaded.has(url)) return Promise.resolve(use(url));
   if (loading.has(url)) return loading.get(url);
   const promise = fetch(url).then((response) => {
     if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
@@ -42,15 +54,27 @@ function fetchBlob(url) {
     const bytes = new Uint8Array(buffer);
     loaded.set(url, bytes);
     loading.delete(url);
-    while (loaded.size > 6) loaded.delete(loaded.keys().next().value);
+    const keep = args ? wanted(args) : [];
+    for (const old of loaded.keys()) {
+      if (loaded.size <= 6) break;
+      if (!keep.includes(old) && old !== url) loaded.delete(old);
+    }
     return bytes;
   }, (error) => { loading.delete(url); throw error; });
   loading.set(url, promise);
   return promise;
 }
 
-// Grey and colour per (code, grey value), blended in float32 as numpy does it.
+// Grey and colour per (code, grey value), blended in float32 as numpy does it; one table
+// per palette, kept.
+let lutFor = null, lutTable = null;
 function blendTable(palette) {
+  const key = JSON.stringify(palette);
+  if (key !== lutFor) { lutTable = makeTable(palette); lutFor = key; }
+  return lutTable;
+}
+
+function makeTable(palette) {
   const lut = new Uint8Array((palette.length + 1) * 256 * 3);
   for (let g = 0; g < 256; g++) lut[g * 3] = lut[g * 3 + 1] = lut[g * 3 + 2] = g;
   palette.forEach(([rgb, alpha], i) => {
@@ -68,26 +92,26 @@ function blendTable(palette) {
 
 function draw() {
   const a = args;
-  const grey = loaded.get(a.grey);
-  const codes = a.codes ? loaded.get(a.codes) : null;
-  if (!grey || (a.codes && !codes)) return;
+  if (!wanted(a).every((url) => loaded.has(url))) { load(a); return; }
+  const grey = use(a.grey);
+  const codes = a.codes ? use(a.codes) : null;
   const start = performance.now();
   const shape = a.shape, strides = [shape[1] * shape[2], shape[2], 1];
   const [axis, rowAxis, colAxis] = a.axes;
   const [H, W] = a.size;
-  const [row0, col0, rows, cols] = a.port;
+  const [row0, col0] = a.port;
   if (canvas.width !== W || canvas.height !== H) { canvas.width = W; canvas.height = H; }
   const picture = ctx.createImageData(W, H);
   const px = picture.data;
   const base = slice * strides[axis];
+  // Which plane row and column each screen pixel shows: Python's tables, made by PIL's
+  // own nearest-neighbour resize (so its rounding at exact halves is the server's).
   const rowOffset = new Int32Array(H), colOffset = new Int32Array(W);
   for (let y = 0; y < H; y++) {
-    const r = row0 + Math.min(rows - 1, Math.floor((y + 0.5) * rows / H));
-    rowOffset[y] = (shape[rowAxis] - 1 - r) * strides[rowAxis];
+    rowOffset[y] = (shape[rowAxis] - 1 - (row0 + a.rows_of[y])) * strides[rowAxis];
   }
   for (let x = 0; x < W; x++) {
-    const c = col0 + Math.min(cols - 1, Math.floor((x + 0.5) * cols / W));
-    colOffset[x] = (shape[colAxis] - 1 - c) * strides[colAxis];
+    colOffset[x] = (shape[colAxis] - 1 - (col0 + a.cols_of[x])) * strides[colAxis];
   }
   const lut = blendTable(a.palette);
   let p = 0;
@@ -104,9 +128,12 @@ function draw() {
   ctx.putImageData(picture, 0, 0);
   letters(a, W, H);
   const t = window.tumorscope;
-  t.drawn += 1; t.slice = slice; t.view = a.view; t.drawMs = performance.now() - start;
+  t.drawn += 1; t.slice = slice; t.view = a.view; t.xyz = a.xyz.slice();
+  t.xyz[a.axes[0]] = slice;
+  t.drawMs = performance.now() - start;
   canvas.dataset.slice = String(slice);
-  statusLine.textContent = "";
+  if (canvas.style.opacity !== "1") canvas.style.opacity = "1";
+  if (statusLine.textContent) statusLine.textContent = "";
   fitFrame();
 }
 
@@ -144,7 +171,12 @@ function letters(a, W, H) {
 }
 
 function fitFrame() {
-  const height = Math.ceil(canvas.getBoundingClientRect().height) +
+  // Enlarged on screen: crisp voxels; shown smaller than drawn: smoothed, as the server's
+  // <img> is, so one-pixel lines do not vanish.
+  const shown = canvas.getBoundingClientRect();
+  const rendering = shown.width >= canvas.width ? "pixelated" : "auto";
+  if (canvas.style.imageRendering !== rendering) canvas.style.imageRendering = rendering;
+  const height = Math.ceil(shown.height) +
     (statusLine.textContent ? statusLine.offsetHeight : 0);
   if (height !== frameHeight) {
     frameHeight = height;
@@ -153,7 +185,9 @@ function fitFrame() {
 }
 
 function value() {
-  return Object.assign({}, lastClick, {slice: slice, slice_event: `${loadId}-${events}`});
+  // The seq and case the steps were made on: Python drops a report it has since overruled.
+  return Object.assign({}, lastClick, {slice: slice, slice_event: `${loadId}-${events}`,
+                                       seq: lastSeq, case: lastCase});
 }
 
 function report() {
@@ -165,13 +199,18 @@ function report() {
 }
 
 function step(delta) {
-  if (!args) return;
+  if (!args || !ready()) return false;
   const next = Math.min(args.shape[args.axes[0]] - 1, Math.max(0, slice + delta));
-  if (next === slice) return;
+  if (next === slice) return false;
   slice = next;
   draw();
   clearTimeout(reportTimer);
   reportTimer = setTimeout(report, args.report_ms);
+  return true;
+}
+
+function ready() {
+  return wanted(args).every((url) => loaded.has(url));
 }
 
 canvas.addEventListener("keydown", (event) => {
@@ -183,6 +222,10 @@ canvas.addEventListener("keydown", (event) => {
 });
 
 canvas.addEventListener("wheel", (event) => {
+  if (!args) return;
+  const last = args.shape[args.axes[0]] - 1;
+  // At the first or last slice, a wheel turn beyond it scrolls the page instead.
+  if ((event.deltaY > 0 && slice === 0) || (event.deltaY < 0 && slice === last)) return;
   event.preventDefault();
   // One slice per notch: ~100 px, or 3 lines; a trackpad's small deltas add up.
   wheelSum += event.deltaY * [1, 33.4, 100][event.deltaMode];
@@ -193,6 +236,7 @@ canvas.addEventListener("wheel", (event) => {
 }, {passive: false});
 
 canvas.addEventListener("click", (event) => {
+  if (!args || !ready()) return;  // nothing drawn yet: a click would be on nothing
   canvas.focus();
   const box = canvas.getBoundingClientRect();
   lastClick = {x: event.clientX - box.left, y: event.clientY - box.top,
@@ -203,26 +247,35 @@ canvas.addEventListener("click", (event) => {
   send("streamlit:setComponentValue", {value: value(), dataType: "json"});
 });
 
+function load(a) {
+  const showing = wanted(a);
+  // Until this picture is drawn, the last one is not shown as if it were this one (another
+  // patient, modality or window): it is dimmed, and steps wait.
+  canvas.style.opacity = "0.25";
+  statusLine.textContent = "loading slices…";
+  fitFrame();
+  Promise.all(showing.map(fetchBlob)).then(() => { if (args === a) draw(); }, (error) => {
+    if (args !== a) return;
+    window.tumorscope.error = String(error);
+    canvas.width = canvas.width;  // cleared: no old picture under the message
+    statusLine.textContent = `cannot load the slices: ${error}`;
+    fitFrame();
+  });
+}
+
 window.addEventListener("message", (event) => {
   if (!event.data || event.data.type !== "streamlit:render") return;
   const a = event.data.args;
-  // Python's slice is taken when Python moved it (a slider, a click in another view, a jump:
-  // seq changes) or a new case opened; otherwise this view's own steps stand, even while
+  // Python's slice is taken when Python moved it (a slider, a button, a click, a jump: seq
+  // changes) or another case opened; otherwise this view's own steps stand, even while
   // Python has not yet seen the last of them.
   if (lastSeq === null || a.seq !== lastSeq || a.case !== lastCase) {
     slice = a.slice;
     reported = a.slice;
   }
+  slice = Math.min(a.shape[a.axes[0]] - 1, Math.max(0, slice));
   lastSeq = a.seq; lastCase = a.case; args = a;
-  const wanted = [a.grey].concat(a.codes ? [a.codes] : []);
-  if (wanted.every((url) => loaded.has(url))) { draw(); return; }
-  statusLine.textContent = "loading slices…";
-  fitFrame();
-  Promise.all(wanted.map(fetchBlob)).then(() => { if (args === a) draw(); }, (error) => {
-    window.tumorscope.error = String(error);
-    statusLine.textContent = `cannot load the slices: ${error}`;
-    fitFrame();
-  });
+  if (ready()) draw(); else load(a);
 });
 
 new ResizeObserver(() => fitFrame()).observe(canvas);
