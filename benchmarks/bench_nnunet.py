@@ -35,7 +35,8 @@ MONAI_TOLERANCE = 1e-4
 """MONAI and ours place the same windows with the same Gaussian: logits agree to this."""
 FP16_TOLERANCE = 1e-2
 """nnU-Net accumulates in float16 (about 3 significant digits): with its own tiles and
-Gaussian reproduced in float32, logits agree to this where its sums stay normal floats."""
+Gaussian reproduced in float32, logits agree to this, times the largest logit when that is
+above 1 (a trained network's reach 20-30), where its sums stay normal floats."""
 FP16_NORMAL = 2.0**-14
 """The smallest normal float16; summed Gaussian weights below it lose their precision."""
 
@@ -350,9 +351,11 @@ def explain_nnunet(image: torch.Tensor, roi: tuple[int, ...], step: float, net: 
           f"{normal.float().mean().item() * 100:.1f}% of voxels): max |logit d| {inside:.1e}; "
           f"at the crop's edges, where tiles overlap only in their underflowed tails: "
           f"{diff[:, ~normal].max().item() if (~normal).any() else 0.0:.1e}")
+    bound = FP16_TOLERANCE * max(1.0, same[:, normal].abs().max().item())
     checks.append(f"nnU-Net vs its own tiles and Gaussian in float32, where float16 is normal, "
-                  f"max |logit d| {inside:.1e} <= {FP16_TOLERANCE:g}")
-    return inside <= FP16_TOLERANCE
+                  f"max |logit d| {inside:.1e} <= {bound:.2g} ({FP16_TOLERANCE:g} x the "
+                  f"largest logit, at least 1)")
+    return inside <= bound
 
 
 if __name__ == "__main__":
