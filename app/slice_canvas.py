@@ -223,20 +223,21 @@ def nearest_index(n: int, size: int) -> list[int]:
     return np.asarray(row.resize((size, 1), Image.NEAREST))[0].astype(int).tolist()
 
 
-def slice_canvas(*, view: slices.View, case: str, image: np.ndarray, spacing_mm: Sequence[float],
-                 xyz: Sequence[int], port: slices.Viewport, seq: int, level: float,
+def slice_canvas(*, view: slices.View, case: str, image: np.ndarray, xyz: Sequence[int],
+                 port: slices.Viewport, size: tuple[int, int], seq: int, level: float,
                  width: float, prediction: np.ndarray | None, truth: np.ndarray | None,
                  prediction_b: np.ndarray | None, overlay: Overlay, overlay_style: OverlayStyle,
                  alpha: float, region: str, crosshair: bool, display_px: int,
                  key: str) -> dict | None:
-    """Draw ``view`` (its ``port`` of the plane) in the browser; returns its last value (a
+    """Draw ``view`` (its ``port`` of the plane, ``size`` (height, width) pixels large, as
+    render_view draws it) in the browser; returns its last value (a
     click's x, y, width, height, unix_time, and the ``slice`` with its ``slice_event``,
     ``seq`` and ``case``), or None before any. Raises OSError when the blobs cannot be
     written."""
     grey = grey_url(image, level=level, width=width)
     codes, palette = codes_url(view, prediction, truth, prediction_b, overlay=overlay,
                                overlay_style=overlay_style, alpha=alpha, region=region)
-    height, width_px = slices.view_size(image.shape, spacing_mm, view, display_px)
+    height, width_px = size
     return _declare()(
         view=view, case=case, grey=grey, codes=codes,
         palette=[[list(rgb), a] for rgb, a in palette], shape=list(image.shape),

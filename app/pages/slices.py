@@ -421,25 +421,20 @@ def _heat(volumes: ViewerVolumes) -> tuple[slices.HeatLayer | None, np.ndarray |
         probability
 
 
-def _in_browser(heat: slices.HeatLayer | None, shape: Sequence[int],
-                spacing_mm: Sequence[float], shown: Sequence[View], display_px: int,
-                zoom: float) -> bool:
+def _in_browser(heat: slices.HeatLayer | None, ports: dict[View, slices.Viewport],
+                sizes: dict[View, tuple[int, int]]) -> bool:
     """Whether the views are drawn in the browser: unless turned off (or not servable here),
     for every overlay but the heat maps, not while a distance is measured or shown (its
-    marks are drawn on the server), and not when a view is drawn smaller than its voxels
-    (the server smooths those; the browser samples nearest-neighbour only)."""
+    marks are drawn on the server), and not when a view (its ``ports`` part of the plane,
+    drawn ``sizes`` pixels large) is smaller than its voxels (the server smooths those; the
+    browser samples nearest-neighbour only)."""
     s = st.session_state
     if not s.get(BROWSER_KEY, True) or s.get(CANVAS_FAILED_KEY) or heat is not None:
         return False
     if s.get("sl_click") == "measure" or s.get(MEASURE_KEY):
         return False
-    xyz = tuple(int(s[k]) for k in POSITION_KEYS)
-    for view in shown:
-        port = slices.viewport(shape, view, xyz, zoom)
-        height, width = slices.view_size(shape, spacing_mm, view, display_px)
-        if width < port.cols or height < port.rows:
-            return False
-    return True
+    return all(sizes[v][1] >= port.cols and sizes[v][0] >= port.rows
+               for v, port in ports.items())
 
 
 def _views(volumes: ViewerVolumes) -> Callable[[], dict[View, np.ndarray]]:
@@ -477,13 +472,17 @@ def _views(volumes: ViewerVolumes) -> Callable[[], dict[View, np.ndarray]]:
             probability=probability, threshold=float(s.get("sl_threshold", 0.5)),
             measure=tuple(measure), measure_text=distance)
 
-    browser = _in_browser(heat, shape, volumes.image.spacing_mm, shown, display_px, zoom)
+    # What each view shows at zoom (render_view's part of the plane) and how large.
+    ports = {view: slices.viewport(shape, view, xyz, zoom) for view in shown}
+    sizes = {view: slices.view_size(shape, volumes.image.spacing_mm, view, display_px)
+             for view in shown}
+    browser = _in_browser(heat, ports, sizes)
     # Images in one row and sliders in the next, so the sliders line up whatever the views'
     # heights (axial is 240 x 240 mm, coronal and sagittal 240 x 155 mm in BraTS).
     columns = st.columns([3, 1] if one else 3)
     slider_columns = st.columns([3, 1] if one else 3)
     for i, view in enumerate(shown):
-        port = slices.viewport(shape, view, xyz, zoom)  # what render_view shows at zoom
+        port = ports[view]
         s[PORT_KEYS[view]] = (port.row0, port.col0, port.rows, port.cols)
         key, label = VIEW_SLIDERS[view]
         axis = slices.AXIS_OF_VIEW[view]
@@ -492,7 +491,7 @@ def _views(volumes: ViewerVolumes) -> Callable[[], dict[View, np.ndarray]]:
                 try:
                     slice_canvas.slice_canvas(
                         view=view, case=str(s.get("sl_case")), image=volumes.image.data,
-                        spacing_mm=volumes.image.spacing_mm, xyz=xyz, port=port,
+                        xyz=xyz, port=port, size=sizes[view],
                         seq=int(s.get(MOVES_KEY, 0)), level=float(s["sl_level"]),
                         width=float(s["sl_width"]), **labels, **overlay, crosshair=crosshair,
                         display_px=display_px,
