@@ -342,6 +342,26 @@ def fast_scroll(page: Any, on: bool, views: int = 3) -> None:
     wait_until_drawn(page, "Slices", plots=0)
 
 
+@contextlib.contextmanager
+def slices_page(results: Path, tmp_path: Path) -> Iterator[tuple[Any, Path]]:
+    """The slices page of ``streamlit run`` on ``results`` in headless chromium, drawn;
+    yields it with the screenshot folder (``$TUMORSCOPE_SCREENSHOTS``, else ``tmp_path``)."""
+    from playwright.sync_api import sync_playwright
+
+    out = Path(os.environ.get("TUMORSCOPE_SCREENSHOTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    with streamlit_server(results, tmp_path / "streamlit.log") as url, \
+            sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.goto(f"{url}/slices")
+            wait_until_drawn(page, "Slices", plots=0)
+            yield page, out
+        finally:
+            browser.close()
+
+
 def server_pictures(page: Any, n: int) -> list[np.ndarray]:
     """Fast scroll turned off: the server's pictures of the first ``n`` views (decoded from
     their data URLs, at their own resolution); then on again, the canvases drawn."""
@@ -383,62 +403,50 @@ def test_slice_canvas_draws_what_the_server_draws_and_steps_at_once(
     (but for the edge letters' font), in all three views and zoomed with outlines; a key
     press or a wheel notch on a view steps its slice there, and the sliders, the readout
     and the other views follow."""
-    from playwright.sync_api import sync_playwright
+    with slices_page(heat_run_dir, tmp_path) as (page, out):
+        drawn = [canvas_pixels(v) for v in slice_views(page)]
+        for view, canvas, server in zip(("axial", "coronal", "sagittal"), drawn,
+                                        server_pictures(page, 3), strict=True):
+            assert_same_picture(canvas, server, view)
 
-    out = Path(os.environ.get("TUMORSCOPE_SCREENSHOTS") or tmp_path)
-    out.mkdir(parents=True, exist_ok=True)
-    with streamlit_server(heat_run_dir, tmp_path / "streamlit.log") as url, \
-            sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            page = browser.new_page(viewport=VIEWPORT)
-            page.goto(f"{url}/slices")
-            wait_until_drawn(page, "Slices", plots=0)
-            drawn = [canvas_pixels(v) for v in slice_views(page)]
-            for view, canvas, server in zip(("axial", "coronal", "sagittal"), drawn,
-                                            server_pictures(page, 3), strict=True):
-                assert_same_picture(canvas, server, view)
+        # Zoomed 2x, outlines: the crop, the enlargement and the outlines' tracing agree.
+        slice_views(page)
+        before = frame_of(page, 0).evaluate("() => window.tumorscope.drawn")
+        page.locator(".st-key-sl_style button").filter(has_text="outline").first.click()
+        for step in ("1.5", "2"):
+            page.get_by_role("slider", name="Zoom").first.press("ArrowRight")
+            page.get_by_text(f"{step}× around the crosshair").first.wait_for(
+                timeout=PAGE_READY_MS)
+        wait_until_drawn(page, "Slices", plots=0)
+        frame_of(page, 0).wait_for_function(f"() => window.tumorscope.drawn > {before}",
+                                            timeout=PAGE_READY_MS)
+        zoomed = canvas_pixels(slice_views(page)[0])
+        assert_same_picture(zoomed, server_pictures(page, 1)[0], "axial, 2x, outlined")
 
-            # Zoomed 2x, outlines: the crop, the enlargement and the outlines' tracing agree.
-            slice_views(page)
-            before = frame_of(page, 0).evaluate("() => window.tumorscope.drawn")
-            page.locator(".st-key-sl_style button").filter(has_text="outline").first.click()
-            for step in ("1.5", "2"):
-                page.get_by_role("slider", name="Zoom").first.press("ArrowRight")
-                page.get_by_text(f"{step}× around the crosshair").first.wait_for(
-                    timeout=PAGE_READY_MS)
-            wait_until_drawn(page, "Slices", plots=0)
-            frame_of(page, 0).wait_for_function(f"() => window.tumorscope.drawn > {before}",
-                                                timeout=PAGE_READY_MS)
-            zoomed = canvas_pixels(slice_views(page)[0])
-            assert_same_picture(zoomed, server_pictures(page, 1)[0], "axial, 2x, outlined")
-
-            views = slice_views(page)
-            x, y, z = (int(v) for v in crosshair_voxel(page).strip(" ()").split(","))
-            views[0].focus()
-            views[0].press("ArrowUp")
-            frame_of(page, 0).wait_for_function(f"() => window.tumorscope.slice === {z + 1}",
-                                                timeout=5000)
-            page.wait_for_function(  # the view told Python: the readout follows
-                f"() => document.body.innerText.includes('voxel (RAS) ({x}, {y}, {z + 1})')",
-                timeout=30_000)
-            frame_of(page, 2).wait_for_function(  # and the sagittal crosshair moved there
-                f"() => window.tumorscope.xyz[2] === {z + 1}", timeout=30_000)
-            box = views[0].bounding_box()
-            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-            page.mouse.wheel(0, 100)  # one notch towards the user: a slice down
-            frame_of(page, 0).wait_for_function(f"() => window.tumorscope.slice === {z}",
-                                                timeout=5000)
-            page.wait_for_function(
-                f"() => document.body.innerText.includes('voxel (RAS) ({x}, {y}, {z})')",
-                timeout=30_000)
-            wait_until_drawn(page, "Slices", plots=0)
-            check_content(shoot(page, out / "app-slices-canvas.png"), page.inner_text("body"),
-                          ["Slices", "wheel or arrow keys", "voxel (RAS)"])
-            thumb = page.locator(".st-key-sl_z [data-testid='stSliderThumbValue']").first
-            assert thumb.inner_text() == str(z)  # the slider followed the view
-        finally:
-            browser.close()
+        views = slice_views(page)
+        x, y, z = (int(v) for v in crosshair_voxel(page).strip(" ()").split(","))
+        views[0].focus()
+        views[0].press("ArrowUp")
+        frame_of(page, 0).wait_for_function(f"() => window.tumorscope.slice === {z + 1}",
+                                            timeout=5000)
+        page.wait_for_function(  # the view told Python: the readout follows
+            f"() => document.body.innerText.includes('voxel (RAS) ({x}, {y}, {z + 1})')",
+            timeout=30_000)
+        frame_of(page, 2).wait_for_function(  # and the sagittal crosshair moved there
+            f"() => window.tumorscope.xyz[2] === {z + 1}", timeout=30_000)
+        box = views[0].bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.wheel(0, 100)  # one notch towards the user: a slice down
+        frame_of(page, 0).wait_for_function(f"() => window.tumorscope.slice === {z}",
+                                            timeout=5000)
+        page.wait_for_function(
+            f"() => document.body.innerText.includes('voxel (RAS) ({x}, {y}, {z})')",
+            timeout=30_000)
+        wait_until_drawn(page, "Slices", plots=0)
+        check_content(shoot(page, out / "app-slices-canvas.png"), page.inner_text("body"),
+                      ["Slices", "wheel or arrow keys", "voxel (RAS)"])
+        thumb = page.locator(".st-key-sl_z [data-testid='stSliderThumbValue']").first
+        assert thumb.inner_text() == str(z)  # the slider followed the view
 
 
 def warm_share(pixels: np.ndarray) -> float:
@@ -457,58 +465,46 @@ def choose(page: Any, label: str, option: str) -> None:
 def test_slice_viewer_heat_overlay_and_zoom(heat_run_dir: Path, tmp_path: Path) -> None:
     """A person turns on the probability heat map: the brain turns red to yellow; zooming in
     shows the middle of the plane, larger (less black around the head)."""
-    from playwright.sync_api import sync_playwright
+    with slices_page(heat_run_dir, tmp_path) as (page, out):
+        slice_views(page)
+        fast_scroll(page, False)  # the server's pictures (what heat maps always use)
+        slice_views(page)
+        old = picture_src(page, 0)
+        choose(page, "Overlay", "None")
+        plain = view_picture(page, 0, old)
+        old = picture_src(page, 0)
+        choose(page, "Overlay", "Probability heat map")
+        heat = view_picture(page, 0, old)
+        shot = out / "app-slices-heat.png"
+        check_content(shoot(page, shot), page.inner_text("body"),
+                      ["Slices", "probability 0 → 1", "Threshold"])
+        assert warm_share(plain) < 0.001, "red-yellow pixels without a heat map"
+        assert warm_share(heat) > 0.05, f"no heat map to see ({warm_share(heat):.4f})"
 
-    out = Path(os.environ.get("TUMORSCOPE_SCREENSHOTS") or tmp_path)
-    out.mkdir(parents=True, exist_ok=True)
-    with streamlit_server(heat_run_dir, tmp_path / "streamlit.log") as url, \
-            sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            page = browser.new_page(viewport=VIEWPORT)
-            page.goto(f"{url}/slices")
+        for step in ("1.5", "2", "3"):  # one key press at a time, as a person waits
+            old = picture_src(page, 0)
+            page.get_by_role("slider", name="Zoom").first.press("ArrowRight")
+            page.get_by_text(f"{step}× around the crosshair").first.wait_for(
+                timeout=PAGE_READY_MS)
+            zoomed = view_picture(page, 0, old)
+        shoot(page, out / "app-slices-zoom.png")
+        # One large view and back: the views' slices outlive the layout (a fragment's
+        # rerun that leaves two sliders undrawn must keep their values).
+        for layout, shown in (("1 large", 1), ("3 views", 3)):
+            old = picture_src(page, 0)
+            page.locator(".st-key-sl_layout button").filter(has_text=layout).first.click()
+            view_picture(page, 0, old)
+            # The whole page redrawn: as many views as the layout has, and what follows
+            # them (the readout) there again.
+            page.wait_for_function(
+                "n => document.querySelectorAll('iframe[title*=\"image_coordinates\"]')"
+                ".length === n && document.body.innerText.includes('voxel (RAS)')",
+                arg=shown, timeout=PAGE_READY_MS)
             wait_until_drawn(page, "Slices", plots=0)
-            slice_views(page)
-            fast_scroll(page, False)  # the server's pictures (what heat maps always use)
-            slice_views(page)
-            old = picture_src(page, 0)
-            choose(page, "Overlay", "None")
-            plain = view_picture(page, 0, old)
-            old = picture_src(page, 0)
-            choose(page, "Overlay", "Probability heat map")
-            heat = view_picture(page, 0, old)
-            shot = out / "app-slices-heat.png"
-            check_content(shoot(page, shot), page.inner_text("body"),
-                          ["Slices", "probability 0 → 1", "Threshold"])
-            assert warm_share(plain) < 0.001, "red-yellow pixels without a heat map"
-            assert warm_share(heat) > 0.05, f"no heat map to see ({warm_share(heat):.4f})"
-
-            for step in ("1.5", "2", "3"):  # one key press at a time, as a person waits
-                old = picture_src(page, 0)
-                page.get_by_role("slider", name="Zoom").first.press("ArrowRight")
-                page.get_by_text(f"{step}× around the crosshair").first.wait_for(
-                    timeout=PAGE_READY_MS)
-                zoomed = view_picture(page, 0, old)
-            shoot(page, out / "app-slices-zoom.png")
-            # One large view and back: the views' slices outlive the layout (a fragment's
-            # rerun that leaves two sliders undrawn must keep their values).
-            for layout, shown in (("1 large", 1), ("3 views", 3)):
-                old = picture_src(page, 0)
-                page.locator(".st-key-sl_layout button").filter(has_text=layout).first.click()
-                view_picture(page, 0, old)
-                # The whole page redrawn: as many views as the layout has, and what follows
-                # them (the readout) there again.
-                page.wait_for_function(
-                    "n => document.querySelectorAll('iframe[title*=\"image_coordinates\"]')"
-                    ".length === n && document.body.innerText.includes('voxel (RAS)')",
-                    arg=shown, timeout=PAGE_READY_MS)
-                wait_until_drawn(page, "Slices", plots=0)
-                check_content(shoot(page, out / f"app-slices-{shown}.png"),
-                              page.inner_text("body"), ["Slices", "Axial slice", "voxel (RAS)"])
-            if zoomed.shape == heat.shape:
-                Image.fromarray(np.hstack([heat, zoomed])).save(out / "app-slices-zoom-axial.png")
-        finally:
-            browser.close()
+            check_content(shoot(page, out / f"app-slices-{shown}.png"),
+                          page.inner_text("body"), ["Slices", "Axial slice", "voxel (RAS)"])
+        if zoomed.shape == heat.shape:
+            Image.fromarray(np.hstack([heat, zoomed])).save(out / "app-slices-zoom-axial.png")
     assert zoomed.shape == heat.shape  # as large on screen, showing less of the plane
     black = [float((p.max(axis=-1) < 12).mean()) for p in (heat, zoomed)]
     assert black[0] > 0.1 and black[1] < black[0] / 2, black
