@@ -89,8 +89,10 @@ def test_any_value_for_any_key_is_valid_or_refused_by_its_key(key: str, value: o
     got = getattr(getattr(cfg, section), name)
     if isinstance(got, float):
         assert math.isfinite(got)
-    if key != "train.amp":  # YAML reads a bare `off` as false: amp takes it as "off"
-        assert not (isinstance(value, bool) and not isinstance(got, bool))
+    # YAML reads a bare `off` / `on` as a boolean: a key whose choices hold that word takes
+    # it as the word (train.amp, data.bias_correction); any other bool stays a bool.
+    if isinstance(value, bool) and not isinstance(got, bool):
+        assert got == ("on" if value else "off"), (key, value, got)
 
 
 def test_a_runs_config_yaml_can_be_trained_from(tmp_path: Path) -> None:
