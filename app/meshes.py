@@ -28,14 +28,12 @@ DISPLAY_MAX_TRIANGLES = 60_000
 @st.cache_resource(show_spinner=False, max_entries=36)
 def _surfaces(run_path: str, source: MeshSource, path: str, mtime_ns: int, convention: str,
               _case: CaseRecord) -> dict[str, Any] | None:
-    from tumorscope.render.mesh import simplify_to
     from tumorscope.render.mesh_cache import case_surfaces
 
-    meshes = case_surfaces(Run(Path(run_path)), _case, source)
-    if meshes is None or source == "brain":
-        return meshes
-    return {name: simplify_to(mesh, max_triangles=DISPLAY_MAX_TRIANGLES)
-            for name, mesh in meshes.items()}
+    # Simplified surfaces are cached on disk as well: after a restart, reopening a case
+    # reads them instead of reading and simplifying the full ones.
+    return case_surfaces(Run(Path(run_path)), _case, source,
+                         max_triangles=DISPLAY_MAX_TRIANGLES)
 
 
 def surfaces(run: Run, case: CaseRecord, source: MeshSource) -> dict[str, Any] | None:

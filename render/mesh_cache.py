@@ -6,6 +6,8 @@ of each source is named here, and only here::
     RUN/meshes/<case>/truth/        WT-<key>.vtp  TC-<key>.vtp  ET-<key>.vtp  meshes.json
     RUN/meshes/<case>/prediction/   the same, of the prediction
     RUN/meshes/<case>/brain/        brain-<key>.vtp  meshes.json
+    RUN/meshes/<case>/<source>/display-<N>/   the same surfaces simplified to about N
+                                              triangles (what the app draws)
 
 Each folder holds the meshes of one source file and a ``meshes.json`` manifest, written
 atomically after the meshes: the source's content fingerprint (SHA-256,
@@ -35,11 +37,11 @@ import pyvista as pv
 
 from tumorscope.core.data.labels import REGIONS, LabelConvention
 from tumorscope.core.data.nifti import atomic_path, atomic_write_json, read_label, read_nifti
-from tumorscope.core.errors import CaseFileMissingError
+from tumorscope.core.errors import CaseFileMissingError, ConfigError
 from tumorscope.core.fingerprint import fingerprint
 from tumorscope.core.store import CaseRecord, Run
 
-from .mesh import MESH_NAMES, brain_surface, check_names, region_meshes
+from .mesh import MESH_NAMES, brain_surface, check_names, region_meshes, simplify_to
 
 log = logging.getLogger(__name__)
 
@@ -126,15 +128,28 @@ def cached_meshes(
     return {name: meshes[name] for name in names}
 
 
+REGION_OPTIONS: dict[str, float | int] = {"smooth_iterations": 30, "smooth_passband": 0.05,
+                                           "decimate_fraction": 0.0}
+"""How :func:`cached_region_meshes` meshes a label map unless told otherwise."""
+
+
+def _region_params(convention: str, smooth_iterations: int, smooth_passband: float,
+                   decimate_fraction: float) -> dict[str, Any]:
+    return {"format_version": CACHE_FORMAT_VERSION, "convention": convention,
+            "smooth_iterations": int(smooth_iterations),
+            "smooth_passband": float(smooth_passband),
+            "decimate_fraction": float(decimate_fraction)}
+
+
 def cached_region_meshes(
     label_path: str | Path,
     cache_dir: str | Path,
     *,
     names: Iterable[str] = REGIONS,
     convention: LabelConvention = "brats2020",
-    smooth_iterations: int = 30,
-    smooth_passband: float = 0.05,
-    decimate_fraction: float = 0.0,
+    smooth_iterations: int = int(REGION_OPTIONS["smooth_iterations"]),
+    smooth_passband: float = float(REGION_OPTIONS["smooth_passband"]),
+    decimate_fraction: float = float(REGION_OPTIONS["decimate_fraction"]),
 ) -> dict[str, pv.PolyData]:
     """:func:`~tumorscope.render.mesh.region_meshes` of a label NIfTI, cached in ``cache_dir``.
 
@@ -151,11 +166,7 @@ def cached_region_meshes(
     True
     """
     names = check_names(names, MESH_NAMES)
-    params = {
-        "format_version": CACHE_FORMAT_VERSION, "convention": convention,
-        "smooth_iterations": int(smooth_iterations), "smooth_passband": float(smooth_passband),
-        "decimate_fraction": float(decimate_fraction),
-    }
+    params = _region_params(convention, smooth_iterations, smooth_passband, decimate_fraction)
 
     def build(missing: list[str]) -> dict[str, pv.PolyData]:
         volume = read_label(label_path, convention=convention)
@@ -165,6 +176,44 @@ def cached_region_meshes(
 
     return cached_meshes(label_path, cache_dir, names=names, params=params, build=build,
                          what="label")
+
+
+def cached_display_meshes(
+    label_path: str | Path,
+    cache_dir: str | Path,
+    *,
+    max_triangles: int,
+    names: Iterable[str] = REGIONS,
+    convention: LabelConvention = "brats2020",
+) -> dict[str, pv.PolyData]:
+    """:func:`cached_region_meshes` of ``cache_dir`` simplified to about ``max_triangles``
+    (:func:`~tumorscope.render.mesh.simplify_to`), cached in ``cache_dir/display-<N>`` by the
+    same source fingerprint: reopening a case reads the small surfaces, not the full ones,
+    and does not simplify them again (after a restart that was most of a 3-D view's time).
+
+    >>> import tempfile, nibabel as nib, numpy as np
+    >>> d = Path(tempfile.mkdtemp())
+    >>> lab = np.zeros((40, 40, 40), np.uint8); lab[5:35, 5:35, 5:35] = 4
+    >>> nib.save(nib.Nifti1Image(lab, np.eye(4)), d / "seg.nii.gz")
+    >>> small = cached_display_meshes(d / "seg.nii.gz", d / "cache", max_triangles=500,
+    ...                               names=["ET"])
+    >>> small["ET"].n_cells <= 750, (d / "cache" / "display-500" / "meshes.json").is_file()
+    (True, True)
+    """
+    names = check_names(names, MESH_NAMES)
+    if max_triangles < 1:
+        raise ConfigError(f"max_triangles must be >= 1, got {max_triangles}")
+    cache_dir = Path(cache_dir)
+    # The full surfaces' parameters too: the display copies are rebuilt whenever they are.
+    params = {**_region_params(convention, **REGION_OPTIONS),  # type: ignore[arg-type]
+              "max_triangles": int(max_triangles)}
+
+    def build(missing: list[str]) -> dict[str, pv.PolyData]:
+        full = cached_region_meshes(label_path, cache_dir, names=missing, convention=convention)
+        return {name: simplify_to(full[name], max_triangles=max_triangles) for name in missing}
+
+    return cached_meshes(label_path, cache_dir / f"display-{int(max_triangles)}", names=names,
+                         params=params, build=build, what="label")
 
 
 def cached_brain_surface(image_path: str | Path, cache_dir: str | Path) -> pv.PolyData:
@@ -201,12 +250,14 @@ def source_path(run: Run, record: CaseRecord, source: MeshSource) -> Path | None
     return record.brain_image
 
 
-def case_surfaces(run: Run, record: CaseRecord,
-                  source: MeshSource) -> dict[str, pv.PolyData] | None:
+def case_surfaces(run: Run, record: CaseRecord, source: MeshSource, *,
+                  max_triangles: int | None = None) -> dict[str, pv.PolyData] | None:
     """The cached world-mm surfaces of one source of a case of ``run``.
 
-    Truth and prediction give ``{"WT", "TC", "ET"}`` (read in the case's label convention);
-    the brain ``{"brain"}``. ``None`` when the case has no such file.
+    Truth and prediction give ``{"WT", "TC", "ET"}`` (read in the case's label convention),
+    with ``max_triangles`` simplified to about that (:func:`cached_display_meshes`); the
+    brain ``{"brain"}`` (already light: never simplified further). ``None`` when the case
+    has no such file.
     """
     path = source_path(run, record, source)
     if path is None:
@@ -214,4 +265,7 @@ def case_surfaces(run: Run, record: CaseRecord,
     folder = mesh_folder(run, record.case_id, source)
     if source == "brain":
         return {BRAIN_MESH: cached_brain_surface(path, folder)}
+    if max_triangles is not None:
+        return cached_display_meshes(path, folder, max_triangles=max_triangles,
+                                     convention=record.label_convention)
     return cached_region_meshes(path, folder, convention=record.label_convention)

@@ -144,3 +144,42 @@ def test_a_read_only_run_caches_in_a_temp_folder(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     folder = Path(proc.stdout.strip())
     assert not folder.is_relative_to(run.path) and folder.parts[-2:] == ("c1", "brain")
+
+
+def test_display_meshes_are_cached_simplified_and_follow_their_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app's simplified surfaces are read back, not simplified again, and are rebuilt
+    (with the full ones) as soon as the label file's content changes."""
+    lab = np.zeros((60, 60, 60), np.uint8)
+    lab[5:55, 6:50, 7:52] = 2
+    lab[15:40, 15:40, 15:40] = 4
+    src, cache = tmp_path / "seg.nii.gz", tmp_path / "meshes" / "case"
+    _write_label(src, lab)
+    calls = {"simplify": 0}
+    real = mesh_cache.simplify_to
+
+    def counting(*args, **kwargs):
+        calls["simplify"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mesh_cache, "simplify_to", counting)
+    full = cached_region_meshes(src, cache)
+    small = mesh_cache.cached_display_meshes(src, cache, max_triangles=800)
+    assert calls["simplify"] == 3
+    assert all(small[r].n_cells <= 1200 < full[r].n_cells for r in ("WT", "TC", "ET"))
+    again = mesh_cache.cached_display_meshes(src, cache, max_triangles=800)
+    assert calls["simplify"] == 3  # read from display-800/, not simplified again
+    assert all(np.array_equal(small[r].points, again[r].points) for r in small)
+    assert len(list(cache.glob("*.vtp"))) == 3  # the full surfaces stay beside them
+
+    lab[:] = 0
+    lab[20:30, 20:30, 20:30] = 4  # a new prediction: only ET, a small cube
+    _write_label(src, lab)
+    changed = mesh_cache.cached_display_meshes(src, cache, max_triangles=800, names=["ET"])
+    assert calls["simplify"] == 4
+    assert changed["ET"].bounds[1] - changed["ET"].bounds[0] < 25.0  # 10 voxels of 2 mm
+    rebuilt = cached_region_meshes(src, cache, names=["ET"])["ET"]  # the full one, rebuilt too
+    assert np.allclose(rebuilt.bounds, changed["ET"].bounds, atol=1.0)
+    with pytest.raises(mesh_cache.ConfigError, match="max_triangles"):
+        mesh_cache.cached_display_meshes(src, cache, max_triangles=0)
