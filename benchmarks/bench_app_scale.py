@@ -425,6 +425,7 @@ def measure_browser(run_dir: Path, real: Sequence[str], repeats: int,
         PAGE_READY_MS,
         VIEWPORT,
         crosshair_voxel,
+        frame_of,
         launch_chromium,
         slice_views,
         streamlit_server,
@@ -541,8 +542,7 @@ def measure_browser(run_dir: Path, real: Sequence[str], repeats: int,
                 return (time.perf_counter() - start) * 1e3, float("nan")
 
             many("slices page, first load", to_slices, 1)
-            frames = [page.locator(CANVAS_FRAMES).nth(i).element_handle().content_frame()
-                      for i in (0, 2)]
+            frames = [frame_of(page, i) for i in (0, 2)]
             # One way, so every step draws a slice not seen before: down from the upper
             # half of the volume, up from the lower; keys pressed on the axial view, which
             # draws its slices itself (the app's default, Fast scroll).

@@ -35,11 +35,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from test_app_browser import (  # noqa: E402
-    CANVAS_FRAMES,
     PAGE_READY_MS,
     SERVER_FRAMES,
     VIEWPORT,
     fast_scroll,
+    frame_of,
     launch_chromium,
     slice_views,
     streamlit_server,
@@ -76,14 +76,16 @@ def canvas_step_ms(page, frames, press) -> tuple[float, float]:
     until the sagittal view has redrawn (its crosshair at the new slice)."""
     axial, sagittal = frames
     old = axial.evaluate("() => window.tumorscope.slice")
-    before = sagittal.evaluate("() => window.tumorscope.drawn")
     start = time.perf_counter()
     press()
     axial.wait_for_function("old => window.tumorscope.slice !== old", arg=old,
                             timeout=60_000, polling="raf")
     step = (time.perf_counter() - start) * 1000.0
+    new = axial.evaluate("() => window.tumorscope.slice")
     DRAW_MS.append(axial.evaluate("() => window.tumorscope.drawMs"))
-    sagittal.wait_for_function("n => window.tumorscope.drawn > n", arg=before,
+    # Linked: the sagittal view drawn with its crosshair at the new axial slice (any
+    # redraw would also count one of the stale report's).
+    sagittal.wait_for_function("z => window.tumorscope.xyz[2] === z", arg=new,
                                timeout=60_000, polling="raf")
     linked = (time.perf_counter() - start) * 1000.0
     page.wait_for_function(IDLE_JS, timeout=60_000, polling=100)
@@ -110,8 +112,7 @@ def measure(results: Path, repeats: int, via: str = "canvas-key",
                 wait_until_drawn(page, "Slices", plots=0)
                 views = slice_views(page)
                 if via in CANVAS_VIAS:
-                    frames = [page.locator(CANVAS_FRAMES).nth(i).element_handle()
-                              .content_frame() for i in (0, 2)]
+                    frames = [frame_of(page, i) for i in (0, 2)]
                     views[0].focus()
                     box = views[0].bounding_box()
                     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
