@@ -293,3 +293,48 @@ def test_docstring_examples(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.attempted > 0
     assert result.failed == 0
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("options", [{}, {"attention_gates": True}, {"residual": True}])
+def test_inference_frees_each_decoder_input_once_used_and_changes_no_value(
+        options: dict, channels_last: bool) -> None:
+    """At inference a decoder stage runs layer by layer, so its joined input (skip and
+    up-sampled features, the largest tensor of the pass) is freed as soon as the first
+    layer has used it, and is laid out as the convolution's weights are; outputs are
+    bit-identical to the module calls on torch.cat's join."""
+    import weakref
+
+    net = build_model(UNetConfig.tiny(**options)).eval()
+    x = torch.randn(1, 4, *SHAPE)
+    if channels_last:  # as predict runs on the CPU
+        net = net.to(memory_format=torch.channels_last_3d)
+        x = x.to(memory_format=torch.channels_last_3d)
+    with torch.enable_grad():
+        reference = net(x).detach()  # grad on: each stage called as a module
+    decoder = net.decoders[-1]  # the full-resolution stage
+    leaves = unet_module._layers(decoder)
+    seen: dict[str, object] = {}
+
+    def grab(module: torch.nn.Module, args: tuple) -> None:
+        seen["input"] = weakref.ref(args[0])
+        seen["channels last"] = not args[0].is_contiguous()
+
+    def check(module: torch.nn.Module, args: tuple) -> None:
+        seen["alive at the next layer"] = seen["input"]() is not None
+
+    hooks = [leaves[0].register_forward_pre_hook(grab)]
+    if len(leaves) > 1:
+        hooks.append(leaves[1].register_forward_pre_hook(check))
+    try:
+        with torch.no_grad():
+            out = net(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert torch.equal(out, reference)
+    assert seen["channels last"] is channels_last
+    if options.get("residual"):  # not a plain chain: called whole, its input kept
+        assert leaves == [decoder]
+    else:
+        assert len(leaves) >= 6 and seen["alive at the next layer"] is False

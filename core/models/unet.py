@@ -392,6 +392,45 @@ def _check_probability(name: str, value: object) -> None:
         raise ConfigError(f"{name} must be in [0, 1), got {value}")
 
 
+def _layers(module: nn.Module) -> list[nn.Module]:
+    """``module``'s leaf layers in call order where it is a plain chain (nested
+    ``nn.Sequential``), else ``[module]``."""
+    if type(module) is nn.Sequential or (isinstance(module, nn.Sequential)
+                                          and type(module).forward is nn.Sequential.forward):
+        return [leaf for child in module for leaf in _layers(child)]
+    return [module]
+
+
+def _run_stage(stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``stage(x)``, layer by layer when no graph is recorded: the caller hands ``x`` over (it
+    keeps no other reference), so each layer's input is freed once its output exists. A
+    module call holds its input to the end, and the full-resolution decoder's input (skip
+    and up-sampled features together) is 0.5 GB at the default preset's 128^3 window.
+    The same operations in the same order: the output is bit-identical."""
+    if torch.is_grad_enabled():
+        return stage(x)
+    for layer in _layers(stage):
+        x = layer(x)
+    return x
+
+
+def _first_conv(module: nn.Module) -> nn.Module:
+    return next(m for m in module.modules() if isinstance(m, nn.Conv2d | nn.Conv3d))
+
+
+def _empty_join(skip: torch.Tensor, up_channels: int, weight: torch.Tensor) -> torch.Tensor:
+    """An uninitialised ``(N, up_channels + C, *spatial)`` tensor for ``cat([up, skip])`` in
+    ``skip``'s dtype and device, laid out as the next convolution's ``weight`` is: a
+    channels-last convolution given a contiguous input first copies all of it (instance norm
+    hands contiguous tensors on), 0.5 GB here at the default preset's 128^3 window."""
+    n, c, *spatial = skip.shape
+    channels_last = (weight.dim() == 5 and not weight.is_contiguous()
+                     and weight.is_contiguous(memory_format=torch.channels_last_3d))
+    return torch.empty((n, up_channels + c, *spatial), dtype=skip.dtype, device=skip.device,
+                       memory_format=torch.channels_last_3d if channels_last
+                       else torch.contiguous_format)
+
+
 def _node(i: int, j: int) -> str:
     """Module key of UNet++ node ``X[i, j]`` (level ``i``, column ``j``)."""
     return f"x{i}_{j}"
@@ -566,13 +605,30 @@ class UNet(nn.Module):
 
         supervise = self.training and self.config.deep_supervision
         lower: list[torch.Tensor] = []
+        skips.pop()  # the bottleneck: x itself
         for step, (level, up, decoder) in enumerate(zip(
             range(self.config.depth - 2, -1, -1), self.ups, self.decoders, strict=True
         )):
-            skip = skips[level]
+            # Popped, so each skip is freed once it is joined (at inference; training keeps
+            # it for the backward pass anyway).
+            skip = skips.pop()
             if self.gates is not None:
                 skip = self.gates[step](skip, x)  # gated by the coarser decoder features
-            x = decoder(torch.cat([up(x), skip], dim=1))
+            if torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type):
+                joined = torch.cat([up(x), skip], dim=1)
+                del skip
+            else:
+                # torch.cat would hold the skip, the up-sampled features and their join at
+                # once (1.1 GB at the default preset's 128^3 window): the skip is copied in
+                # and freed before the up-sampling runs. The same values as cat.
+                joined = _empty_join(skip, up.conv.out_channels, _first_conv(decoder).weight)
+                joined[:, up.conv.out_channels:] = skip
+                del skip
+                joined[:, :up.conv.out_channels] = up(x)
+            # Handed over with no name left here, so _run_stage can free it early.
+            box = [joined]
+            del joined
+            x = _run_stage(decoder, box.pop())
             if supervise and 1 <= level <= len(self.lower_heads):
                 lower.append(self.lower_heads[level - 1](x))
         out = self.head(x)
