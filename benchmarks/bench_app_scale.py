@@ -394,15 +394,20 @@ class Browser:
 PAINTED_JS = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
 COUNT_PLOTS_JS = """
 window.__plotsDrawn = 0;
-new MutationObserver(() => {
-  for (const gd of document.querySelectorAll('.js-plotly-plot')) {
-    if (!gd.__benchCounted && gd.on) {
-      gd.__benchCounted = true;
-      gd.on('plotly_afterplot', () => { window.__plotsDrawn += 1; });
-    }
-  }
-}).observe(document, {subtree: true, childList: true, attributes: true,
-                      attributeFilter: ['class']});
+// plotly gives each chart its emit() by assignment as it first plots it: a setter on the
+// prototype wraps it before any event is sent, so a chart drawn synchronously (before a
+// MutationObserver could add a listener, which missed some at random) still counts.
+Object.defineProperty(HTMLElement.prototype, 'emit', {
+  configurable: true,
+  get() { return undefined; },
+  set(emit) {
+    Object.defineProperty(this, 'emit', {configurable: true, writable: true,
+      value(event, data) {
+        if (event === 'plotly_afterplot') window.__plotsDrawn += 1;
+        return emit.call(this, event, data);
+      }});
+  },
+});
 """
 """Counts plotly's ``afterplot`` events of every chart of the page (plotly emits one each
 time a chart is drawn or redrawn)."""
