@@ -85,7 +85,7 @@ def canvas_step_ms(page, frames, press) -> tuple[float, float]:
     DRAW_MS.append(axial.evaluate("() => window.tumorscope.drawMs"))
     # Linked: the sagittal view drawn with its crosshair at the new axial slice (any
     # redraw would also count one of the stale report's).
-    sagittal.wait_for_function("z => window.tumorscope.xyz[2] === z", arg=new,
+    sagittal.wait_for_function("z => (window.tumorscope.xyz || [])[2] === z", arg=new,
                                timeout=60_000, polling="raf")
     linked = (time.perf_counter() - start) * 1000.0
     page.wait_for_function(IDLE_JS, timeout=60_000, polling=100)

@@ -249,6 +249,12 @@ def simplify(mesh: pv.PolyData, *, cell_mm: float) -> pv.PolyData:
     )
 
 
+SIMPLIFY_VERSION = 1
+"""Bumped whenever :func:`simplify` or :func:`simplify_to` would give other triangles: the
+disk cache of simplified surfaces (:func:`~tumorscope.render.mesh_cache.cached_display_meshes`)
+keys on it."""
+
+
 def simplify_to(mesh: pv.PolyData, *, max_triangles: int) -> pv.PolyData:
     """``mesh`` itself if it has at most ``max_triangles`` cells, else a clustered copy of
     about that size (within 1.5x), through :func:`simplify`.

@@ -6,8 +6,8 @@ of each source is named here, and only here::
     RUN/meshes/<case>/truth/        WT-<key>.vtp  TC-<key>.vtp  ET-<key>.vtp  meshes.json
     RUN/meshes/<case>/prediction/   the same, of the prediction
     RUN/meshes/<case>/brain/        brain-<key>.vtp  meshes.json
-    RUN/meshes/<case>/<source>/display-<N>/   the same surfaces simplified to about N
-                                              triangles (what the app draws)
+    RUN/meshes/<case>/{truth,prediction}/display-<N>/   the same surfaces simplified to
+                                                        about N triangles (what the app draws)
 
 Each folder holds the meshes of one source file and a ``meshes.json`` manifest, written
 atomically after the meshes: the source's content fingerprint (SHA-256,
@@ -41,7 +41,14 @@ from tumorscope.core.errors import CaseFileMissingError, ConfigError
 from tumorscope.core.fingerprint import fingerprint
 from tumorscope.core.store import CaseRecord, Run
 
-from .mesh import MESH_NAMES, brain_surface, check_names, region_meshes, simplify_to
+from .mesh import (
+    MESH_NAMES,
+    SIMPLIFY_VERSION,
+    brain_surface,
+    check_names,
+    region_meshes,
+    simplify_to,
+)
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +213,7 @@ def cached_display_meshes(
     cache_dir = Path(cache_dir)
     # The full surfaces' parameters too: the display copies are rebuilt whenever they are.
     params = {**_region_params(convention, **REGION_OPTIONS),  # type: ignore[arg-type]
-              "max_triangles": int(max_triangles)}
+              "max_triangles": int(max_triangles), "simplify_version": SIMPLIFY_VERSION}
 
     def build(missing: list[str]) -> dict[str, pv.PolyData]:
         full = cached_region_meshes(label_path, cache_dir, names=missing, convention=convention)

@@ -661,7 +661,8 @@ def test_served_app_neither_watches_its_files_nor_collects_garbage_after_each_ru
         monkeypatch: pytest.MonkeyPatch) -> None:
     """`streamlit run` reads .streamlit/config.toml from the repo: at 1,000 patients the
     file watcher's polling thread and the full collection after every run took most of a
-    3-D view's server time (3.8 s -> 1.1 s without them, benchmarks/bench_app_scale.py)."""
+    3-D view's server time (3.8 s -> 1.1-2.0 s without them and with the display-mesh
+    cache, benchmarks/bench_app_scale.py)."""
     from streamlit import config
 
     monkeypatch.chdir(REPO)

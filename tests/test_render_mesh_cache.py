@@ -172,6 +172,10 @@ def test_display_meshes_are_cached_simplified_and_follow_their_source(
     assert calls["simplify"] == 3  # read from display-800/, not simplified again
     assert all(np.array_equal(small[r].points, again[r].points) for r in small)
     assert len(list(cache.glob("*.vtp"))) == 3  # the full surfaces stay beside them
+    monkeypatch.setattr(mesh_cache, "SIMPLIFY_VERSION", mesh_cache.SIMPLIFY_VERSION + 1)
+    mesh_cache.cached_display_meshes(src, cache, max_triangles=800)
+    assert calls["simplify"] == 6  # another simplification: made again, never reused
+    calls["simplify"] = 3
 
     lab[:] = 0
     lab[20:30, 20:30, 20:30] = 4  # a new prediction: only ET, a small cube

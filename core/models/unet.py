@@ -401,17 +401,31 @@ def _layers(module: nn.Module) -> list[nn.Module]:
     return [module]
 
 
-def _run_stage(stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``stage(x)``, layer by layer when no graph is recorded: the caller hands ``x`` over (it
-    keeps no other reference), so each layer's input is freed once its output exists. A
-    module call holds its input to the end, and the full-resolution decoder's input (skip
-    and up-sampled features together) is 0.5 GB at the default preset's 128^3 window.
-    The same operations in the same order: the output is bit-identical."""
-    if torch.is_grad_enabled():
+def _run_stage(stage: nn.Module, box: list[torch.Tensor]) -> torch.Tensor:
+    """``stage(box.pop())``, layer by layer when no graph is recorded. The input comes in a
+    one-item list, emptied here, so no frame keeps a reference to it (on any Python) and each
+    layer's input is freed once its output exists: a module call holds its input to the end,
+    and the full-resolution decoder's input (skip and up-sampled features together) is
+    0.5 GB at the default preset's 128^3 window. The same operations in the same order: the
+    output is bit-identical."""
+    x = box.pop()
+    if not _eager_inference(x):
         return stage(x)
     for layer in _layers(stage):
         x = layer(x)
     return x
+
+
+def _eager_inference(x: torch.Tensor) -> bool:
+    """No autograd, no autocast, not being traced or compiled (exports keep torch.cat)."""
+    compiling = getattr(torch.compiler, "is_compiling", lambda: False)()  # torch >= 2.3
+    if torch.is_grad_enabled() or torch.jit.is_tracing() or compiling:
+        return False
+    try:
+        autocast = torch.is_autocast_enabled(x.device.type)
+    except TypeError:  # torch < 2.4 takes no device type
+        autocast = torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
+    return not autocast
 
 
 def _first_conv(module: nn.Module) -> nn.Module:
@@ -605,7 +619,7 @@ class UNet(nn.Module):
 
         supervise = self.training and self.config.deep_supervision
         lower: list[torch.Tensor] = []
-        skips.pop()  # the bottleneck: x itself
+        skips.pop()  # the bottleneck's own features (x, or what attention read)
         for step, (level, up, decoder) in enumerate(zip(
             range(self.config.depth - 2, -1, -1), self.ups, self.decoders, strict=True
         )):
@@ -614,7 +628,7 @@ class UNet(nn.Module):
             skip = skips.pop()
             if self.gates is not None:
                 skip = self.gates[step](skip, x)  # gated by the coarser decoder features
-            if torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type):
+            if not _eager_inference(x):
                 joined = torch.cat([up(x), skip], dim=1)
                 del skip
             else:
@@ -628,7 +642,7 @@ class UNet(nn.Module):
             # Handed over with no name left here, so _run_stage can free it early.
             box = [joined]
             del joined
-            x = _run_stage(decoder, box.pop())
+            x = _run_stage(decoder, box)
             if supervise and 1 <= level <= len(self.lower_heads):
                 lower.append(self.lower_heads[level - 1](x))
         out = self.head(x)

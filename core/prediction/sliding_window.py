@@ -95,7 +95,8 @@ Predictor = Callable[[torch.Tensor], torch.Tensor]
 CPU_BATCH_VOXELS = 128**3
 """On the CPU at most this many window voxels run at once: batching windows buys a CPU no
 speed, while each 128^3 window of the default UNet holds about 1 GB of activations (four
-at once peaked at 8 GB on one BraTS case, one at 1.9 GB; measured by bench_memory.py)."""
+at once peaked at 8 GB on one BraTS case before the decoder ran layer by layer, one now
+at 1.9 GB; measured by bench_memory.py)."""
 
 
 def windows_per_batch(requested: int, roi_size_vox: Sequence[int],
