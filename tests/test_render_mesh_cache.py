@@ -26,6 +26,19 @@ def _write_label(path: Path, lab: np.ndarray) -> None:
     nib.save(nib.Nifti1Image(lab, AFFINE), path)
 
 
+def _count_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> dict[str, int]:
+    """Replace ``mesh_cache.<name>`` by a wrapper counting its calls in the returned dict."""
+    calls = {"n": 0}
+    real = getattr(mesh_cache, name)
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mesh_cache, name, counting)
+    return calls
+
+
 def test_cache_hit_returns_identical_meshes_without_recomputing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -35,14 +48,7 @@ def test_cache_hit_returns_identical_meshes_without_recomputing(
     src, cache = tmp_path / "seg.nii.gz", tmp_path / "meshes" / "case"
     _write_label(src, lab)
 
-    calls = {"n": 0}
-    real = mesh_cache.region_meshes
-
-    def counting(*args, **kwargs):
-        calls["n"] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(mesh_cache, "region_meshes", counting)
+    calls = _count_calls(monkeypatch, "region_meshes")
     first = cached_region_meshes(src, cache)
     assert calls["n"] == 1
     files = sorted(cache.glob("*.vtp"))
@@ -94,14 +100,7 @@ def test_brain_surface_is_cached_with_the_same_keys(tmp_path: Path,
     img[5:25, 4:26, 6:24] = 100.0
     src, cache = tmp_path / "t1.nii.gz", tmp_path / "brain"
     nib.save(nib.Nifti1Image(img, AFFINE), src)
-    calls = {"n": 0}
-    real = mesh_cache.brain_surface
-
-    def counting(*args, **kwargs):
-        calls["n"] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(mesh_cache, "brain_surface", counting)
+    calls = _count_calls(monkeypatch, "brain_surface")
     first = cached_brain_surface(src, cache)
     assert first.n_points > 0 and calls["n"] == 1
     manifest = json.loads((cache / MANIFEST).read_text())
@@ -156,32 +155,25 @@ def test_display_meshes_are_cached_simplified_and_follow_their_source(
     lab[15:40, 15:40, 15:40] = 4
     src, cache = tmp_path / "seg.nii.gz", tmp_path / "meshes" / "case"
     _write_label(src, lab)
-    calls = {"simplify": 0}
-    real = mesh_cache.simplify_to
-
-    def counting(*args, **kwargs):
-        calls["simplify"] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(mesh_cache, "simplify_to", counting)
+    calls = _count_calls(monkeypatch, "simplify_to")
     full = cached_region_meshes(src, cache)
     small = mesh_cache.cached_display_meshes(src, cache, max_triangles=800)
-    assert calls["simplify"] == 3
+    assert calls["n"] == 3
     assert all(small[r].n_cells <= 1200 < full[r].n_cells for r in ("WT", "TC", "ET"))
     again = mesh_cache.cached_display_meshes(src, cache, max_triangles=800)
-    assert calls["simplify"] == 3  # read from display-800/, not simplified again
+    assert calls["n"] == 3  # read from display-800/, not simplified again
     assert all(np.array_equal(small[r].points, again[r].points) for r in small)
     assert len(list(cache.glob("*.vtp"))) == 3  # the full surfaces stay beside them
     monkeypatch.setattr(mesh_cache, "SIMPLIFY_VERSION", mesh_cache.SIMPLIFY_VERSION + 1)
     mesh_cache.cached_display_meshes(src, cache, max_triangles=800)
-    assert calls["simplify"] == 6  # another simplification: made again, never reused
-    calls["simplify"] = 3
+    assert calls["n"] == 6  # another simplification: made again, never reused
+    calls["n"] = 3
 
     lab[:] = 0
     lab[20:30, 20:30, 20:30] = 4  # a new prediction: only ET, a small cube
     _write_label(src, lab)
     changed = mesh_cache.cached_display_meshes(src, cache, max_triangles=800, names=["ET"])
-    assert calls["simplify"] == 4
+    assert calls["n"] == 4
     assert changed["ET"].bounds[1] - changed["ET"].bounds[0] < 25.0  # 10 voxels of 2 mm
     rebuilt = cached_region_meshes(src, cache, names=["ET"])["ET"]  # the full one, rebuilt too
     assert np.allclose(rebuilt.bounds, changed["ET"].bounds, atol=1.0)

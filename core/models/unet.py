@@ -401,15 +401,15 @@ def _layers(module: nn.Module) -> list[nn.Module]:
     return [module]
 
 
-def _run_stage(stage: nn.Module, box: list[torch.Tensor]) -> torch.Tensor:
-    """``stage(box.pop())``, layer by layer when no graph is recorded. The input comes in a
-    one-item list, emptied here, so no frame keeps a reference to it (on any Python) and each
-    layer's input is freed once its output exists: a module call holds its input to the end,
-    and the full-resolution decoder's input (skip and up-sampled features together) is
-    0.5 GB at the default preset's 128^3 window. The same operations in the same order: the
-    output is bit-identical."""
+def _run_stage(stage: nn.Module, box: list[torch.Tensor], *, eager: bool) -> torch.Tensor:
+    """``stage(box.pop())``, layer by layer when ``eager`` (:func:`_eager_inference`). The
+    input comes in a one-item list, emptied here, so no frame keeps a reference to it (on
+    any Python) and each layer's input is freed once its output exists: a module call holds
+    its input to the end, and the full-resolution decoder's input (skip and up-sampled
+    features together) is 0.5 GB at the default preset's 128^3 window. The same operations
+    in the same order: the output is bit-identical."""
     x = box.pop()
-    if not _eager_inference(x):
+    if not eager:
         return stage(x)
     for layer in _layers(stage):
         x = layer(x)
@@ -620,6 +620,7 @@ class UNet(nn.Module):
         supervise = self.training and self.config.deep_supervision
         lower: list[torch.Tensor] = []
         skips.pop()  # the bottleneck's own features (x, or what attention read)
+        eager = _eager_inference(x)
         for step, (level, up, decoder) in enumerate(zip(
             range(self.config.depth - 2, -1, -1), self.ups, self.decoders, strict=True
         )):
@@ -628,21 +629,22 @@ class UNet(nn.Module):
             skip = skips.pop()
             if self.gates is not None:
                 skip = self.gates[step](skip, x)  # gated by the coarser decoder features
-            if not _eager_inference(x):
+            if not eager:
                 joined = torch.cat([up(x), skip], dim=1)
                 del skip
             else:
                 # torch.cat would hold the skip, the up-sampled features and their join at
                 # once (1.1 GB at the default preset's 128^3 window): the skip is copied in
                 # and freed before the up-sampling runs. The same values as cat.
-                joined = _empty_join(skip, up.conv.out_channels, _first_conv(decoder).weight)
-                joined[:, up.conv.out_channels:] = skip
+                c_up = up.conv.out_channels
+                joined = _empty_join(skip, c_up, _first_conv(decoder).weight)
+                joined[:, c_up:] = skip
                 del skip
-                joined[:, :up.conv.out_channels] = up(x)
+                joined[:, :c_up] = up(x)
             # Handed over with no name left here, so _run_stage can free it early.
             box = [joined]
             del joined
-            x = _run_stage(decoder, box)
+            x = _run_stage(decoder, box, eager=eager)
             if supervise and 1 <= level <= len(self.lower_heads):
                 lower.append(self.lower_heads[level - 1](x))
         out = self.head(x)
