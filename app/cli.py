@@ -24,8 +24,12 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def _say(line: str) -> None:
-    """Progress lines of long jobs, on stdout and at once (a watching process reads them)."""
-    print(line, flush=True)
+    """Progress lines of long jobs, on stdout and at once (a watching process reads them).
+
+    One write with its newline: unbuffered (torchrun's ranks on one pipe), ``print`` writes
+    the text and the newline apart, and another rank's line could land in between."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def _fmt_shape(shape: Sequence[int] | None) -> str:
